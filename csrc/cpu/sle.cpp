@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// SLE: schemas (TORCH_LIBRARY_FRAGMENT) and the C++ CPU kernels; checks in ganops/sle_checks.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "ganops/cpu_utils.h"
+#include "ganops/sle.h"
+#include "ganops/sle_checks.h"
+
+namespace ganops {
+namespace {
+
+at::Tensor sle_forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
+  check_sle_inputs(x_in, gate_in, "sle_forward");
+  TORCH_CHECK(x_in.device().is_cpu(), "sle_forward (cpu): x must be a CPU tensor");
+  at::Tensor out = at::empty_like(x_in);
+  const bool cl = is_channels_last(out);
+  const at::Tensor x = as_layout(x_in, cl);
+  const at::Tensor gate = gate_in.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sle_forward_cpu", [&] {
+    using acc_t = typename AccType<scalar_t>::type;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* gp = gate.const_data_ptr<scalar_t>();
+    scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    std::vector<acc_t> s(N * C);
+    for (int64_t i = 0; i < N * C; ++i) s[i] = sle::sigmoid<acc_t>(static_cast<acc_t>(gp[i]));
+    if (!cl) {
+      // NCHW: one contiguous row of H*W elements per (n, c).
+      at::parallel_for(0, N * C, std::max<int64_t>(1, 32768 / std::max<int64_t>(HW, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t nc = b; nc < e; ++nc) {
+          const acc_t sv = s[nc];
+          const scalar_t* xr = xp + nc * HW;
+          scalar_t* yr = yp + nc * HW;
+          for (int64_t i = 0; i < HW; ++i) yr[i] = static_cast<scalar_t>(sle::forward<acc_t>(static_cast<acc_t>(xr[i]), sv));
+        }
+      });
+    } else {
+      // NHWC: rows of C channels; the gate row of sample n is reused for every pixel.
+      at::parallel_for(0, N * HW, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const acc_t* sr = s.data() + (p / HW) * C;
+          const scalar_t* xr = xp + p * C;
+          scalar_t* yr = yp + p * C;
+          for (int64_t c = 0; c < C; ++c) yr[c] = static_cast<scalar_t>(sle::forward<acc_t>(static_cast<acc_t>(xr[c]), sr[c]));
+        }
+      });
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> sle_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                    const at::Tensor& gate_in) {
+  check_sle_inputs(x_in, gate_in, "sle_backward");
+  check_sle_grad(grad_in, x_in, "sle_backward");
+  TORCH_CHECK(x_in.device().is_cpu(), "sle_backward (cpu): x must be a CPU tensor");
+  at::Tensor gx = at::empty_like(x_in);
+  const bool cl = is_channels_last(gx);
+  const at::Tensor x = as_layout(x_in, cl);
+  const at::Tensor gy = as_layout(grad_in, cl);
+  const at::Tensor gate = gate_in.contiguous();
+  at::Tensor gg = at::empty(gate.sizes(), gate.options());
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  if (gate.numel() == 0) return {gx, gg};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sle_backward_cpu", [&] {
+    using acc_t = typename AccType<scalar_t>::type;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+    const scalar_t* gp = gate.const_data_ptr<scalar_t>();
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    scalar_t* ggp = gg.mutable_data_ptr<scalar_t>();
+    if (!cl) {
+      at::parallel_for(0, N * C, std::max<int64_t>(1, 32768 / std::max<int64_t>(HW, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t nc = b; nc < e; ++nc) {
+          const acc_t sv = sle::sigmoid<acc_t>(static_cast<acc_t>(gp[nc]));
+          const scalar_t* xr = xp + nc * HW;
+          const scalar_t* gr = gyp + nc * HW;
+          scalar_t* gxr = gxp + nc * HW;
+          acc_t sum = 0;
+          for (int64_t i = 0; i < HW; ++i) {
+            const acc_t g = static_cast<acc_t>(gr[i]);
+            sum += sle::gate_partial<acc_t>(g, static_cast<acc_t>(xr[i]));
+            gxr[i] = static_cast<scalar_t>(sle::grad_x<acc_t>(g, sv));
+          }
+          ggp[nc] = static_cast<scalar_t>(sle::grad_gate<acc_t>(sum, sv));
+        }
+      });
+    } else {
+      at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+        std::vector<acc_t> s(C), sum(C);
+        for (int64_t n = b; n < e; ++n) {
+          for (int64_t c = 0; c < C; ++c) {
+            s[c] = sle::sigmoid<acc_t>(static_cast<acc_t>(gp[n * C + c]));
+            sum[c] = 0;
+          }
+          for (int64_t p = 0; p < HW; ++p) {
+            const int64_t off = (n * HW + p) * C;
+            for (int64_t c = 0; c < C; ++c) {
+              const acc_t g = static_cast<acc_t>(gyp[off + c]);
+              sum[c] += sle::gate_partial<acc_t>(g, static_cast<acc_t>(xp[off + c]));
+              gxp[off + c] = static_cast<scalar_t>(sle::grad_x<acc_t>(g, s[c]));
+            }
+          }
+          for (int64_t c = 0; c < C; ++c) ggp[n * C + c] = static_cast<scalar_t>(sle::grad_gate<acc_t>(sum[c], s[c]));
+        }
+      });
+    }
+  });
+  return {gx, gg};
+}
+
+}  // namespace
+}  // namespace ganops
+
+TORCH_LIBRARY_FRAGMENT(ganops, m) {
+  m.def("sle_forward(Tensor x, Tensor gate) -> Tensor");
+  m.def("sle_backward(Tensor grad_out, Tensor x, Tensor gate) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(ganops, CPU, m) {
+  m.impl("sle_forward", &ganops::sle_forward_cpu);
+  m.impl("sle_backward", &ganops::sle_backward_cpu);
+}

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The ganops._C module: an empty Python module (py_limited_api) whose import registers the ganops:: ops.
+// Each op adds its schemas with TORCH_LIBRARY_FRAGMENT(ganops, m) in csrc/<op>.cpp.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(ganops, m) {}

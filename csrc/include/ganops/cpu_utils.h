@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Helpers for the CPU kernels and the CUDA glue (ATen side).
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+
+namespace ganops {
+
+template <typename T>
+struct AccType { using type = float; };
+template <>
+struct AccType<double> { using type = double; };
+
+// Which of the two dense layouts a 4-D output uses. Callers allocate the output with at::empty_like(x)
+// (the fake kernels do the same, so strides agree) and compute on inputs made contiguous in that layout.
+inline bool is_channels_last(const at::Tensor& out) {
+  return !out.is_contiguous() && out.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+inline at::Tensor as_layout(const at::Tensor& t, bool channels_last) {
+  return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t.contiguous();
+}
+
+inline void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ",
+              t.scalar_type());
+}
+
+inline int dtype_code(c10::ScalarType t) {
+  switch (t) {
+    case c10::ScalarType::Float: return 0;
+    case c10::ScalarType::Double: return 1;
+    case c10::ScalarType::Half: return 2;
+    case c10::ScalarType::BFloat16: return 3;
+    default: TORCH_CHECK(false, "ganops: unsupported dtype ", t);
+  }
+  return -1;
+}
+
+}  // namespace ganops

@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ganops: fused kernels and recipes for data-efficient GAN training."""
+from __future__ import annotations
+
+from . import _ext
+from ._dispatch import BACKENDS, backend_status, registry
+from .ops import sle, sle_ref
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "BACKENDS", "backend_status", "registry", "sle", "sle_ref", "nn"]
+
+
+def __getattr__(name):  # lazy submodules keep `import ganops` light
+    import importlib
+
+    if name in ("nn", "ops", "train", "metrics", "models", "triton"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'ganops' has no attribute {name!r}")

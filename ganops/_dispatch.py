@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Backend selection shared by every op: impl="auto"|"ref"|"cpu"|"cuda"|"triton" and GANOPS_IMPL."""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from . import _ext
+
+__all__ = ["BACKENDS", "OpInfo", "register_op", "registry", "resolve_impl", "backend_status", "triton_status"]
+
+BACKENDS = ("ref", "cpu", "cuda", "triton")
+
+
+@dataclass
+class OpInfo:
+    """What backends an op has. ``compiled`` names the C++ forward op in the ganops namespace."""
+
+    name: str
+    compiled: str | None = None
+    triton: bool = False
+    notes: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, OpInfo] = {}
+_WARNED: set = set()
+
+
+def register_op(info: OpInfo) -> OpInfo:
+    _REGISTRY[info.name] = info
+    return info
+
+
+def registry() -> dict[str, OpInfo]:
+    return dict(_REGISTRY)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_status() -> tuple[bool, str]:
+    """(importable, reason). Computed once."""
+    try:
+        import triton  # noqa: F401
+
+        return True, f"triton {triton.__version__}"
+    except Exception as e:  # noqa: BLE001
+        return False, f"triton not importable: {type(e).__name__}: {e}"
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def backend_status(op: str, backend: str, device: torch.device | None = None) -> tuple[bool, str]:
+    """Can ``backend`` run ``op`` (on ``device`` when given)? Returns (ok, reason)."""
+    info = _REGISTRY[op]
+    if backend == "ref":
+        return True, "plain PyTorch"
+    if backend == "cpu":
+        if info.compiled is None:
+            return False, "no C++ kernel for this op"
+        if not _ext.loaded:
+            return False, f"extension not loaded ({_ext.load_error})"
+        if not _ext.has_kernel(info.compiled, "CPU"):
+            return False, "extension built without this op"
+        if device is not None and device.type != "cpu":
+            return False, f"tensor on {device.type}, cpu kernel needs CPU tensors"
+        return True, "C++ kernel"
+    if backend == "cuda":
+        if info.compiled is None:
+            return False, "no CUDA kernel for this op"
+        if not _ext.loaded:
+            return False, f"extension not loaded ({_ext.load_error})"
+        if not _ext.has_kernel(info.compiled, "CUDA"):
+            return False, "extension built without CUDA (see `python -m ganops info`)"
+        if device is not None and device.type != "cuda":
+            return False, f"tensor on {device.type}, cuda kernel needs CUDA tensors"
+        if device is None and not torch.cuda.is_available():
+            return False, "compiled; no CUDA device present"
+        return True, "CUDA kernel"
+    if backend == "triton":
+        if not info.triton:
+            return False, "no Triton kernel for this op"
+        ok, why = triton_status()
+        if not ok:
+            return False, why
+        dev = device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev == "cuda":
+            return True, why
+        if dev == "cpu" and _interpret():
+            return True, why + " (TRITON_INTERPRET=1)"
+        return False, "needs a CUDA device, or CPU tensors with TRITON_INTERPRET=1"
+    raise ValueError(f"unknown backend {backend!r}; expected one of {('auto',) + BACKENDS}")
+
+
+def resolve_impl(op: str, impl: str, x: torch.Tensor) -> str:
+    """Pick the backend for ``op`` on tensor ``x`` (see :func:`_resolve`)."""
+    return _resolve(op, impl, x.device.type, x.device.index)
+
+
+@torch.compiler.assume_constant_result  # torch.compile evaluates the choice once, at trace time
+def _resolve(op: str, impl: str, device_type: str, device_index) -> str:
+    """Pick the backend for ``op`` on tensor ``x``.
+
+    ``impl="auto"`` (or GANOPS_IMPL when set) tries cuda -> triton -> ref for CUDA tensors and cpu -> ref for
+    CPU tensors; a fallback warns once naming the op and the reason. An explicitly requested backend that
+    cannot run raises.
+    """
+    if impl == "auto":
+        impl = os.environ.get("GANOPS_IMPL", "auto") or "auto"
+    if impl not in ("auto",) + BACKENDS:
+        raise ValueError(f"{op}: impl must be one of {('auto',) + BACKENDS}, got {impl!r}")
+    dev = torch.device(device_type, device_index)
+    if impl != "auto":
+        ok, why = backend_status(op, impl, dev)
+        if not ok:
+            raise RuntimeError(f"ganops.{op}: backend {impl!r} is unavailable: {why}")
+        return impl
+    order = ("cuda", "triton") if dev.type == "cuda" else ("cpu",)
+    reasons = []
+    for b in order:
+        ok, why = backend_status(op, b, dev)
+        if ok:
+            return b
+        reasons.append(f"{b}: {why}")
+    if dev.type in ("cpu", "cuda"):
+        key = (op, dev.type)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(f"ganops.{op}: using the reference implementation ({'; '.join(reasons)})", RuntimeWarning,
+                          stacklevel=3)
+    return "ref"

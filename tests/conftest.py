@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Shared test helpers: devices, dtypes with tolerances, layouts, and backend lists."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Triton picks interpreted or compiled kernels when a kernel module is imported: on a machine without a GPU the
+# interpreter is the only way to run them, so turn it on before anything imports a kernel module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import ganops  # noqa: E402
+import ganops._dispatch  # noqa: E402
+from ganops._dispatch import backend_status  # noqa: E402
+
+# Tolerances per dtype, relative to the float64 reference computed from the same (rounded) inputs:
+# fp32 differs from the reference only by summation order; fp16/bf16 round the output once (and the reference
+# computes in the low precision itself), so allow a few ulps of each format.
+TOL = {
+    torch.float64: dict(atol=1e-10, rtol=1e-10),
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
+}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+
+HAS_CUDA = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def devices():
+    return ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+def make_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """Return a tensor equal to x in the given memory layout (strided = a non-dense view)."""
+    if layout == "contiguous":
+        return x.contiguous()
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        big = torch.zeros(*x.shape[:-1], x.shape[-1] * 2, dtype=x.dtype, device=x.device)
+        big[..., ::2] = x
+        v = big[..., ::2]
+        assert x.shape[-1] <= 1 or not v.is_contiguous()
+        return v
+    raise ValueError(layout)
+
+
+def compiled_backends(op: str, device: str = "cpu") -> list[str]:
+    """Non-reference backends that can run `op` on `device` here (cpu/cuda kernels; triton under the
+    interpreter only when TRITON_INTERPRET=1 is set for the whole test process)."""
+    out = []
+    for b in ("cpu", "cuda", "triton"):
+        ok, _ = backend_status(op, b, torch.device(device))
+        if ok:
+            out.append(b)
+    return out
+
+
+def triton_interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+requires_triton = pytest.mark.skipif(
+    not (HAS_CUDA or triton_interpreter_enabled()) or not ganops._dispatch.triton_status()[0],
+    reason="Triton needs a GPU or TRITON_INTERPRET=1",
+)
+requires_ext = pytest.mark.skipif(not ganops._ext.loaded, reason=f"extension not loaded: {ganops._ext.load_error}")
