@@ -108,7 +108,7 @@ def get_extensions():
     cuda_sources = sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")) + glob.glob(os.path.join(csrc, "cuda", "*.cpp")))
     rel = lambda ps: [os.path.relpath(p, ROOT) for p in ps]  # noqa: E731
     define_macros = []  # torch adds Py_LIMITED_API for py_limited_api=True
-    extra_cxx = ["-O3", "-fdiagnostics-color=always"]
+    extra_cxx = ["-O3", "-fopenmp", "-fdiagnostics-color=always"]  # -fopenmp: at::parallel_for runs serially without it
     info = {
         "built": True,
         "torch": torch.__version__,
@@ -136,6 +136,7 @@ def get_extensions():
             include_dirs=[os.path.join(csrc, "include")],
             define_macros=define_macros + [("GANOPS_WITH_CUDA", "1")],
             extra_compile_args={"cxx": extra_cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            extra_link_args=["-fopenmp"],
             py_limited_api=True,
         )
     else:
@@ -146,6 +147,7 @@ def get_extensions():
             include_dirs=[os.path.join(csrc, "include")],
             define_macros=define_macros,
             extra_compile_args={"cxx": extra_cxx},
+            extra_link_args=["-fopenmp"],
             py_limited_api=True,
         )
     _log(f"{len(sources)} C++ sources, {len(cuda_sources) if with_cuda else 0} CUDA sources")

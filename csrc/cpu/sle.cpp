@@ -11,9 +11,33 @@
 #include "ganops/cpu_utils.h"
 #include "ganops/sle.h"
 #include "ganops/sle_checks.h"
+#include "ganops/sle_rows.h"
 
 namespace ganops {
 namespace {
+
+// float32 rows go through the vectorised loops in sle_rows.cpp; other dtypes use the generic loops below.
+template <typename T, typename A>
+bool fast_forward(const T*, A, T*, int64_t) { return false; }
+inline bool fast_forward(const float* x, float s, float* y, int64_t n) { sle::row_forward_f32(x, s, y, n); return true; }
+template <typename T, typename A>
+bool fast_forward_cl(const T*, const A*, T*, int64_t) { return false; }
+inline bool fast_forward_cl(const float* x, const float* s, float* y, int64_t n) {
+  sle::row_forward_cl_f32(x, s, y, n);
+  return true;
+}
+template <typename T, typename A>
+bool fast_backward(const T*, const T*, A, T*, T*, int64_t) { return false; }
+inline bool fast_backward(const float* gy, const float* x, float s, float* gx, float* gg, int64_t n) {
+  *gg = sle::grad_gate<float>(sle::row_backward_f32(gy, x, s, gx, n), s);
+  return true;
+}
+template <typename T, typename A>
+bool fast_backward_cl(const T*, const T*, const A*, T*, A*, int64_t) { return false; }
+inline bool fast_backward_cl(const float* gy, const float* x, const float* s, float* gx, float* acc, int64_t n) {
+  sle::row_backward_cl_f32(gy, x, s, gx, acc, n);
+  return true;
+}
 
 at::Tensor sle_forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
   check_sle_inputs(x_in, gate_in, "sle_forward");
@@ -38,6 +62,7 @@ at::Tensor sle_forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
           const acc_t sv = s[nc];
           const scalar_t* xr = xp + nc * HW;
           scalar_t* yr = yp + nc * HW;
+          if (fast_forward(xr, sv, yr, HW)) continue;
           for (int64_t i = 0; i < HW; ++i) yr[i] = static_cast<scalar_t>(sle::forward<acc_t>(static_cast<acc_t>(xr[i]), sv));
         }
       });
@@ -48,6 +73,7 @@ at::Tensor sle_forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
           const acc_t* sr = s.data() + (p / HW) * C;
           const scalar_t* xr = xp + p * C;
           scalar_t* yr = yp + p * C;
+          if (fast_forward_cl(xr, sr, yr, C)) continue;
           for (int64_t c = 0; c < C; ++c) yr[c] = static_cast<scalar_t>(sle::forward<acc_t>(static_cast<acc_t>(xr[c]), sr[c]));
         }
       });
@@ -83,6 +109,7 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cpu(const at::Tensor& grad_in, c
           const scalar_t* xr = xp + nc * HW;
           const scalar_t* gr = gyp + nc * HW;
           scalar_t* gxr = gxp + nc * HW;
+          if (fast_backward(gr, xr, sv, gxr, ggp + nc, HW)) continue;
           acc_t sum = 0;
           for (int64_t i = 0; i < HW; ++i) {
             const acc_t g = static_cast<acc_t>(gr[i]);
@@ -102,6 +129,7 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cpu(const at::Tensor& grad_in, c
           }
           for (int64_t p = 0; p < HW; ++p) {
             const int64_t off = (n * HW + p) * C;
+            if (fast_backward_cl(gyp + off, xp + off, s.data(), gxp + off, sum.data(), C)) continue;
             for (int64_t c = 0; c < C; ++c) {
               const acc_t g = static_cast<acc_t>(gyp[off + c]);
               sum[c] += sle::gate_partial<acc_t>(g, static_cast<acc_t>(xp[off + c]));
