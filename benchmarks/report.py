@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""One table of every target in shared/spec/targets.md: `python -m benchmarks.report [--run] [--markdown]`.
+
+Reads the latest results in benchmarks/results/ (op microbenchmarks from `pytest benchmarks/ --benchmark-only`,
+model-level figures written by the bench_* scripts through benchmarks.targets.write_rows). `--run` refreshes them
+first (minutes on a 2-core CPU). Each row is `measured` (on the device named) or `projected` (roofline model of
+ganops.profiling for a GPU we did not run on). Exit status 1 when a measured target is missed or a result is
+missing; projected misses are reported but do not fail (they are model outputs, not measurements).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from .targets import RESULTS_DIR, Row, read_rows
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# Model-level results each bench script must write (name -> how to produce it).
+MODEL_BENCHES = {
+    "fastgan": [sys.executable, "-m", "benchmarks.bench_fastgan"],
+    "consingan": [sys.executable, "-m", "benchmarks.bench_consingan"],
+    "gmm": [sys.executable, "-m", "benchmarks.bench_gmm"],
+    "spectral_norm": [sys.executable, "-m", "benchmarks.bench_spectral_norm"],
+    "penalty": [sys.executable, "-m", "benchmarks.bench_penalty"],
+}
+OP_TARGET_TEXT = {
+    "sle": "SLE fwd+bwd",
+    "diff_augment": "DiffAugment fwd+bwd",
+    "spectral_norm": "spectral norm fwd+bwd",
+    "gradient_penalty": "gradient penalty",
+}
+
+
+def op_rows() -> list[Row]:
+    path = os.path.join(RESULTS_DIR, "ops-latest.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        data = json.load(f)
+    env = data.get("environment", {})
+    dev = env.get("gpu") or f"CPU ({env.get('threads', '?')} threads)"
+    from .conftest import OP_TARGETS
+
+    rows = []
+    for r in data.get("ratios", []):
+        tgt = OP_TARGETS.get(r["op"])
+        if not tgt or r["mode"] != tgt["mode"] or r["provider"] in ("triton",) and r["device"] == "cpu":
+            continue
+        label = f"{OP_TARGET_TEXT.get(r['op'], r['op'])} {r['case']} [{r['provider']}]"
+        d = dev if r["device"] == "cuda" else f"CPU ({env.get('threads', '?')} threads)"
+        if r.get("vs_ref") is not None and tgt["vs_ref"]:
+            rows.append(Row(f"{label} vs eager ref", r["vs_ref"], tgt["vs_ref"], "x", "measured", d, True))
+        if r.get("vs_compiled") is not None and tgt["vs_compiled"]:
+            rows.append(Row(f"{label} vs compiled ref", r["vs_compiled"], tgt["vs_compiled"], "x", "measured", d, True))
+        if r.get("bytes") and r.get("min_bytes") and r["op"] == "diff_augment":
+            rows.append(Row(f"{label} bytes / one-read-one-write", r["bytes"] / r["min_bytes"], 1.25, "x",
+                            "measured", "counted (any device)"))
+    return rows
+
+
+def model_rows() -> tuple[list[Row], list[str]]:
+    rows, missing = [], []
+    for name in MODEL_BENCHES:
+        path = os.path.join(RESULTS_DIR, f"{name}.json")
+        if not os.path.exists(path):
+            missing.append(name)
+            continue
+        _, rs = read_rows(path)
+        rows.extend(rs)
+    return rows, missing
+
+
+def run_all() -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q",
+                    "--benchmark-json", os.path.join(RESULTS_DIR, "pytest-benchmark.json")], cwd=ROOT, env=env,
+                   check=False)
+    for name, cmd in MODEL_BENCHES.items():
+        if os.path.exists(os.path.join(HERE, f"bench_{name}.py")):
+            print(f"== {' '.join(cmd[1:])}", flush=True)
+            subprocess.run(cmd, cwd=ROOT, env=env, check=False)
+
+
+def fmt(v: float, unit: str) -> str:
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit in ("s", "min", "GiB", "ms"):
+        return f"{v:.3g} {unit}"
+    return f"{v:.4g} {unit}".strip()
+
+
+def render(rows: list[Row], missing: list[str], markdown: bool) -> str:
+    lines = []
+    mark = {True: "✓", False: "✗", None: "–"}
+    if markdown:
+        lines.append("| target | figure | target value | kind | device | |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in rows:
+            lim = "-" if r.limit is None else ("≥ " if r.higher_is_better else "≤ ") + fmt(r.limit, r.unit)
+            note = f" ({r.note})" if r.note else ""
+            lines.append(f"| {r.target}{note} | {fmt(r.value, r.unit)} | {lim} | {r.kind} | {r.device} | {mark[r.ok]} |")
+        for m in missing:
+            lines.append(f"| {m}: no results (run `python -m benchmarks.bench_{m}`) | – | – | – | – | ✗ |")
+        return "\n".join(lines)
+    w = max([len(r.target) for r in rows] + [20])
+    lines.append(f"{'target':{w}}  {'figure':>12}  {'target':>12}  {'kind':9}  {'ok':2}  device")
+    for r in rows:
+        lim = "-" if r.limit is None else ("≥" if r.higher_is_better else "≤") + fmt(r.limit, r.unit)
+        lines.append(f"{r.target:{w}}  {fmt(r.value, r.unit):>12}  {lim:>12}  {r.kind:9}  {mark[r.ok]:2}  {r.device}"
+                     + (f"  ({r.note})" if r.note else ""))
+    for m in missing:
+        lines.append(f"{m + ': no results':{w}}  {'-':>12}  {'-':>12}  {'-':9}  ✗   run python -m benchmarks.bench_{m}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", action="store_true", help="run every benchmark first (minutes)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    args = p.parse_args(argv)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    if args.run:
+        run_all()
+    rows = op_rows()
+    mrows, missing = model_rows()
+    rows += mrows
+    if not glob.glob(os.path.join(RESULTS_DIR, "ops-latest.json")):
+        missing.insert(0, "ops (pytest benchmarks/ --benchmark-only)")
+    print(render(rows, missing, args.markdown))
+    failed = [r for r in rows if r.kind == "measured" and r.ok is False]
+    proj_missed = [r for r in rows if r.kind == "projected" and r.ok is False]
+    print(f"\n{len(rows)} rows: {sum(r.ok is True for r in rows)} met, {len(failed)} measured missed, "
+          f"{len(proj_missed)} projected missed, {len(missing)} without results")
+    return 1 if failed or missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
