@@ -33,19 +33,17 @@ def info_table() -> list[tuple[str, dict]]:
         for b in BACKENDS:
             if b == "cuda":
                 cells[b] = _cuda_cell(op)
-                continue
-            dev = torch.device("cpu") if b in ("cpu", "ref") else None
-            if b == "triton" and not torch.cuda.is_available():
-                import os
-
+            elif b == "triton" and not torch.cuda.is_available():
                 ok, why = backend_status(name, b, torch.device("cpu"))
-                if not ok and op.triton and triton_status()[0]:
-                    cells[b] = "GPU, or CPU with TRITON_INTERPRET=1" if "TRITON_INTERPRET" not in os.environ else why
-                    continue
-                cells[b] = ("available (interpreted)" if ok else f"no: {why}")
-                continue
-            ok, why = backend_status(name, b, dev)
-            cells[b] = "available" if ok else f"no: {why}"
+                if ok:
+                    cells[b] = "available (interpreted)"
+                elif op.triton and triton_status()[0]:
+                    cells[b] = "interpreted with TRITON_INTERPRET=1"
+                else:
+                    cells[b] = f"no: {why}"
+            else:
+                ok, why = backend_status(name, b, torch.device("cpu") if b in ("cpu", "ref") else None)
+                cells[b] = "available" if ok else f"no: {why}"
         rows.append((name, cells))
     return rows
 
