@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Fused ops: one module per op, each with its public function, reference, and registrations."""
 from .sle import sle, sle_ref
+from .penalty import LazyRegularizer, gradient_penalty, r1_penalty, r2_penalty
+from .penalty_ops import interpolate, norm_penalty
 
 __all__ = ["sle", "sle_ref"]
+__all__ += ["gradient_penalty", "r1_penalty", "r2_penalty", "LazyRegularizer", "interpolate", "norm_penalty"]
