@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Training toolkit shared by the recipes: data, run dirs, checkpoints, EMA, AMP, DDP, progress, samples, CLI."""
+from __future__ import annotations
+
+from .amp import PRECISIONS, Amp
+from .builtin import BUILTINS, TWEMOJI_ATTRIBUTION, load_builtin
+from .checkpoint import (ConfigMismatchError, check_config, config_diff, get_rng_state, latest_checkpoint,
+                         load_checkpoint, save_checkpoint, set_rng_state)
+from .cli import add_train_args, check_options, train_options
+from .data import (DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler, check_image_folder,
+                   list_images, load_single_image, open_dataset)
+from .distributed import DistInfo, init_distributed, is_main, per_rank_batch, wrap_ddp
+from .ema import EMA
+from .loop import TrainLoop, seed_everything, set_deterministic
+from .progress import NonFiniteLossError, Progress, StatsWriter
+from .rundir import RunDirError, make_run_dir
+from .samples import fixed_noise, save_grid
+
+__all__ = [
+    "Amp", "PRECISIONS", "BUILTINS", "TWEMOJI_ATTRIBUTION", "load_builtin", "ConfigMismatchError", "check_config",
+    "config_diff", "get_rng_state", "set_rng_state", "latest_checkpoint", "load_checkpoint", "save_checkpoint",
+    "add_train_args", "check_options", "train_options", "DatasetError", "ImageDataset", "InfiniteLoader",
+    "InfiniteSampler", "check_image_folder", "list_images", "load_single_image", "open_dataset", "DistInfo",
+    "init_distributed", "is_main", "per_rank_batch", "wrap_ddp", "EMA", "TrainLoop", "seed_everything",
+    "set_deterministic", "NonFiniteLossError", "Progress", "StatsWriter", "RunDirError", "make_run_dir",
+    "fixed_noise", "save_grid",
+]

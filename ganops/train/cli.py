@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Shared training flags for every recipe: a click decorator and an argparse equivalent with the same names."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+import click
+
+from .amp import PRECISIONS
+
+__all__ = ["TRAIN_OPTION_DEFAULTS", "train_options", "add_train_args", "check_options"]
+
+# name -> (default, help). Recipes override defaults per recipe: train_options(resolution=256, batch=8).
+TRAIN_OPTION_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "data": ("builtin:emoji", "image folder (recursive; jpg/jpeg/png/webp/bmp) or builtin:emoji|animals|lfw|"
+                              "china|flower|rocket"),
+    "outdir": ("runs", "parent of the run directory {outdir}/{id:05d}-{name}"),
+    "resolution": (64, "training resolution in pixels"),
+    "batch": (8, "GLOBAL batch size, split evenly over DDP processes"),
+    "iters": (1000, "total training iterations (a resumed run continues to this count)"),
+    "seed": (0, "random seed (data order, init, noise)"),
+    "resume": (None, "'auto' (latest run with the same name in --outdir, continued in place) or a checkpoint "
+                     "file / run directory"),
+    "precision": ("fp32", "fp32 | fp16 (autocast + GradScaler) | bf16 (autocast)"),
+    "channels_last": (False, "use channels_last memory format for models and batches"),
+    "compile": (False, "torch.compile the models' forward (penalty branches stay eager)"),
+    "impl": ("auto", "ganops kernel backend: auto | ref | cpu | cuda | triton"),
+    "snap": (500, "checkpoint every N iterations (0: only at the end)"),
+    "sample_every": (500, "save a fakes grid every N iterations (0: only at the end)"),
+    "dry_run": (False, "validate data and options, print the resolved config, and exit"),
+    "device": ("auto", "auto | cpu | cuda | cuda:N"),
+    "workers": (2, "DataLoader worker processes per rank"),
+    "hflip": (False, "add horizontally mirrored images to the dataset"),
+    "deterministic": (False, "deterministic algorithms (bitwise reproducible resume on CPU; slower)"),
+    "allow_upscale": (False, "accept images smaller than --resolution (upscaled)"),
+    "skip_bad": (False, "skip unreadable image files instead of stopping"),
+}
+_CHOICES = {"precision": PRECISIONS, "impl": ("auto", "ref", "cpu", "cuda", "triton")}
+_MIN = {"resolution": 4, "batch": 1, "iters": 0, "snap": 0, "sample_every": 0, "workers": 0}
+
+
+def train_options(**defaults: Any) -> Callable:
+    """click decorator adding every shared flag (``--data``, ``--outdir``, ...) with shown defaults.
+
+    Args:
+        **defaults: per-recipe default overrides by option name, e.g. ``resolution=256, batch=8``.
+
+    Returns:
+        A decorator; the command receives the options as keyword arguments (``dry_run``, ``sample_every``...).
+    """
+    unknown = set(defaults) - set(TRAIN_OPTION_DEFAULTS)
+    if unknown:
+        raise TypeError(f"train_options: unknown option(s) {sorted(unknown)}")
+
+    def deco(fn: Callable) -> Callable:
+        for name in reversed(list(TRAIN_OPTION_DEFAULTS)):
+            default, help_ = TRAIN_OPTION_DEFAULTS[name]
+            default = defaults.get(name, default)
+            flag = "--" + name.replace("_", "-")
+            if isinstance(default, bool):
+                fn = click.option(flag, name, is_flag=True, default=default, show_default=True, help=help_)(fn)
+                continue
+            if name in _CHOICES:
+                typ = click.Choice(_CHOICES[name])
+            elif name in _MIN:
+                typ = click.IntRange(min=_MIN[name])
+            elif name == "seed":
+                typ = click.IntRange(min=0)
+            else:
+                typ = str
+            fn = click.option(flag, name, type=typ, default=default, show_default=True, help=help_)(fn)
+        return fn
+
+    return deco
+
+
+def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse.ArgumentParser:
+    """The same flags on an argparse parser (for recipes not using click)."""
+    for name, (default, help_) in TRAIN_OPTION_DEFAULTS.items():
+        default = defaults.get(name, default)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=name, action="store_true", default=default, help=help_)
+        elif name in _CHOICES:
+            parser.add_argument(flag, dest=name, choices=_CHOICES[name], default=default, help=help_)
+        elif name in _MIN or name == "seed":
+            parser.add_argument(flag, dest=name, type=int, default=default, help=help_ + f" (default {default})")
+        else:
+            parser.add_argument(flag, dest=name, default=default, help=help_ + f" (default {default})")
+    return parser
+
+
+def check_options(opts: dict[str, Any], *, power_of_two: bool = False) -> dict[str, Any]:
+    """Cross-flag checks shared by recipes; raises ``click.UsageError`` naming the flag.
+
+    Args:
+        opts: the options dict.
+        power_of_two: require ``--resolution`` to be a power of two (FastGAN/DISP).
+    """
+    for k, lo in _MIN.items():
+        if k in opts and int(opts[k]) < lo:
+            raise click.UsageError(f"--{k.replace('_', '-')} must be >= {lo}, got {opts[k]}")
+    r = int(opts.get("resolution", 0))
+    if power_of_two and (r <= 0 or r & (r - 1)):
+        raise click.UsageError(f"--resolution must be a power of two, got {r}")
+    for k, choices in _CHOICES.items():
+        if k in opts and opts[k] not in choices:
+            raise click.UsageError(f"--{k} must be one of {', '.join(choices)}, got {opts[k]!r}")
+    if opts.get("precision") == "fp16" and str(opts.get("device", "auto")).startswith("cpu"):
+        click.echo("[ganops.train] note: --precision fp16 on CPU is slow; bf16 is the CPU choice", err=True)
+    return opts

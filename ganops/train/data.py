@@ -1,0 +1,386 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Image datasets (folders or builtins), the validation pass, and a seed-reproducible, DDP-sharded sampler."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .builtin import SINGLE_IMAGE, builtin_name, is_builtin, load_builtin
+
+__all__ = [
+    "IMG_EXTENSIONS", "DatasetError", "FolderReport", "list_images", "check_image_folder", "to_rgb",
+    "ImageDataset", "open_dataset", "load_single_image", "InfiniteSampler", "InfiniteLoader",
+]
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class DatasetError(ValueError):
+    """A dataset problem that stops training; the message names the offending paths and a flag to fix it."""
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root`` (recursive, case-insensitive suffixes), sorted for determinism."""
+    root = Path(root)
+    out = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
+    return sorted(out)
+
+
+def to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
+    """Convert to RGB; RGBA/LA/palette-with-transparency are composited on white. Returns (image, original mode
+    if a conversion happened else None)."""
+    if im.mode == "RGB":
+        return im, None
+    mode = im.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB"), mode
+    return im.convert("RGB"), mode
+
+
+@dataclass
+class FolderReport:
+    """Result of :func:`check_image_folder`: usable files plus everything worth telling the user."""
+
+    path: str
+    resolution: int | None
+    files: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    too_small: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
+    non_image: list[Path] = field(default_factory=list)
+    converted: dict[str, int] = field(default_factory=dict)  # original mode -> count
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_if_errors(self) -> "FolderReport":
+        """Raise :class:`DatasetError` listing every error; return self otherwise."""
+        if self.errors:
+            raise DatasetError(f"dataset {self.path!r} failed validation:\n  - " + "\n  - ".join(self.errors))
+        return self
+
+
+def _first(items: Sequence, n: int = 5) -> str:
+    shown = ", ".join(str(x[0] if isinstance(x, tuple) else x) for x in items[:n])
+    return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *, allow_upscale: bool = False,
+                       skip_bad: bool = False, raise_on_error: bool = False) -> FolderReport:
+    """Validate an image folder before training: decode every image once.
+
+    Errors (training would fail or silently degrade): missing path, no images, unreadable/corrupt files (unless
+    ``skip_bad``), images smaller than ``resolution`` on their short side (unless ``allow_upscale``). Notes:
+    greyscale/RGBA/palette images (converted to RGB, RGBA on white), mixed sizes, non-image files ignored.
+
+    Args:
+        path: folder (searched recursively) or ``builtin:<name>`` (always valid).
+        resolution: target training resolution, or None to skip the size check.
+        allow_upscale: accept images smaller than the resolution (they are upscaled).
+        skip_bad: drop unreadable files with a note instead of an error.
+        raise_on_error: raise :class:`DatasetError` when there are errors.
+
+    Returns:
+        A :class:`FolderReport`; ``report.files`` are the usable images.
+    """
+    rep = FolderReport(path=str(path), resolution=resolution)
+    if is_builtin(path):
+        builtin_name(str(path))  # validates the name
+        return rep
+    p = Path(path)
+    if not p.exists():
+        rep.errors.append(f"{p} does not exist; check --data (or use a builtin such as --data builtin:emoji)")
+    elif not p.is_dir():
+        rep.errors.append(f"{p} is not a directory; --data takes a folder of images (jpg/jpeg/png/webp/bmp)")
+    else:
+        all_files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+        candidates = [q for q in all_files if q.suffix.lower() in IMG_EXTENSIONS]
+        rep.non_image = [q for q in all_files if q.suffix.lower() not in IMG_EXTENSIONS]
+        if not candidates:
+            rep.errors.append(f"no images found in {p} (searched recursively for {', '.join(IMG_EXTENSIONS)}, "
+                              "any case)" + (f"; {len(rep.non_image)} other files ignored" if rep.non_image else ""))
+        for q in candidates:
+            try:
+                with Image.open(q) as im:
+                    im.load()
+                    size, mode = im.size, im.mode
+            except Exception as e:  # PIL raises many types for corrupt data
+                rep.unreadable.append((q, f"{type(e).__name__}: {e}"))
+                continue
+            if mode != "RGB":
+                rep.converted[mode] = rep.converted.get(mode, 0) + 1
+            rep.sizes.add(size)
+            if resolution is not None and min(size) < resolution:
+                rep.too_small.append((q, size))
+            rep.files.append(q)
+        if rep.unreadable:
+            msg = f"{len(rep.unreadable)} unreadable image(s): " + "; ".join(
+                f"{q} ({why})" for q, why in rep.unreadable[:5]) + (" ..." if len(rep.unreadable) > 5 else "")
+            if skip_bad:
+                rep.notes.append(msg + " -- skipped (--skip-bad)")
+            else:
+                rep.errors.append(msg + "; delete or fix them, or pass --skip-bad to train on the readable ones")
+        if rep.too_small:
+            small = min(min(s) for _, s in rep.too_small)
+            msg = (f"{len(rep.too_small)} image(s) smaller than --resolution {resolution}: {_first(rep.too_small)}"
+                   f" (smallest side {small})")
+            if allow_upscale:
+                rep.notes.append(msg + " -- upscaled (--allow-upscale)")
+            else:
+                rep.errors.append(msg + f"; pass --resolution {_floor_pow2(small)} or lower, or --allow-upscale")
+        if rep.converted:
+            kinds = ", ".join(f"{n} {m}" for m, n in sorted(rep.converted.items()))
+            rep.notes.append(f"{kinds} image(s) converted to RGB (RGBA/transparent palette composited on white)")
+        if len(rep.sizes) > 1:
+            rep.notes.append(f"mixed image sizes ({len(rep.sizes)} distinct); all are center-cropped to square "
+                             "and resized")
+        if rep.non_image:
+            rep.notes.append(f"{len(rep.non_image)} non-image file(s) ignored: {_first(rep.non_image, 3)}")
+    if raise_on_error:
+        rep.raise_if_errors()
+    return rep
+
+
+def _floor_pow2(n: int) -> int:
+    return 1 << max(0, int(n).bit_length() - 1)
+
+
+def _resize(im: Image.Image, resolution: int | None, mode: str) -> Image.Image:
+    if resolution is None:
+        return im
+    w, h = im.size
+    if mode == "square":
+        s = min(w, h)
+        if w != h:
+            left, top = (w - s) // 2, (h - s) // 2
+            im = im.crop((left, top, left + s, top + s))
+        if s != resolution:
+            im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        return im
+    if mode == "max-side":  # longest side = resolution, aspect kept (single-image GANs)
+        scale = resolution / max(w, h)
+        if scale != 1.0:
+            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+        return im
+    raise ValueError(f"resize mode must be 'square' or 'max-side', got {mode!r}")
+
+
+def _to_tensor(im: Image.Image) -> torch.Tensor:
+    a = np.asarray(im, dtype=np.uint8).copy()
+    return torch.from_numpy(a).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images from paths or PIL images, as float tensors (3, R, R) in [-1, 1].
+
+    With ``hflip=True`` the dataset doubles: index ``i + len(images)`` is image ``i`` mirrored (StyleGAN's
+    ``--mirror``), so flips are decided by the sampler and are reproducible from the seed.
+
+    Args:
+        items: image file paths or RGB PIL images.
+        resolution: output side (center crop to square, then Lanczos resize); None keeps the size.
+        hflip: add horizontally flipped copies.
+        attribution: licence text that must travel with the data (written to the run dir as ATTRIBUTION.txt).
+    """
+
+    def __init__(self, items: Sequence[str | os.PathLike | Image.Image], resolution: int | None, *,
+                 hflip: bool = False, attribution: str | None = None, name: str = "") -> None:
+        if len(items) == 0:
+            raise DatasetError(f"dataset {name!r} has no images")
+        self.items = list(items)
+        self.resolution = resolution
+        self.hflip = hflip
+        self.attribution = attribution
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.items) * (2 if self.hflip else 1)
+
+    def load(self, i: int) -> torch.Tensor:
+        n = len(self.items)
+        item, flip = self.items[i % n], i >= n
+        if isinstance(item, Image.Image):
+            im = item
+        else:
+            try:
+                with Image.open(item) as f:
+                    f.load()
+                    im = f.copy()
+            except Exception as e:
+                raise DatasetError(f"cannot read image {item}: {type(e).__name__}: {e}; run "
+                                   "check_image_folder first or pass --skip-bad") from e
+        im, _ = to_rgb(im)
+        x = _to_tensor(_resize(im, self.resolution, "square"))
+        return x.flip(-1) if flip else x
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.load(int(i))
+
+
+def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool = False,
+                 allow_upscale: bool = False, skip_bad: bool = False, verbose: bool = True) -> ImageDataset:
+    """Validate and open ``--data``: a folder or ``builtin:<name>``.
+
+    Raises:
+        DatasetError: with every problem found by :func:`check_image_folder` and the flag that fixes it.
+    """
+    if is_builtin(spec):
+        data = load_builtin(str(spec))
+        if verbose and data.attribution:
+            print(f"[ganops.train] builtin:{data.name}: {data.attribution}")
+        return ImageDataset(data.images, resolution, hflip=hflip, attribution=data.attribution,
+                            name=f"builtin:{data.name}")
+    rep = check_image_folder(spec, resolution, allow_upscale=allow_upscale, skip_bad=skip_bad,
+                             raise_on_error=True)
+    if verbose:
+        for note in rep.notes:
+            print(f"[ganops.train] note: {note}")
+    return ImageDataset(rep.files, resolution, hflip=hflip, name=str(spec))
+
+
+def load_single_image(spec: str | os.PathLike, max_size: int | None = None) -> tuple[torch.Tensor, str | None]:
+    """One image for single-image GANs (ConSinGAN): a file path or ``builtin:china|flower|rocket``.
+
+    Returns:
+        (image (1, 3, H, W) in [-1, 1] with the longest side resized to ``max_size``, attribution or None).
+    """
+    if is_builtin(spec):
+        name = builtin_name(str(spec))
+        if name not in SINGLE_IMAGE:
+            warnings.warn(f"builtin:{name} is a multi-image set; using its first image", stacklevel=2)
+        data = load_builtin(name)
+        im, attribution = data.images[0], data.attribution
+    else:
+        p = Path(spec)
+        if p.is_dir():
+            files = list_images(p)
+            if len(files) != 1:
+                raise DatasetError(f"--data {p}: a single-image GAN needs one image file, found {len(files)} "
+                                   "images in the folder; pass the file path")
+            p = files[0]
+        try:
+            with Image.open(p) as f:
+                f.load()
+                im = f.copy()
+        except FileNotFoundError:
+            raise DatasetError(f"--data {p}: no such file") from None
+        except Exception as e:
+            raise DatasetError(f"--data {p}: cannot read image: {type(e).__name__}: {e}") from e
+        attribution = None
+    im, _ = to_rgb(im)
+    return _to_tensor(_resize(im, max_size, "max-side")).unsqueeze(0), attribution
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Endless, seed-reproducible index stream sharded over DDP ranks, resumable at any position.
+
+    The global stream is the concatenation of ``torch.randperm(n)`` for epoch 0, 1, 2, ... (generator seeded with
+    ``seed + epoch``); rank ``r`` of ``W`` takes global positions ``r, r + W, r + 2W, ...``. So a batch of
+    ``B`` per rank on ``W`` ranks consumes exactly the same images as a batch of ``B*W`` on one rank, and position
+    ``p`` (samples consumed by this rank) fully determines the continuation.
+
+    Args:
+        n: dataset length.
+        seed: base seed (shared by all ranks).
+        rank, world_size: this process's shard.
+        shuffle: False gives 0, 1, ..., n-1 repeated.
+        start: position to start from (see :meth:`state_dict`).
+    """
+
+    def __init__(self, n: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 start: int = 0) -> None:
+        if n <= 0:
+            raise ValueError(f"InfiniteSampler: n must be positive, got {n}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"InfiniteSampler: rank {rank} not in [0, {world_size})")
+        self.n, self.seed, self.rank, self.world_size, self.shuffle = n, seed, rank, world_size, shuffle
+        self.position = start
+        self._perm_epoch, self._perm = -1, None
+
+    def _perm_for(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed + epoch)
+                self._perm = torch.randperm(self.n, generator=g)
+            else:
+                self._perm = torch.arange(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def index_at(self, position: int) -> int:
+        """Dataset index this rank draws at ``position``."""
+        g = self.rank + position * self.world_size
+        return int(self._perm_for(g // self.n)[g % self.n])
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            i = self.index_at(self.position)
+            self.position += 1
+            yield i
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "seed": self.seed, "n": self.n, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = int(state["position"])
+
+
+class InfiniteLoader:
+    """Endless batches (B, 3, R, R) of one rank, exactly resumable: the state is the number of samples consumed.
+
+    A ``DataLoader`` prefetches ahead of what training consumed, so the position is counted here, on consumption,
+    and a resume rebuilds the DataLoader from that position.
+
+    Args:
+        dataset: map-style dataset.
+        batch_size: per-rank batch.
+        seed, rank, world_size, shuffle: see :class:`InfiniteSampler`.
+        num_workers: DataLoader workers (0 = load in this process).
+        device: move batches there (non_blocking with pinned memory on CUDA).
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True, num_workers: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.num_workers, self.device = num_workers, torch.device(device)
+        self.consumed = 0
+        self._it = None
+
+    def _build(self) -> None:
+        sampler = InfiniteSampler(len(self.dataset), seed=self.seed, rank=self.rank, world_size=self.world_size,
+                                  shuffle=self.shuffle, start=self.consumed)
+        dl = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
+                                         num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                                         persistent_workers=self.num_workers > 0, drop_last=True)
+        self._it = iter(dl)
+
+    def __iter__(self) -> "InfiniteLoader":
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._it is None:
+            self._build()
+        x = next(self._it)
+        self.consumed += self.batch_size
+        return x.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed, "seed": self.seed, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consumed = int(state["consumed"])
+        self._it = None

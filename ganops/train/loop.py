@@ -1,0 +1,324 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""``TrainLoop``: the driver a recipe calls with its models, optimizers, a step function and a sample function."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from . import distributed as ddp
+from .amp import Amp
+from .checkpoint import check_config, get_rng_state, latest_checkpoint, load_checkpoint, resolve_checkpoint
+from .checkpoint import save_checkpoint, set_rng_state
+from .data import ImageDataset, InfiniteLoader, open_dataset
+from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
+from .rundir import _jsonable, find_run_dirs, make_run_dir, write_text
+from .samples import save_grid
+
+__all__ = ["TrainLoop", "set_deterministic", "seed_everything"]
+
+StepFn = Callable[[Any, int], Mapping[str, Any]]
+SampleFn = Callable[[int], torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic algorithms and cuDNN settings (on) or cuDNN autotuning (off)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def _git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except Exception:
+        return ""
+
+
+class TrainLoop:
+    """Owns everything around a recipe's loss step: devices/DDP, seeding, data, run directory, resume,
+    checkpoints, samples, progress, stats and NaN handling.
+
+    Construct it first (it resolves the device, opens and validates the data, creates the run directory and
+    writes ``config.json``), build models on ``loop.device``, wrap them with :meth:`prepare`, then call
+    :meth:`run`.
+
+    Args:
+        name: run name; the run directory is ``{outdir}/{id:05d}-{name}``.
+        config: all options (the shared flags of :func:`ganops.train.train_options` plus the recipe's own); it is
+            written to ``config.json`` and stored in checkpoints.
+        arch_keys: config keys that must match on resume (default: every key except
+            :data:`ganops.train.checkpoint.NON_ARCH_KEYS`).
+        dataset: "auto" (open ``config["data"]`` at ``config["resolution"]``), an explicit dataset, or None (the
+            step gets ``batch=None``; e.g. single-image GANs that hold their image themselves).
+        attribution: licence text to print and write to ``ATTRIBUTION.txt`` (builtin data sets add theirs).
+        log_every: write a ``stats.jsonl`` line every N steps.
+        keep: number of checkpoints kept on disk (the one ``latest`` points to is never deleted).
+    """
+
+    def __init__(self, name: str, config: Mapping[str, Any], *, arch_keys: list[str] | None = None,
+                 dataset: str | torch.utils.data.Dataset | None = "auto", attribution: str | None = None,
+                 log_every: int = 1, keep: int = 3) -> None:
+        self.name, self.config = name, dict(_jsonable(dict(config)))
+        self.arch_keys = list(arch_keys) if arch_keys is not None else None
+        self.log_every, self.keep = max(1, log_every), max(1, keep)
+        c = self.config
+        self.iters = int(c.get("iters", 1000))
+        self.snap, self.sample_every = int(c.get("snap", 0)), int(c.get("sample_every", 0))
+        self.dry_run = bool(c.get("dry_run", False))
+        if c.get("impl", "auto") != "auto":
+            os.environ["GANOPS_IMPL"] = str(c["impl"])
+        self.dist = ddp.init_distributed(str(c.get("device", "auto")))
+        self.device, self.rank, self.world_size = self.dist.device, self.dist.rank, self.dist.world_size
+        self.is_main = self.dist.is_main
+        self.deterministic = bool(c.get("deterministic", False))
+        set_deterministic(self.deterministic)
+        self.seed = int(c.get("seed", 0))
+        seed_everything(self.seed + self.rank)
+        self.amp = Amp(str(c.get("precision", "fp32")), self.device)
+        self.channels_last = bool(c.get("channels_last", False))
+        self.batch_per_rank = ddp.per_rank_batch(int(c.get("batch", 1)), self.world_size)
+
+        # Resume target first: an incompatible config must fail before anything is written.
+        self.resume_path, self.run_dir = self._find_resume(c.get("resume"))
+        self._resume_state = None
+        if self.resume_path is not None:
+            self._resume_state = load_checkpoint(self.resume_path)
+            check_config(self._resume_state.get("config", {}), self.config, self.arch_keys,
+                         source=str(self.resume_path))
+
+        self.dataset: torch.utils.data.Dataset | None
+        if isinstance(dataset, str) and dataset == "auto":
+            self.dataset = open_dataset(c["data"], int(c["resolution"]), hflip=bool(c.get("hflip", False)),
+                                        allow_upscale=bool(c.get("allow_upscale", False)),
+                                        skip_bad=bool(c.get("skip_bad", False)), verbose=self.is_main)
+        else:
+            self.dataset = dataset
+        self.attribution = attribution or getattr(self.dataset, "attribution", None)
+        self.data = None
+        if self.dataset is not None:
+            self.data = InfiniteLoader(self.dataset, self.batch_per_rank, seed=self.seed, rank=self.rank,
+                                       world_size=self.world_size, num_workers=int(c.get("workers", 0)),
+                                       device=self.device)
+
+        if self.dry_run:
+            self.run_dir = self.run_dir or Path(c.get("outdir", "runs")) / f"<next-id>-{name}"
+        elif self.run_dir is None:
+            rd = make_run_dir(c.get("outdir", "runs"), name, self.config) if self.is_main else None
+            self.run_dir = Path(ddp.broadcast_object(str(rd) if rd else None))
+        if self.is_main and not self.dry_run:
+            if self.attribution:
+                write_text(self.run_dir / "ATTRIBUTION.txt", self.attribution.rstrip() + "\n")
+        self.start_step = int(self._resume_state["step"]) if self._resume_state else 0
+        self.step = self.start_step
+
+    # -- setup helpers -------------------------------------------------------------------------------------------
+    def _find_resume(self, resume: Any) -> tuple[Path | None, Path | None]:
+        """(checkpoint to resume, run dir to continue in place or None for a new one)."""
+        if resume in (None, "", "none", "None"):
+            return None, None
+        if resume == "auto":
+            for rd in reversed(find_run_dirs(self.config.get("outdir", "runs"), self.name)):
+                ck = latest_checkpoint(rd)
+                if ck is not None:
+                    return ck, rd
+            if ddp.is_main():
+                print(f"[ganops.train] --resume auto: no checkpoint of '{self.name}' in "
+                      f"{self.config.get('outdir', 'runs')}; starting a new run")
+            return None, None
+        return resolve_checkpoint(resume), None
+
+    def prepare(self, model: nn.Module, *, ddp_wrap: bool = True, compile: bool | None = None) -> nn.Module:
+        """Move to the device (channels_last if set), optionally ``torch.compile`` (``--compile``), and wrap in
+        DDP when distributed. Register the *unwrapped* module in ``models=`` (checkpoints hold its state_dict)."""
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if ddp_wrap:
+            model = ddp.wrap_ddp(model, self.dist)
+        if compile if compile is not None else bool(self.config.get("compile", False)):
+            model = torch.compile(model)
+        return model
+
+    def check_finite(self, losses: Mapping[str, Any] | torch.Tensor, name: str = "loss") -> None:
+        """Raise :class:`NonFiniteLossError` if any loss is NaN/Inf. Call it in the step **before** the optimizer
+        steps: the loop then saves the state of the end of the previous step as the last good checkpoint."""
+        vals = to_floats({name: losses} if isinstance(losses, torch.Tensor) else losses)
+        bad = find_non_finite(vals)
+        if bad:
+            raise NonFiniteLossError(self.step, bad[0], bad[1])
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def _state(self, step: int, rng: dict, consumed: int | None) -> dict:
+        st = {
+            "format": "ganops.train/1", "name": self.name, "step": step, "config": self.config,
+            "arch_keys": self.arch_keys, "world_size": self.world_size,
+            "models": {k: m.state_dict() for k, m in self._models.items()},
+            "optimizers": {k: o.state_dict() for k, o in self._optimizers.items()},
+            "ema": {k: e.state_dict() for k, e in self._ema.items()},
+            "extra": {k: e.state_dict() for k, e in self._extra.items()},
+            "amp": self.amp.state_dict(),
+            "data": {"consumed": consumed} if consumed is not None else None,
+            "rng": ddp.all_gather_object(rng),
+            "ganops_version": _version(), "git_sha": self._sha, "time": time.time(),
+        }
+        return st
+
+    def save(self, step: int, *, rng: dict | None = None, consumed: int | None = None) -> Path | None:
+        """Checkpoint ``step`` (completed iterations) to ``checkpoint-{step:08d}.pt`` (all ranks must call)."""
+        rng = rng if rng is not None else get_rng_state()
+        if consumed is None and self.data is not None:
+            consumed = self.data.consumed
+        st = self._state(step, rng, consumed)
+        path = None
+        if self.is_main:
+            path = save_checkpoint(st, self.run_dir / f"checkpoint-{step:08d}.pt")
+            old = sorted(self.run_dir.glob("checkpoint-*.pt"))[: -self.keep]
+            for p in old:
+                if p != path:
+                    p.unlink(missing_ok=True)
+        ddp.barrier()
+        return path
+
+    def _restore(self, st: dict) -> None:
+        for group, objs in (("models", self._models), ("optimizers", self._optimizers), ("ema", self._ema),
+                            ("extra", self._extra)):
+            saved = st.get(group, {})
+            missing = sorted(set(objs) - set(saved))
+            if missing:
+                raise KeyError(f"--resume: checkpoint has no {group} entries {missing} (it has {sorted(saved)})")
+            for k, obj in objs.items():
+                obj.load_state_dict(saved[k])
+        self.amp.load_state_dict(st.get("amp") or {})
+        if self.data is not None and st.get("data"):
+            self.data.load_state_dict(st["data"])
+        rngs = st.get("rng") or []
+        if rngs:
+            if len(rngs) != self.world_size and self.is_main:
+                print(f"[ganops.train] note: checkpoint from {len(rngs)} process(es), now {self.world_size}: "
+                      "RNG streams are not identical to an uninterrupted run")
+            set_rng_state(rngs[min(self.rank, len(rngs) - 1)])
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def run(self, step: StepFn, sample: SampleFn | None = None, *, models: Mapping[str, nn.Module],
+            optimizers: Mapping[str, torch.optim.Optimizer], ema: Mapping[str, Any] | None = None,
+            extra: Mapping[str, Any] | None = None) -> dict:
+        """Train from the start (or the resumed step) to ``config["iters"]``.
+
+        Args:
+            step: ``step(batch, it) -> {name: loss}``; ``batch`` is (B_rank, 3, R, R) in [-1, 1] on the device
+                (None without a dataset), ``it`` the 0-based iteration. Does forward, backward and optimizer
+                steps itself (use ``loop.amp``); returns scalar floats/tensors to log.
+            sample: ``sample(it) -> images`` in [-1, 1] from fixed noise (e.g. the EMA generator), saved as
+                ``fakes{it:08d}.png`` every ``--sample-every`` steps and at the end. Called under no_grad, rank 0.
+            models, optimizers, ema, extra: name -> object with ``state_dict()``/``load_state_dict()`` (unwrapped
+                models; ``extra`` for schedulers, augmentation state, ...). All go into checkpoints.
+
+        Returns:
+            ``{"run_dir", "step", "losses", "checkpoint"}``.
+        """
+        self._models, self._optimizers = dict(models), dict(optimizers)
+        self._ema, self._extra = dict(ema or {}), dict(extra or {})
+        self._sha = _git_sha() if self.is_main else ""
+        if self.dry_run:
+            return self._dry_run_report()
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+            if self.is_main:
+                print(f"[ganops.train] resumed from {self.resume_path} at step {self.start_step}")
+            self._resume_state = None
+        if self.is_main and self.attribution and self.attribution != getattr(self.dataset, "attribution", None):
+            print(f"[ganops.train] attribution: {self.attribution}")
+        if self.is_main and self.dataset is not None and not (self.run_dir / "reals.png").exists():
+            n = min(len(self.dataset), 32)
+            save_grid(torch.stack([self.dataset[i] for i in range(n)]), self.run_dir / "reals.png")
+        stats = StatsWriter(self.run_dir / "stats.jsonl",
+                            truncate_after=self.start_step) if self.is_main else None
+        prog = Progress(self.iters, self.start_step, enabled=self.is_main, device=self.device)
+        last_ckpt, losses = (str(self.resume_path) if self.resume_path else None), {}
+        last_saved, last_sampled = self.start_step, -1
+        try:
+            for it in range(self.start_step, self.iters):
+                self.step = it
+                rng0 = get_rng_state()
+                consumed0 = self.data.consumed if self.data is not None else None
+                batch = next(self.data) if self.data is not None else None
+                if batch is not None and self.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                try:
+                    out = step(batch, it)
+                except NonFiniteLossError as e:  # raised before the optimizers stepped: state = end of it - 1
+                    path = self.save(it, rng=rng0, consumed=consumed0)
+                    raise e.with_checkpoint(str(path) if path else last_ckpt) from None
+                losses = to_floats(out or {})
+                bad = find_non_finite(losses)
+                if bad:  # detected after the optimizers stepped: the weights may be corrupt, keep the last file
+                    raise NonFiniteLossError(it, bad[0], bad[1], last_ckpt)
+                done = it + 1
+                timing = prog.update(done, losses)
+                if done % self.log_every == 0 or done == self.iters:
+                    logged = ddp.reduce_mean(losses)
+                    if stats is not None:
+                        stats.write({"step": done, **logged, **timing, "time": time.time()})
+                if self.snap and done % self.snap == 0:
+                    last_ckpt, last_saved = str(self.save(done)), done
+                if sample is not None and self.sample_every and done % self.sample_every == 0:
+                    self._sample(sample, done)
+                    last_sampled = done
+            self.step = self.iters
+            if last_saved != self.iters or last_ckpt is None:
+                last_ckpt = str(self.save(self.iters))
+            if sample is not None and last_sampled != self.iters:
+                self._sample(sample, self.iters)
+        finally:
+            prog.close()
+            if stats is not None:
+                stats.close()
+        return {"run_dir": str(self.run_dir), "step": self.step, "losses": losses, "checkpoint": last_ckpt}
+
+    @torch.no_grad()
+    def _sample(self, sample: SampleFn, step: int) -> None:
+        if self.is_main:
+            save_grid(sample(step), self.run_dir / f"fakes{step:08d}.png")
+
+    def _dry_run_report(self) -> dict:
+        counts = {k: sum(p.numel() for p in m.parameters()) for k, m in self._models.items()}
+        if self.is_main:
+            print(json.dumps({"run_dir": str(self.run_dir), "device": str(self.device),
+                              "world_size": self.world_size, "batch_per_rank": self.batch_per_rank,
+                              "dataset_size": len(self.dataset) if self.dataset is not None else None,
+                              "parameters": counts, "resume": str(self.resume_path) if self.resume_path else None,
+                              "config": self.config}, indent=2))
+            print("[ganops.train] dry run: nothing written")
+        return {"run_dir": str(self.run_dir), "step": self.start_step, "losses": {}, "checkpoint": None,
+                "parameters": counts}
+
+
+def _version() -> str:
+    try:
+        from .. import __version__
+
+        return __version__
+    except Exception:
+        return ""

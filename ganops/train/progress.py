@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Progress line (tqdm: it/s, ETA, losses, GPU memory), ``stats.jsonl`` writer, and NaN/Inf detection."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+__all__ = ["NonFiniteLossError", "to_floats", "find_non_finite", "StatsWriter", "Progress"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/Inf; ``step`` and ``name`` say where."""
+
+    def __init__(self, step: int, name: str, value: float, checkpoint: str | None = None) -> None:
+        self.step, self.name, self.value, self.checkpoint = step, name, value, checkpoint
+        super().__init__(self._msg())
+
+    def _msg(self) -> str:
+        where = (f"; last good state saved to {self.checkpoint}" if self.checkpoint
+                 else "")
+        return (f"loss {self.name!r} is {self.value} at step {self.step}: training stopped{where}. "
+                "Lower the learning rate, use --precision fp32, or check the data.")
+
+    def with_checkpoint(self, checkpoint: str | None) -> "NonFiniteLossError":
+        self.checkpoint = checkpoint
+        self.args = (self._msg(),)
+        return self
+
+
+def to_floats(values: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
+    """Scalars of a loss dict as Python floats (one device sync for all tensors)."""
+    keys = list(values)
+    tens = [values[k] for k in keys if isinstance(values[k], torch.Tensor)]
+    if tens:
+        stacked = torch.stack([t.detach().float().reshape(()) for t in tens]).cpu().tolist()
+        it = iter(stacked)
+        return {k: (next(it) if isinstance(values[k], torch.Tensor) else float(values[k])) for k in keys}
+    return {k: float(v) for k, v in values.items()}
+
+
+def find_non_finite(values: Mapping[str, float]) -> tuple[str, float] | None:
+    """First (name, value) that is NaN or Inf, else None."""
+    for k, v in values.items():
+        if not math.isfinite(v):
+            return k, v
+    return None
+
+
+class StatsWriter:
+    """Append one JSON object per line to ``stats.jsonl`` (flushed each line, so a SIGKILL loses nothing written).
+
+    Args:
+        path: the jsonl file.
+        truncate_after: on resume, drop lines with ``step`` greater than this (written by the killed run after its
+            last checkpoint), so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: str | os.PathLike, truncate_after: int | None = None) -> None:
+        self.path = Path(path)
+        if truncate_after is not None and self.path.exists():
+            keep = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", -1) <= truncate_after:
+                        keep.append(line)
+                except json.JSONDecodeError:  # a line torn by the kill
+                    pass
+            self.path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: Mapping) -> None:
+        self._f.write(json.dumps(dict(record), sort_keys=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _gpu_mem(device: torch.device) -> str | None:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}G"
+
+
+class Progress:
+    """tqdm bar over iterations with losses and GPU memory in the postfix (rank 0 only; plain lines when not a
+    terminal, every ``print_every`` steps).
+
+    Args:
+        total: final step.
+        start: first step (resume).
+        enabled: False on ranks > 0.
+        device: GPU memory is shown for CUDA devices.
+    """
+
+    def __init__(self, total: int, start: int = 0, *, enabled: bool = True, device: torch.device | str = "cpu",
+                 print_every: int = 100) -> None:
+        from tqdm import tqdm
+
+        self.device = torch.device(device)
+        self.enabled = enabled
+        self.start_time, self.start, self.total = time.time(), start, total
+        self.print_every = print_every
+        self.bar = tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="it",
+                        file=sys.stderr, mininterval=0.5) if enabled else None
+
+    def update(self, step: int, losses: Mapping[str, float]) -> dict[str, float]:
+        """Advance to ``step`` (completed iterations); returns timing figures for the stats line."""
+        elapsed = time.time() - self.start_time
+        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        if self.bar is not None:
+            post = {k: f"{v:.4g}" for k, v in losses.items()}
+            mem = _gpu_mem(self.device)
+            if mem:
+                post["mem"] = mem
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(step - self.bar.n)
+        return {"it_per_s": rate, "eta_s": eta if math.isfinite(eta) else -1.0}
+
+    def write(self, msg: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Run directories ``{outdir}/{id:05d}-{name}`` with ``config.json`` written before step 0."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunDirError", "make_run_dir", "find_run_dirs", "write_json", "write_text"]
+
+_RUN_RE = re.compile(r"^(\d{5,})-(.+)$")
+
+
+class RunDirError(OSError):
+    """The output directory cannot be used (the message names --outdir and the reason)."""
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file atomically (temp file + os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (non-JSON values are stringified)."""
+    write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def find_run_dirs(outdir: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Run directories in ``outdir`` (optionally only those ``*-{name}``), sorted by id."""
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        return []
+    runs = []
+    for p in outdir.iterdir():
+        m = _RUN_RE.match(p.name)
+        if p.is_dir() and m and (name is None or m.group(2) == name):
+            runs.append((int(m.group(1)), p))
+    return [p for _, p in sorted(runs)]
+
+
+def make_run_dir(outdir: str | os.PathLike, name: str, config: dict | None = None) -> Path:
+    """Create ``{outdir}/{id:05d}-{name}`` with the next free id and write ``config.json`` into it.
+
+    Args:
+        outdir: parent folder (created if missing).
+        name: run description, e.g. ``fastgan-emoji-256``; path separators are replaced by ``_``.
+        config: resolved options, written as ``config.json`` (None: not written).
+
+    Returns:
+        The new run directory.
+
+    Raises:
+        RunDirError: ``outdir`` cannot be created or written.
+    """
+    outdir = Path(outdir)
+    name = re.sub(r"[^A-Za-z0-9._+=-]+", "_", name).strip("_") or "run"
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"--outdir {outdir}: cannot create the output directory ({e.strerror or e})") from e
+    if not outdir.is_dir():
+        raise RunDirError(f"--outdir {outdir}: exists and is not a directory")
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise RunDirError(f"--outdir {outdir}: not writable by this user; choose another --outdir")
+    ids = [int(_RUN_RE.match(p.name).group(1)) for p in outdir.iterdir() if _RUN_RE.match(p.name)]
+    rid = max(ids, default=-1) + 1
+    while True:
+        run = outdir / f"{rid:05d}-{name}"
+        try:
+            run.mkdir()
+            break
+        except FileExistsError:  # another process took this id
+            rid += 1
+        except OSError as e:
+            raise RunDirError(f"--outdir {outdir}: cannot create run directory {run.name} ({e.strerror or e})") from e
+    if config is not None:
+        write_json(run / "config.json", config)
+    return run

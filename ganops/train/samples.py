@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Sample grids (``torchvision.utils.save_image``) and fixed-seed latents for comparable fakes across a run."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+__all__ = ["save_grid", "fixed_noise"]
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None,
+              value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+    """Save a batch (N, C, H, W) as one PNG grid, mapping ``value_range`` to [0, 1] (clamped).
+
+    Args:
+        images: images in ``value_range`` (default [-1, 1], the generators' output range).
+        path: destination (.png/.jpg).
+        nrow: images per row (default: about square).
+    """
+    from torchvision.utils import save_image
+
+    if images.dim() != 4:
+        raise ValueError(f"save_grid: images must be (N, C, H, W), got {tuple(images.shape)}")
+    lo, hi = value_range
+    x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp_(0, 1)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(x.shape[0]))))
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}.png"
+    save_image(x, tmp, nrow=nrow, padding=2, pad_value=1.0)
+    os.replace(tmp, path)
+
+
+def fixed_noise(*shape: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard normal noise from its own generator (the global RNG is untouched): same seed, same fakes."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(device)

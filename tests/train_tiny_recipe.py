@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""A complete, tiny GAN recipe on the ganops.train toolkit; used by tests (resume after SIGKILL, DDP, NaN)."""
+from __future__ import annotations
+
+import os
+
+import click
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganops.train import EMA, TrainLoop, check_options, fixed_noise, train_options
+
+
+def make_g(nz: int, res: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(nz, 3 * res * res), nn.Tanh(), nn.Unflatten(1, (3, res, res)))
+
+
+def make_d(res: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(8 * res * res // 4, 1))
+
+
+@click.command()
+@train_options(resolution=16, batch=4, iters=20, snap=5, sample_every=10, workers=0)
+@click.option("--nz", type=click.IntRange(min=1), default=8, show_default=True, help="latent size")
+@click.option("--nan-at", type=int, default=-1, help="(test hook) make loss_g NaN at this iteration")
+def main(nz: int, nan_at: int, **opts) -> None:
+    check_options(opts)
+    cfg = dict(opts, nz=nz)
+    loop = TrainLoop("tiny", cfg, arch_keys=["nz", "resolution"])
+    res = opts["resolution"]
+    G, D = make_g(nz, res).to(loop.device), make_d(res).to(loop.device)
+    G_ddp, D_ddp = loop.prepare(G), loop.prepare(D)
+    ema = EMA(G, decay=0.9)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.99))
+    z_fixed = fixed_noise(16, nz, seed=123, device=loop.device)
+
+    def step(reals: torch.Tensor, it: int) -> dict:
+        z = torch.randn(reals.shape[0], nz, device=loop.device)
+        with loop.amp.autocast():
+            loss_d = F.softplus(D_ddp(G_ddp(z).detach())).mean() + F.softplus(-D_ddp(reals)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loop.amp.scale(loss_d).backward()
+        loop.amp.step(opt_d)
+        with loop.amp.autocast():
+            loss_g = F.softplus(-D_ddp(G_ddp(z))).mean()
+        if it == nan_at:
+            loss_g = loss_g * float("nan")
+        loop.check_finite({"loss_g": loss_g})
+        opt_g.zero_grad(set_to_none=True)
+        loop.amp.scale(loss_g).backward()
+        loop.amp.step(opt_g)
+        loop.amp.update()
+        ema.update(G)
+        return {"loss_d": loss_d, "loss_g": loss_g}
+
+    result = loop.run(step, lambda it: ema.module(z_fixed), models={"G": G, "D": D},
+                      optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema})
+    if loop.is_main and os.environ.get("TINY_PRINT_RESULT"):
+        print("RESULT", result["run_dir"], result["step"])
+
+
+if __name__ == "__main__":
+    main()
