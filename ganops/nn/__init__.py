@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Modules built on the fused ops."""
 from .sle import SLE
+from .spectral_norm import (SNConv2d, SNConvTranspose2d, SNEmbedding, SNLinear, SpectralNormGroup, remove_spectral_norm,
+                            spectral_norm, spectral_norm_group)
 
 __all__ = ["SLE"]
+__all__ += ["SNConv2d", "SNConvTranspose2d", "SNEmbedding", "SNLinear", "SpectralNormGroup", "remove_spectral_norm",
+            "spectral_norm", "spectral_norm_group"]
