@@ -2,7 +2,9 @@
 """A complete, tiny GAN recipe on the ganops.train toolkit; used by tests (resume after SIGKILL, DDP, NaN)."""
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import click
 import torch
@@ -23,8 +25,9 @@ def make_d(res: int) -> nn.Module:
 @click.command()
 @train_options(resolution=16, batch=4, iters=20, snap=5, sample_every=10, workers=0)
 @click.option("--nz", type=click.IntRange(min=1), default=8, show_default=True, help="latent size")
-@click.option("--nan-at", type=int, default=-1, help="(test hook) make loss_g NaN at this iteration")
-def main(nz: int, nan_at: int, **opts) -> None:
+@click.option("--nan-at", type=int, default=-1, help="(test hook) make loss_d NaN at this iteration")
+@click.option("--nan-g-at", type=int, default=-1, help="(test hook) make loss_g NaN at this iteration")
+def main(nz: int, nan_at: int, nan_g_at: int, **opts) -> None:
     check_options(opts)
     cfg = dict(opts, nz=nz)
     loop = TrainLoop("tiny", cfg, arch_keys=["nz", "resolution"])
@@ -36,16 +39,24 @@ def main(nz: int, nan_at: int, **opts) -> None:
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.99))
     z_fixed = fixed_noise(16, nz, seed=123, device=loop.device)
 
+    probe = {"rank": loop.rank, "batches": []}
+    sleep = float(os.environ.get("TINY_STEP_SLEEP", "0"))
+
     def step(reals: torch.Tensor, it: int) -> dict:
+        probe["batches"].append(reals.sum(dim=(1, 2, 3)).tolist())
+        time.sleep(sleep)
         z = torch.randn(reals.shape[0], nz, device=loop.device)
         with loop.amp.autocast():
             loss_d = F.softplus(D_ddp(G_ddp(z).detach())).mean() + F.softplus(-D_ddp(reals)).mean()
+        if it == nan_at:
+            loss_d = loss_d * float("nan")
+        loop.check_finite({"loss_d": loss_d})
         opt_d.zero_grad(set_to_none=True)
         loop.amp.scale(loss_d).backward()
         loop.amp.step(opt_d)
         with loop.amp.autocast():
             loss_g = F.softplus(-D_ddp(G_ddp(z))).mean()
-        if it == nan_at:
+        if it == nan_g_at:
             loss_g = loss_g * float("nan")
         loop.check_finite({"loss_g": loss_g})
         opt_g.zero_grad(set_to_none=True)
@@ -57,6 +68,10 @@ def main(nz: int, nan_at: int, **opts) -> None:
 
     result = loop.run(step, lambda it: ema.module(z_fixed), models={"G": G, "D": D},
                       optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema})
+    if os.environ.get("TINY_PROBE"):  # test hook: what each rank saw and ended with
+        probe["g_sum"] = float(sum(p.double().sum() for p in G.parameters()))
+        with open(os.path.join(os.environ["TINY_PROBE"], f"rank{loop.rank}.json"), "w") as f:
+            json.dump(probe, f)
     if loop.is_main and os.environ.get("TINY_PRINT_RESULT"):
         print("RESULT", result["run_dir"], result["step"])
 

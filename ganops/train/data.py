@@ -365,7 +365,9 @@ class InfiniteLoader:
                                   shuffle=self.shuffle, start=self.consumed)
         dl = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
                                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                                         persistent_workers=self.num_workers > 0, drop_last=True)
+                                         persistent_workers=self.num_workers > 0, drop_last=True,
+                                         generator=torch.Generator().manual_seed(self.seed + self.consumed))
+        # An own generator: creating the iterator must not draw from the global RNG (exact resume).
         self._it = iter(dl)
 
     def __iter__(self) -> "InfiniteLoader":

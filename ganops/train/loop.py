@@ -93,7 +93,8 @@ class TrainLoop:
         self.device, self.rank, self.world_size = self.dist.device, self.dist.rank, self.dist.world_size
         self.is_main = self.dist.is_main
         self.deterministic = bool(c.get("deterministic", False))
-        set_deterministic(self.deterministic)
+        if self.deterministic or self.device.type == "cuda":  # leave global flags alone otherwise
+            set_deterministic(self.deterministic)
         self.seed = int(c.get("seed", 0))
         seed_everything(self.seed + self.rank)
         self.amp = Amp(str(c.get("precision", "fp32")), self.device)
@@ -162,10 +163,13 @@ class TrainLoop:
         return model
 
     def check_finite(self, losses: Mapping[str, Any] | torch.Tensor, name: str = "loss") -> None:
-        """Raise :class:`NonFiniteLossError` if any loss is NaN/Inf. Call it in the step **before** the optimizer
-        steps: the loop then saves the state of the end of the previous step as the last good checkpoint."""
+        """Raise :class:`NonFiniteLossError` if any loss is NaN/Inf (on any rank: all ranks raise together).
+
+        Call it inside ``step`` right before the optimizer step of that loss. If no optimizer has stepped yet in
+        this iteration, the loop saves the exact state at the start of the iteration as the last good checkpoint.
+        """
         vals = to_floats({name: losses} if isinstance(losses, torch.Tensor) else losses)
-        bad = find_non_finite(vals)
+        bad = _any_rank_bad(find_non_finite(vals), self.device)
         if bad:
             raise NonFiniteLossError(self.step, bad[0], bad[1])
 
@@ -241,6 +245,18 @@ class TrainLoop:
         self._models, self._optimizers = dict(models), dict(optimizers)
         self._ema, self._extra = dict(ema or {}), dict(extra or {})
         self._sha = _git_sha() if self.is_main else ""
+        self._stepped = False
+        hooks = [o.register_step_pre_hook(self._mark_stepped) for o in self._optimizers.values()]
+        try:
+            return self._run(step, sample)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def _mark_stepped(self, *args: Any) -> None:
+        self._stepped = True
+
+    def _run(self, step: StepFn, sample: SampleFn | None) -> dict:
         if self.dry_run:
             return self._dry_run_report()
         if self._resume_state is not None:
@@ -266,14 +282,16 @@ class TrainLoop:
                 batch = next(self.data) if self.data is not None else None
                 if batch is not None and self.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
+                self._stepped = False
                 try:
                     out = step(batch, it)
-                except NonFiniteLossError as e:  # raised before the optimizers stepped: state = end of it - 1
-                    path = self.save(it, rng=rng0, consumed=consumed0)
-                    raise e.with_checkpoint(str(path) if path else last_ckpt) from None
+                except NonFiniteLossError as e:
+                    if not self._stepped:  # nothing updated yet: the state is exactly the end of it - 1
+                        last_ckpt = str(self.save(it, rng=rng0, consumed=consumed0))
+                    raise e.with_checkpoint(last_ckpt) from None
                 losses = to_floats(out or {})
-                bad = find_non_finite(losses)
-                if bad:  # detected after the optimizers stepped: the weights may be corrupt, keep the last file
+                bad = _any_rank_bad(find_non_finite(losses), self.device)
+                if bad:  # the optimizers stepped on it: weights may be corrupt, the last file stays the good one
                     raise NonFiniteLossError(it, bad[0], bad[1], last_ckpt)
                 done = it + 1
                 timing = prog.update(done, losses)
@@ -313,6 +331,19 @@ class TrainLoop:
             print("[ganops.train] dry run: nothing written")
         return {"run_dir": str(self.run_dir), "step": self.start_step, "losses": {}, "checkpoint": None,
                 "parameters": counts}
+
+
+def _any_rank_bad(bad: tuple[str, float] | None, device: torch.device) -> tuple[str, float] | None:
+    """``bad`` if this or any other rank found a non-finite loss (one all-reduce when distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return bad
+    flag = torch.tensor([1.0 if bad else 0.0], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0 and bad is None:
+        return ("<loss on another rank>", float("nan"))
+    return bad
 
 
 def _version() -> str:

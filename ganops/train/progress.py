@@ -23,8 +23,8 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(self._msg())
 
     def _msg(self) -> str:
-        where = (f"; last good state saved to {self.checkpoint}" if self.checkpoint
-                 else "")
+        where = (f"; last good checkpoint: {self.checkpoint}" if self.checkpoint
+                 else "; no checkpoint written yet")
         return (f"loss {self.name!r} is {self.value} at step {self.step}: training stopped{where}. "
                 "Lower the learning rate, use --precision fp32, or check the data.")
 
