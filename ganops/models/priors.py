@@ -1,0 +1,215 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""DISP instance priors: frozen ImageNet features per training image (cached on disk) and the vicinal sampler."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["EXTRACTORS", "get_extractor", "compute_priors", "cached_priors", "prior_cache_key", "vicinal_sample",
+           "VICINAL_LAWS", "ImageIndex"]
+
+_VERSION = 1  # bump when an extractor's preprocessing changes (invalidates caches)
+
+
+def _vgg16() -> nn.Module:
+    from ..metrics import VGG16Features
+
+    return VGG16Features("[-1,1]")
+
+
+def _efficientnet_lite0() -> nn.Module:
+    """EfficientNet-Lite0 pooled 1280-d features from ``ganops.metrics.efficientnet`` (the metrics area)."""
+    try:
+        from ..metrics import efficientnet as eff  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise RuntimeError("prior extractor 'efficientnet-lite0' needs ganops.metrics.efficientnet, which is not "
+                           f"available in this checkout ({e}); use --prior vgg16") from e
+    for name in ("EfficientNetLite0Features", "EfficientNetLite0", "efficientnet_lite0"):
+        factory = getattr(eff, name, None)
+        if factory is not None:
+            net = factory()
+            return net
+    raise RuntimeError("ganops.metrics.efficientnet exports no EfficientNetLite0Features/EfficientNetLite0 "
+                       "factory; use --prior vgg16")
+
+
+# name -> (feature dimension, factory of a frozen module mapping (N, 3, S, S) in [-1, 1] to (N, dim))
+EXTRACTORS: dict[str, tuple[int, Callable[[], nn.Module]]] = {
+    "vgg16": (512, _vgg16),  # the paper's DISP-Vgg16: pooled conv5_3 (no fc weights offline)
+    "efficientnet-lite0": (1280, _efficientnet_lite0),
+}
+_NETS: dict[tuple[str, str], nn.Module] = {}
+
+
+def get_extractor(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The frozen prior network ``name`` (one of :data:`EXTRACTORS`) on ``device``, built once per process."""
+    if name not in EXTRACTORS:
+        raise ValueError(f"prior extractor must be one of {sorted(EXTRACTORS)}, got {name!r}")
+    key = (name, str(torch.device(device)))
+    if key not in _NETS:
+        net = EXTRACTORS[name][1]().to(device).eval()
+        net.requires_grad_(False)
+        _NETS[key] = net
+    return _NETS[key]
+
+
+@torch.no_grad()
+def compute_priors(images: torch.Tensor, extractor: str = "vgg16", *, size: int = 224, batch_size: int = 16,
+                   device: str | torch.device = "cpu", progress: bool = True) -> torch.Tensor:
+    """Instance priors C(x_i) of every image.
+
+    Args:
+        images: (N, 3, H, W) in [-1, 1].
+        extractor: a key of :data:`EXTRACTORS`.
+        size: images are bilinearly resized to size x size first (224: ImageNet statistics).
+        batch_size: images per forward pass.
+        device: where the extractor runs.
+        progress: tqdm bar.
+
+    Returns:
+        (N, dim) float32 priors on the CPU.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+    net = get_extractor(extractor, device)
+    out = []
+    starts = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"DISP priors ({extractor}, {size}px)", unit="batch")
+    for s in starts:
+        x = images[s:s + batch_size].to(device=device, dtype=torch.float32)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out.append(net(x).float().cpu())
+    return torch.cat(out, 0)
+
+
+def prior_cache_key(images: torch.Tensor, extractor: str, size: int) -> str:
+    """Hex key from the images' content (float32 bytes and shape), the extractor and its input size."""
+    h = hashlib.sha256()
+    x = images.detach().to("cpu", torch.float32).contiguous()
+    h.update(json.dumps({"shape": list(x.shape), "extractor": extractor, "size": size, "v": _VERSION}).encode())
+    h.update(x.numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _default_cache_dir() -> str:
+    return os.environ.get("GANOPS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ganops"))
+
+
+def cached_priors(images: torch.Tensor, extractor: str = "vgg16", *, size: int = 224,
+                  cache_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                  batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, bool]:
+    """:func:`compute_priors`, cached on disk keyed by dataset content + extractor + size.
+
+    Args:
+        cache_dir: directory of the cache (default ``$GANOPS_CACHE`` or ``~/.cache/ganops``).
+
+    Returns:
+        (priors (N, dim) float32 on the CPU, hit) with ``hit`` True when read from the cache.
+    """
+    d = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir()
+    key = prior_cache_key(images, extractor, size)
+    path = os.path.join(d, f"disp-priors-{extractor}-{size}-{key}.pt")
+    if os.path.isfile(path):
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("key") == key and blob["priors"].shape[0] == images.shape[0]:
+                return blob["priors"], True
+        except Exception:  # noqa: BLE001 - a corrupt cache entry is recomputed
+            pass
+    pri = compute_priors(images, extractor, size=size, batch_size=batch_size, device=device, progress=progress)
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+        os.close(fd)
+        torch.save({"key": key, "extractor": extractor, "size": size, "priors": pri}, tmp)
+        os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
+    except OSError as e:
+        import warnings
+
+        warnings.warn(f"DISP prior cache not written to {d}: {e}", stacklevel=2)
+    return pri, False
+
+
+VICINAL_LAWS = ("uniform", "beta", "none")
+
+
+def vicinal_sample(priors: torch.Tensor, n: int, *, law: str = "uniform", alpha: float = 0.2,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+    """Vicinal mix of training priors: ``c = λ·C(x_i) + (1−λ)·C(x_j)``, i, j uniform training indices.
+
+    Args:
+        priors: (M, D) training priors.
+        n: number of conditions to draw.
+        law: law of λ: "uniform" (λ ~ U[0, 1], default), "beta" (λ ~ Beta(alpha, alpha), mixup's law) or
+            "none" (λ = 1: the training priors themselves).
+        alpha: Beta parameter for ``law="beta"``.
+        generator: torch RNG (CPU) for reproducible draws.
+
+    Returns:
+        (c (n, D), i (n,), j (n,), λ (n,)), on the priors' device.
+    """
+    if law not in VICINAL_LAWS:
+        raise ValueError(f"vicinal law must be one of {VICINAL_LAWS}, got {law!r}")
+    if priors.dim() != 2 or priors.shape[0] == 0:
+        raise ValueError(f"priors must be a non-empty (M, D) tensor, got {tuple(priors.shape)}")
+    m = priors.shape[0]
+    i = torch.randint(m, (n,), generator=generator)
+    j = torch.randint(m, (n,), generator=generator)
+    if law == "uniform":
+        lam = torch.rand(n, generator=generator)
+    elif law == "beta":
+        if alpha <= 0:
+            raise ValueError(f"vicinal alpha must be > 0, got {alpha}")
+        # Beta(a, a) from two Gammas drawn with the generator (torch.distributions takes no generator)
+        ga = torch._standard_gamma(torch.full((2, n), float(alpha)), generator=generator)
+        lam = ga[0] / (ga[0] + ga[1])
+    else:
+        lam = torch.ones(n)
+    dev = priors.device
+    i, j, lam = i.to(dev), j.to(dev), lam.to(dev, priors.dtype)
+    c = lam[:, None] * priors[i] + (1 - lam[:, None]) * priors[j]
+    return c, i, j, lam
+
+
+class ImageIndex:
+    """Maps images back to their dataset indices by content hash (to look up each real's prior in a batch).
+
+    The toolkit's loader yields image tensors only; DISP pairs each real with its own prior C(x_i), so the recipe
+    recovers i from the pixels (decoding is deterministic, so the bytes match exactly).
+    """
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self._map: dict[bytes, int] = {}
+        for k in range(images.shape[0]):
+            self._map.setdefault(self._h(images[k]), k)
+
+    @staticmethod
+    def _h(x: torch.Tensor) -> bytes:
+        return hashlib.blake2b(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes(),
+                               digest_size=16).digest()
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Indices (B,) of the images in ``batch`` (B, 3, H, W); raises KeyError for an unknown image."""
+        out = []
+        for k in range(batch.shape[0]):
+            h = self._h(batch[k])
+            if h not in self._map:
+                raise KeyError("DISP: a training image was not found in the prior index (the loader changed the "
+                               "pixels?)")
+            out.append(self._map[h])
+        return torch.tensor(out, dtype=torch.long, device=batch.device)
