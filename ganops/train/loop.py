@@ -206,8 +206,9 @@ class TrainLoop:
         return path
 
     def _restore(self, st: dict) -> None:
-        for group, objs in (("models", self._models), ("optimizers", self._optimizers), ("ema", self._ema),
-                            ("extra", self._extra)):
+        # `extra` first: it may rebuild structure the others need (e.g. grow a ConSinGAN generator to its stage).
+        for group, objs in (("extra", self._extra), ("models", self._models), ("optimizers", self._optimizers),
+                            ("ema", self._ema)):
             saved = st.get(group, {})
             missing = sorted(set(objs) - set(saved))
             if missing:
@@ -237,7 +238,9 @@ class TrainLoop:
             sample: ``sample(it) -> images`` in [-1, 1] from fixed noise (e.g. the EMA generator), saved as
                 ``fakes{it:08d}.png`` every ``--sample-every`` steps and at the end. Called under no_grad, rank 0.
             models, optimizers, ema, extra: name -> object with ``state_dict()``/``load_state_dict()`` (unwrapped
-                models; ``extra`` for schedulers, augmentation state, ...). All go into checkpoints.
+                models; ``extra`` for schedulers, augmentation state, ...). All go into checkpoints; the objects
+                are read at every save, so modules may grow during the run. On resume ``extra`` is restored first
+                (so it can rebuild structure, e.g. a stage counter that grows G), then models, optimizers, EMA.
 
         Returns:
             ``{"run_dir", "step", "losses", "checkpoint"}``.
@@ -246,7 +249,8 @@ class TrainLoop:
         self._ema, self._extra = dict(ema or {}), dict(extra or {})
         self._sha = _git_sha() if self.is_main else ""
         self._stepped = False
-        hooks = [o.register_step_pre_hook(self._mark_stepped) for o in self._optimizers.values()]
+        hooks = [o.register_step_pre_hook(self._mark_stepped) for o in self._optimizers.values()
+                 if hasattr(o, "register_step_pre_hook")]
         try:
             return self._run(step, sample)
         finally:

@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ganops.train pieces: checkpoints (atomic, weights_only, RNG, config diff), EMA, AMP, run dirs, CLI, logs."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import click
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import ganops.train.checkpoint as ckmod
+from ganops.train import (EMA, Amp, ConfigMismatchError, NonFiniteLossError, RunDirError, StatsWriter, TrainLoop,
+                          add_train_args, check_config, check_options, config_diff, fixed_noise, get_rng_state,
+                          latest_checkpoint, load_checkpoint, make_run_dir, per_rank_batch, save_checkpoint,
+                          save_grid, set_rng_state, train_options)
+
+
+def _state(v: float) -> dict:
+    m = nn.Linear(3, 2)
+    nn.init.constant_(m.weight, v)
+    opt = torch.optim.Adam(m.parameters())
+    m(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    return {"step": int(v), "models": {"m": m.state_dict()}, "optimizers": {"m": opt.state_dict()},
+            "rng": get_rng_state(), "config": {"a": 1, "b": [1, 2]}, "scaler": torch.amp.GradScaler(
+                "cpu", enabled=True).state_dict()}
+
+
+def test_checkpoint_weights_only_roundtrip_and_latest(tmp_path):
+    p = save_checkpoint(_state(1.0), tmp_path / "checkpoint-1.pt")
+    assert latest_checkpoint(tmp_path) == p
+    save_checkpoint(_state(2.0), tmp_path / "checkpoint-2.pt")
+    st = load_checkpoint(tmp_path)  # a run dir resolves through `latest`; weights_only=True inside
+    assert st["step"] == 2 and torch.all(st["models"]["m"]["weight"] == 2.0 - 1e-3)
+    torch.load(tmp_path / "checkpoint-1.pt", weights_only=True)
+    assert not list(tmp_path.glob(".*tmp*"))
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoint_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
+    save_checkpoint(_state(1.0), tmp_path / "checkpoint-1.pt")
+    before = (tmp_path / "checkpoint-1.pt").read_bytes()
+
+    def dying_save(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt("simulated crash mid-write")
+
+    monkeypatch.setattr(ckmod.torch, "save", dying_save)
+    for target in ("checkpoint-2.pt", "checkpoint-1.pt"):  # a new file, and overwriting the current one
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(_state(2.0), tmp_path / target)
+    monkeypatch.undo()
+    assert (tmp_path / "latest").read_text().strip() == "checkpoint-1.pt"
+    assert (tmp_path / "checkpoint-1.pt").read_bytes() == before
+    assert not (tmp_path / "checkpoint-2.pt").exists()
+    assert load_checkpoint(tmp_path)["step"] == 1
+    # A SIGKILL leaves the temp file behind (no `finally`): it is never what `latest` points to.
+    (tmp_path / ".checkpoint-3.pt.tmp999").write_bytes(b"torn")
+    assert load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_rng_state_roundtrip_through_weights_only(tmp_path):
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    np.random.randn()  # exercise numpy's cached gaussian
+    st = get_rng_state()
+    save_checkpoint({"rng": st}, tmp_path / "r.pt")
+    want = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2:] == got[2:]
+
+
+def test_config_diff_error_lists_keys():
+    saved = {"nz": 128, "ngf": 64, "resolution": 256, "iters": 100, "outdir": "a"}
+    now = {"nz": 256, "ngf": 64, "resolution": 512, "iters": 999, "outdir": "b", "new": 1}
+    assert config_diff(saved, now) == {"nz": (128, 256), "resolution": (256, 512), "new": ("<missing>", 1)}
+    assert config_diff(saved, now, ["ngf"]) == {}
+    assert config_diff({"k": (1, 2)}, {"k": [1, 2]}) == {}
+    with pytest.raises(ConfigMismatchError) as e:
+        check_config(saved, now, ["nz", "ngf", "resolution"], source="x.pt")
+    msg = str(e.value)
+    assert "nz: checkpoint=128, now=256" in msg and "resolution: checkpoint=256, now=512" in msg
+    assert "ngf" not in msg.split("\n", 1)[1] and "x.pt" in msg
+
+
+def test_trainloop_refuses_incompatible_resume_before_writing(tmp_path):
+    run = make_run_dir(tmp_path, "tiny", {"nz": 8})
+    save_checkpoint({"step": 3, "config": {"nz": 8, "resolution": 16}}, run / "checkpoint-00000003.pt")
+    cfg = {"nz": 9, "resolution": 32, "outdir": str(tmp_path), "resume": "auto", "data": "builtin:emoji",
+           "device": "cpu", "batch": 2}
+    with pytest.raises(ConfigMismatchError, match=r"nz: checkpoint=8, now=9[\s\S]*resolution"):
+        TrainLoop("tiny", cfg, dataset=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run.name]
+
+
+def test_trainloop_dry_run_writes_nothing(tmp_path, capsys):
+    cfg = {"resolution": 8, "batch": 2, "iters": 5, "outdir": str(tmp_path / "o"), "dry_run": True,
+           "data": "builtin:emoji", "device": "cpu", "workers": 0}
+    loop = TrainLoop("dry", cfg)
+    out = loop.run(lambda b, it: {}, models={"m": nn.Linear(2, 2)}, optimizers={})
+    assert out["parameters"] == {"m": 6} and not (tmp_path / "o").exists()
+    assert "dry run" in capsys.readouterr().out
+
+
+def test_ema_math_buffers_and_swap():
+    m = nn.BatchNorm1d(2)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema = EMA(m, decay=0.9)
+    with torch.no_grad():
+        m.weight.fill_(3.0)
+        m.running_mean.fill_(5.0)
+    ema.update(m)
+    assert torch.allclose(ema.module.weight, torch.full((2,), 0.9 * 1 + 0.1 * 3))
+    assert torch.equal(ema.module.running_mean, torch.full((2,), 5.0))  # buffers copied by default
+    ema.update(m)
+    assert torch.allclose(ema.module.weight, torch.full((2,), 0.9 * 1.2 + 0.1 * 3))
+    assert not ema.module.weight.requires_grad and not ema.module.training
+    eb = EMA(nn.BatchNorm1d(2), decay=0.5, average_buffers=True)
+    eb.update(m)
+    assert torch.allclose(eb.module.running_mean, torch.full((2,), 2.5))
+    with ema.swapped_into(m):
+        assert torch.allclose(m.weight, ema.module.weight)
+    assert torch.equal(m.weight, torch.full((2,), 3.0))
+    w = EMA(m, decay=0.999, warmup=10)
+    assert w.current_decay() == pytest.approx(0.1)
+    ema2 = EMA(nn.BatchNorm1d(2), decay=0.9)
+    ema2.load_state_dict(ema.state_dict())
+    assert torch.equal(ema2.module.weight, ema.module.weight) and ema2.num_updates == 2
+    with pytest.raises(ValueError, match="decay"):
+        EMA(m, decay=1.0)
+
+
+def test_amp_precisions():
+    m = nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        amp = Amp(prec, "cpu")
+        with amp.autocast():
+            y = m(x)
+        assert y.dtype == dtype
+        assert amp.scaler.is_enabled() == (prec == "fp16")
+    amp = Amp("fp16", "cpu")
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    w0 = m.weight.detach().clone()
+    with amp.autocast():
+        loss = m(x).float().pow(2).mean()
+    amp.scale(loss).backward()
+    assert amp.scaler_value() == 65536.0
+    amp.step(opt)
+    amp.update()
+    assert not torch.equal(w0, m.weight)
+    assert "scaler" in amp.state_dict()
+    with pytest.raises(ValueError, match="--precision"):
+        Amp("fp8")
+
+
+def test_run_dir_ids_config_and_errors(tmp_path):
+    a = make_run_dir(tmp_path / "out", "fastgan emoji/64", {"x": 1, "p": tmp_path})
+    b = make_run_dir(tmp_path / "out", "other")
+    assert a.name == "00000-fastgan_emoji_64" and b.name == "00001-other"
+    assert json.loads((a / "config.json").read_text()) == {"p": str(tmp_path), "x": 1}
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(RunDirError, match="--outdir"):
+        make_run_dir(f, "x")
+    with pytest.raises(RunDirError, match="--outdir"):
+        make_run_dir(f / "sub", "x")
+
+
+def test_cli_options_defaults_and_validation():
+    @click.command()
+    @train_options(resolution=128)
+    def cmd(**opts):
+        check_options(opts, power_of_two=True)
+        click.echo(json.dumps(opts, sort_keys=True))
+
+    r = CliRunner().invoke(cmd, ["--help"])
+    assert r.exit_code == 0 and "--channels-last" in r.output and "default: 128" in r.output
+    r = CliRunner().invoke(cmd, ["--batch", "4", "--resume", "auto", "--dry-run"])
+    opts = json.loads(r.output)
+    assert opts["batch"] == 4 and opts["resume"] == "auto" and opts["dry_run"] and opts["resolution"] == 128
+    assert CliRunner().invoke(cmd, ["--precision", "fp8"]).exit_code == 2
+    r = CliRunner().invoke(cmd, ["--resolution", "100"])
+    assert r.exit_code == 2 and "--resolution must be a power of two" in r.output
+    with pytest.raises(TypeError, match="unknown"):
+        train_options(nope=1)
+    ns = add_train_args(argparse.ArgumentParser(), batch=16).parse_args(["--precision", "bf16", "--compile"])
+    assert ns.batch == 16 and ns.precision == "bf16" and ns.compile and ns.data == "builtin:emoji"
+
+
+def test_global_batch_split():
+    assert per_rank_batch(16, 4) == 4
+    with pytest.raises(ValueError, match="--batch 6"):
+        per_rank_batch(6, 4)
+
+
+def test_stats_writer_truncates_after_resume_step(tmp_path):
+    p = tmp_path / "stats.jsonl"
+    w = StatsWriter(p)
+    for s in range(1, 6):
+        w.write({"step": s, "loss": float(s)})
+    w.close()
+    with open(p, "a") as f:
+        f.write('{"step": 6, "lo')  # torn by a kill
+    w = StatsWriter(p, truncate_after=3)
+    w.write({"step": 4, "loss": -1.0})
+    w.close()
+    assert [json.loads(x)["step"] for x in p.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_non_finite_error_message():
+    e = NonFiniteLossError(12, "loss_d", float("inf"), "run/checkpoint-00000012.pt")
+    assert "loss 'loss_d' is inf at step 12" in str(e) and "checkpoint-00000012.pt" in str(e)
+
+
+def test_save_grid_and_fixed_noise(tmp_path):
+    from PIL import Image
+
+    x = torch.full((4, 3, 8, 8), -1.0)
+    x[1] = 1.0
+    save_grid(x, tmp_path / "g.png", nrow=2)
+    im = np.asarray(Image.open(tmp_path / "g.png"))
+    assert im.shape == (2 * 8 + 3 * 2, 2 * 8 + 3 * 2, 3)
+    assert im[2, 2].tolist() == [0, 0, 0] and im[2, 12].tolist() == [255, 255, 255]
+    g = torch.get_rng_state()
+    assert torch.equal(fixed_noise(2, 5, seed=7), fixed_noise(2, 5, seed=7))
+    assert torch.equal(g, torch.get_rng_state())
