@@ -200,7 +200,7 @@ def register_spectral_norm_autograd(fwd_name: str, bwd_name: str) -> None:
         if g_sigmas is None:
             g_sigmas = torch.zeros_like(sigmas)
         gw = bwd_op(g_outs, g_sigmas, weights, un, vn, ctx.dims, sigmas)
-        return list(gw), None, None, None, None, None
+        return list(gw), [None] * n, [None] * n, None, None, None
 
     def setup_bwd(ctx, inputs, output):
         grads, g_sigmas, weights, us, vs, dims, sigmas = inputs
@@ -222,11 +222,11 @@ def register_spectral_norm_autograd(fwd_name: str, bwd_name: str) -> None:
             y = spectral_norm_backward_ref(lg, lgs, lw, us, vs, ctx.dims, ls)
             pairs = [(a, b) for a, b in zip(y, gg) if b is not None]
             if not pairs:
-                return None, None, None, None, None, None, None
+                return [None] * n, None, [None] * n, [None] * n, [None] * n, None, None
             res = torch.autograd.grad([a for a, _ in pairs], leaves, [b for _, b in pairs], allow_unused=True,
                                       create_graph=create_graph)
         res = list(res)
-        return res[:n], res[n], res[n + 1:2 * n + 1], None, None, None, res[-1]
+        return res[:n], res[n], res[n + 1:2 * n + 1], [None] * n, [None] * n, None, res[-1]
 
     torch.library.register_autograd(f"ganops::{fwd_name}", backward_fwd, setup_context=setup_fwd)
     torch.library.register_autograd(f"ganops::{bwd_name}", backward_bwd, setup_context=setup_bwd)
