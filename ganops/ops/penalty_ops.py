@@ -9,8 +9,8 @@ from .._dispatch import OpInfo, register_op, resolve_impl
 
 __all__ = ["interpolate", "interpolate_ref", "norm_penalty", "norm_penalty_ref", "NORM_OVER", "REDUCTIONS"]
 
-register_op(OpInfo("gp_interpolate", compiled="gp_interpolate", triton=False))
-register_op(OpInfo("gp_norm_penalty", compiled="gp_norm_penalty", triton=False))
+register_op(OpInfo("gp_interpolate", compiled="gp_interpolate", triton=True))
+register_op(OpInfo("gp_norm_penalty", compiled="gp_norm_penalty", triton=True))
 
 NORM_OVER = ("sample", "channel")  # codes 0, 1 in the compiled ops
 REDUCTIONS = ("none", "mean", "sum")  # codes 0, 1, 2 in the compiled ops
@@ -35,12 +35,13 @@ def norm_penalty_ref(grad: torch.Tensor, target: float = 1.0, scale: float = 1.0
     """
     g = grad.float() if grad.dtype in (torch.float16, torch.bfloat16) else grad
     n = g.shape[0]
-    if norm_over == "sample":
-        sq = g.reshape(n, -1).pow(2).sum(1)
-        per = sq if target == 0 else (sq.sqrt() - target).pow(2)
-    else:
-        sq = g.pow(2).sum(1).reshape(n, -1)
-        per = (sq if target == 0 else (sq.sqrt() - target).pow(2)).mean(1)
+    flat = g.reshape(n, -1) if norm_over == "sample" else g
+    if target == 0:
+        per = flat.pow(2).sum(1)
+    else:  # torch's norm: gradient 0 (not NaN) at a zero group
+        per = (torch.linalg.vector_norm(flat, dim=1) - target).pow(2)
+    if norm_over == "channel":
+        per = per.reshape(n, -1).mean(1)
     per = per * scale
     out = per.mean() if reduce == "mean" else (per.sum() if reduce == "sum" else per)
     return out.to(grad.dtype)
@@ -172,7 +173,7 @@ def _group_sum(t: torch.Tensor, norm_over: int) -> torch.Tensor:
 
 
 def _penalty_double_backward(ggx, go, grad, norm, target, scale, norm_over, reduction):
-    """Gradients of gx = k * (1 - t / ||g||) * g (k = go_n * scale * 2 / groups) w.r.t. (go, grad).
+    """Gradients of gx = k * (1 - t / ||g||) * g (k = go_n * scale * 2 / groups) w.r.t. (go, grad); norm unused.
 
     d gx_i / d g_j = k (1 - t/n) delta_ij + k t / n^3 g_i g_j within a group.
     """
@@ -184,9 +185,12 @@ def _penalty_double_backward(ggx, go, grad, norm, target, scale, norm_over, redu
         d_g = k * ggx
         d_n = (ggx * g).reshape(n, -1).sum(1) * c
     else:
-        nb = _bcast(norm.to(g.dtype), g, norm_over)
-        inv = torch.where(nb > 0, 1.0 / nb.clamp_min(torch.finfo(nb.dtype).tiny), torch.zeros_like(nb))
-        f = torch.where(nb > 0, 1.0 - target * inv, torch.zeros_like(nb))
+        # Recompute the norms from g (differentiably) rather than using the saved ones, so that this composite
+        # is itself correct under a further derivative (third order); guarded at zero-norm groups.
+        ss = _group_sum(g * g, norm_over)
+        pos = ss > 0
+        inv = torch.where(pos, torch.where(pos, ss, torch.ones_like(ss)).rsqrt(), torch.zeros_like(ss))
+        f = torch.where(pos, 1.0 - target * inv, torch.zeros_like(ss))
         d_g = k * f * ggx + k * target * inv.pow(3) * _group_sum(ggx * g, norm_over) * g
         d_n = (ggx * g * f).reshape(n, -1).sum(1) * c
     if reduction == 0:
@@ -208,7 +212,8 @@ def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str) ->
     def _fake_fwd(grad, target, scale, norm_over, reduction):
         n = grad.shape[0]
         out = grad.new_empty((n,) if reduction == 0 else ())
-        norm = grad.new_empty((n,) if norm_over == 0 else (n,) + tuple(grad.shape[2:]))
+        acc = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
+        norm = grad.new_empty((n,) if norm_over == 0 else (n,) + tuple(grad.shape[2:]), dtype=acc)
         return out, norm
 
     @torch.library.register_fake(f"ganops::{bwd_name}")
