@@ -233,3 +233,15 @@ def test_save_grid_and_fixed_noise(tmp_path):
     g = torch.get_rng_state()
     assert torch.equal(fixed_noise(2, 5, seed=7), fixed_noise(2, 5, seed=7))
     assert torch.equal(g, torch.get_rng_state())
+
+
+def test_progress_plain_tick_lines(capsys):
+    from ganops.train import Progress
+
+    p = Progress(10, 2, enabled=True, print_every=4)  # pytest's stderr is not a terminal: plain lines
+    for s in range(3, 11):
+        t = p.update(s, {"loss_d": 0.5})
+    p.close()
+    err = capsys.readouterr().err.splitlines()
+    assert [x.split()[1] for x in err] == ["4/10", "8/10", "10/10"] and "loss_d=0.5" in err[0] and "ETA" in err[0]
+    assert t["it_per_s"] > 0

@@ -185,3 +185,11 @@ def test_loader_resume_is_exact():
     g = torch.get_rng_state()
     assert all(torch.equal(next(ld3), r) for r in ref[2:])
     assert torch.equal(g, torch.get_rng_state())  # loading never draws from the global RNG
+
+
+def test_preload_is_bitwise_identical(messy):
+    ds = open_dataset(messy, 16, hflip=True, skip_bad=True, allow_upscale=True, verbose=False)
+    lazy = [ds[i] for i in range(len(ds))]
+    assert ds.preload() and ds._cache.dtype == torch.uint8 and ds._cache.shape == (7, 3, 16, 16)
+    assert all(torch.equal(ds[i], x) for i, x in enumerate(lazy))
+    assert not open_dataset(messy, 16, skip_bad=True, allow_upscale=True, verbose=False).preload(max_bytes=10)

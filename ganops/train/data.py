@@ -204,13 +204,22 @@ class ImageDataset(torch.utils.data.Dataset):
         self.hflip = hflip
         self.attribution = attribution
         self.name = name
+        self._cache: torch.Tensor | None = None
 
-    def __len__(self) -> int:
-        return len(self.items) * (2 if self.hflip else 1)
+    def preload(self, max_bytes: int = 512 << 20) -> bool:
+        """Decode and resize every image once into one uint8 tensor (shared copy-on-write with DataLoader
+        workers), if it fits in ``max_bytes``; later items are bitwise the same as without. Returns True if
+        cached. The TrainLoop calls it before the first batch."""
+        if self._cache is not None:
+            return True
+        n, r = len(self.items), self.resolution
+        if r is None or n * 3 * r * r > max_bytes:
+            return False
+        self._cache = torch.stack([self._decode(i) for i in range(n)])
+        return True
 
-    def load(self, i: int) -> torch.Tensor:
-        n = len(self.items)
-        item, flip = self.items[i % n], i >= n
+    def _decode(self, i: int) -> torch.Tensor:
+        item = self.items[i]
         if isinstance(item, Image.Image):
             im = item
         else:
@@ -222,8 +231,18 @@ class ImageDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"cannot read image {item}: {type(e).__name__}: {e}; run "
                                    "check_image_folder first or pass --skip-bad") from e
         im, _ = to_rgb(im)
-        x = _to_tensor(_resize(im, self.resolution, "square"))
-        return x.flip(-1) if flip else x
+        a = np.asarray(_resize(im, self.resolution, "square"), dtype=np.uint8).copy()
+        return torch.from_numpy(a).permute(2, 0, 1)
+
+    def __len__(self) -> int:
+        return len(self.items) * (2 if self.hflip else 1)
+
+    def load(self, i: int) -> torch.Tensor:
+        """Item ``i`` as float (3, R, R) in [-1, 1] (mirrored for ``i >= len(items)`` with hflip)."""
+        n = len(self.items)
+        u8 = self._cache[i % n] if self._cache is not None else self._decode(i % n)
+        x = u8.float().div_(127.5).sub_(1.0)
+        return x.flip(-1) if i >= n else x
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.load(int(i))
@@ -240,6 +259,9 @@ def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool
         data = load_builtin(str(spec))
         if verbose and data.attribution:
             print(f"[ganops.train] builtin:{data.name}: {data.attribution}")
+        small = min(min(im.size) for im in data.images)
+        if verbose and resolution is not None and small < resolution:
+            print(f"[ganops.train] note: builtin:{data.name} images are {small} px, upscaled to {resolution}")
         return ImageDataset(data.images, resolution, hflip=hflip, attribution=data.attribution,
                             name=f"builtin:{data.name}")
     rep = check_image_folder(spec, resolution, allow_upscale=allow_upscale, skip_bad=skip_bad,

@@ -118,6 +118,8 @@ class TrainLoop:
             self.dataset = dataset
         self.attribution = attribution or getattr(self.dataset, "attribution", None)
         self.data = None
+        if self.dataset is not None and not self.dry_run and hasattr(self.dataset, "preload"):
+            self.dataset.preload()
         if self.dataset is not None:
             self.data = InfiniteLoader(self.dataset, self.batch_per_rank, seed=self.seed, rank=self.rank,
                                        world_size=self.world_size, num_workers=int(c.get("workers", 0)),
@@ -302,7 +304,8 @@ class TrainLoop:
                 if done % self.log_every == 0 or done == self.iters:
                     logged = ddp.reduce_mean(losses)
                     if stats is not None:
-                        stats.write({"step": done, **logged, **timing, "time": time.time()})
+                        kimg = done * self.batch_per_rank * self.world_size / 1000
+                        stats.write({"step": done, "kimg": kimg, **logged, **timing, "time": time.time()})
                 if self.snap and done % self.snap == 0:
                     last_ckpt, last_saved = str(self.save(done)), done
                 if sample is not None and self.sample_every and done % self.sample_every == 0:

@@ -89,15 +89,20 @@ def _gpu_mem(device: torch.device) -> str | None:
     return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}G"
 
 
+def _hms(s: int) -> str:
+    return "?" if s < 0 else f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 class Progress:
-    """tqdm bar over iterations with losses and GPU memory in the postfix (rank 0 only; plain lines when not a
-    terminal, every ``print_every`` steps).
+    """tqdm bar over iterations with losses and GPU memory in the postfix (rank 0 only). When stderr is not a
+    terminal (logs, batch jobs) it prints a plain tick line every ``print_every`` steps and at the end instead.
 
     Args:
         total: final step.
         start: first step (resume).
         enabled: False on ranks > 0.
         device: GPU memory is shown for CUDA devices.
+        print_every: tick interval for the plain (non-terminal) output.
     """
 
     def __init__(self, total: int, start: int = 0, *, enabled: bool = True, device: torch.device | str = "cpu",
@@ -107,9 +112,10 @@ class Progress:
         self.device = torch.device(device)
         self.enabled = enabled
         self.start_time, self.start, self.total = time.time(), start, total
-        self.print_every = print_every
-        self.bar = tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="it",
-                        file=sys.stderr, mininterval=0.5) if enabled else None
+        self.print_every = max(1, print_every)
+        self.plain = enabled and not sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, unit="it", file=sys.stderr,
+                        mininterval=0.5) if enabled and not self.plain else None
 
     def update(self, step: int, losses: Mapping[str, float]) -> dict[str, float]:
         """Advance to ``step`` (completed iterations); returns timing figures for the stats line."""
@@ -123,6 +129,12 @@ class Progress:
                 post["mem"] = mem
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(step - self.bar.n)
+        elif self.plain and (step % self.print_every == 0 or step == self.total):
+            mem = _gpu_mem(self.device)
+            eta_s = int(eta) if math.isfinite(eta) else -1
+            line = (f"step {step}/{self.total}  {rate:.2f} it/s  ETA {_hms(eta_s)}  "
+                    + "  ".join(f"{k}={v:.4g}" for k, v in losses.items()) + (f"  mem={mem}" if mem else ""))
+            print(line, file=sys.stderr, flush=True)
         return {"it_per_s": rate, "eta_s": eta if math.isfinite(eta) else -1.0}
 
     def write(self, msg: str) -> None:
