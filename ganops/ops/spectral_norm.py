@@ -190,17 +190,22 @@ def register_spectral_norm_autograd(fwd_name: str, bwd_name: str) -> None:
         _, sigmas, un, vn = output
         ctx.n = len(weights)
         ctx.dims = list(dims)
+        ctx.set_materialize_grads(False)  # tell unused outputs (None) from zero gradients
         ctx.save_for_backward(*weights, *un, *vn, sigmas)
 
     def backward_fwd(ctx, g_outs, g_sigmas, g_un, g_vn):
         saved = ctx.saved_tensors
         n = ctx.n
         weights, un, vn, sigmas = list(saved[:n]), list(saved[n:2 * n]), list(saved[2 * n:3 * n]), saved[3 * n]
+        # An unused output (a layer skipped in this forward) gets no gradient, as with per-layer updates.
+        unused = [g is None for g in g_outs]
         g_outs = [torch.zeros_like(w) if g is None else g for g, w in zip(g_outs, weights)]
         if g_sigmas is None:
             g_sigmas = torch.zeros_like(sigmas)
+        else:
+            unused = [False] * n
         gw = bwd_op(g_outs, g_sigmas, weights, un, vn, ctx.dims, sigmas)
-        return list(gw), [None] * n, [None] * n, None, None, None
+        return [None if x else g for g, x in zip(gw, unused)], [None] * n, [None] * n, None, None, None
 
     def setup_bwd(ctx, inputs, output):
         grads, g_sigmas, weights, us, vs, dims, sigmas = inputs
