@@ -193,3 +193,16 @@ def test_preload_is_bitwise_identical(messy):
     assert ds.preload() and ds._cache.dtype == torch.uint8 and ds._cache.shape == (7, 3, 16, 16)
     assert all(torch.equal(ds[i], x) for i, x in enumerate(lazy))
     assert not open_dataset(messy, 16, skip_bad=True, allow_upscale=True, verbose=False).preload(max_bytes=10)
+
+
+def test_check_data_command(messy):
+    from click.testing import CliRunner
+
+    from ganops.train.__main__ import main
+
+    r = CliRunner().invoke(main, ["check-data", str(messy), "--resolution", "16"])
+    assert r.exit_code == 1 and "corrupt.jpg" in r.output and "--allow-upscale" in r.output
+    r = CliRunner().invoke(main, ["check-data", str(messy), "--resolution", "16", "--skip-bad", "--allow-upscale"])
+    assert r.exit_code == 0 and "7 usable" in r.output
+    r = CliRunner().invoke(main, ["builtins"])
+    assert "builtin:emoji" in r.output and "CC-BY 4.0" in r.output

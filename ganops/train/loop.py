@@ -18,7 +18,7 @@ from .checkpoint import check_config, get_rng_state, latest_checkpoint, load_che
 from .checkpoint import save_checkpoint, set_rng_state
 from .data import ImageDataset, InfiniteLoader, open_dataset
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
-from .rundir import _jsonable, find_run_dirs, make_run_dir, write_text
+from .rundir import RunDirError, _jsonable, find_run_dirs, make_run_dir, write_text
 from .samples import save_grid
 
 __all__ = ["TrainLoop", "set_deterministic", "seed_everything"]
@@ -111,6 +111,9 @@ class TrainLoop:
 
         self.dataset: torch.utils.data.Dataset | None
         if isinstance(dataset, str) and dataset == "auto":
+            for k in ("data", "resolution"):
+                if k not in c:
+                    raise KeyError(f"TrainLoop: config has no {k!r} (use train_options() or pass dataset=)")
             self.dataset = open_dataset(c["data"], int(c["resolution"]), hflip=bool(c.get("hflip", False)),
                                         allow_upscale=bool(c.get("allow_upscale", False)),
                                         skip_bad=bool(c.get("skip_bad", False)), verbose=self.is_main)
@@ -128,8 +131,16 @@ class TrainLoop:
         if self.dry_run:
             self.run_dir = self.run_dir or Path(c.get("outdir", "runs")) / f"<next-id>-{name}"
         elif self.run_dir is None:
-            rd = make_run_dir(c.get("outdir", "runs"), name, self.config) if self.is_main else None
-            self.run_dir = Path(ddp.broadcast_object(str(rd) if rd else None))
+            rd: Any = None
+            if self.is_main:
+                try:
+                    rd = str(make_run_dir(c.get("outdir", "runs"), name, self.config))
+                except RunDirError as e:  # tell the other ranks instead of leaving them in the broadcast
+                    rd = e
+            rd = ddp.broadcast_object(rd)
+            if isinstance(rd, BaseException):
+                raise RunDirError(str(rd))
+            self.run_dir = Path(rd)
         if self.is_main and not self.dry_run:
             if self.attribution:
                 write_text(self.run_dir / "ATTRIBUTION.txt", self.attribution.rstrip() + "\n")
