@@ -24,20 +24,26 @@ def _vgg16() -> nn.Module:
     return VGG16Features("[-1,1]")
 
 
+class _EffNetFeatures(nn.Module):
+    """EfficientNet-Lite0 pooled 1280-d features of images in [-1, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ..metrics.efficientnet import EfficientNetLite0
+
+        self.net = EfficientNetLite0(pretrained=True, preprocess="tflite")  # expects [0, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features((x + 1) * 0.5)
+
+
 def _efficientnet_lite0() -> nn.Module:
-    """EfficientNet-Lite0 pooled 1280-d features from ``ganops.metrics.efficientnet`` (the metrics area)."""
+    """EfficientNet-Lite0 from ``ganops.metrics.efficientnet`` (the metrics area)."""
     try:
-        from ..metrics import efficientnet as eff  # type: ignore[attr-defined]
+        return _EffNetFeatures()
     except ImportError as e:
         raise RuntimeError("prior extractor 'efficientnet-lite0' needs ganops.metrics.efficientnet, which is not "
                            f"available in this checkout ({e}); use --prior vgg16") from e
-    for name in ("EfficientNetLite0Features", "EfficientNetLite0", "efficientnet_lite0"):
-        factory = getattr(eff, name, None)
-        if factory is not None:
-            net = factory()
-            return net
-    raise RuntimeError("ganops.metrics.efficientnet exports no EfficientNetLite0Features/EfficientNetLite0 "
-                       "factory; use --prior vgg16")
 
 
 # name -> (feature dimension, factory of a frozen module mapping (N, 3, S, S) in [-1, 1] to (N, dim))
