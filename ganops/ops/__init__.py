@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Fused ops: one module per op, each with its public function, reference, and registrations."""
+from .diffaug import diff_augment, diff_augment_params, diff_augment_ref
 from .sle import sle, sle_ref
 from .spectral_norm import spectral_norm_weight, spectral_norm_weights
 from .penalty import LazyRegularizer, gradient_penalty, r1_penalty, r2_penalty
 from .penalty_ops import interpolate, norm_penalty
 
-__all__ = ["sle", "sle_ref"]
+__all__ = ["diff_augment", "diff_augment_params", "diff_augment_ref", "sle", "sle_ref"]
 __all__ += ["gradient_penalty", "r1_penalty", "r2_penalty", "LazyRegularizer", "interpolate", "norm_penalty"]
 __all__ += ["spectral_norm_weight", "spectral_norm_weights"]
