@@ -245,3 +245,17 @@ def test_progress_plain_tick_lines(capsys):
     err = capsys.readouterr().err.splitlines()
     assert [x.split()[1] for x in err] == ["4/10", "8/10", "10/10"] and "loss_d=0.5" in err[0] and "ETA" in err[0]
     assert t["it_per_s"] > 0
+
+
+def test_amp_grad_for_penalties():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    x = torch.randn(3, 4, requires_grad=True)
+    (ref,) = torch.autograd.grad(m(x).sum(), x, create_graph=True)
+    (g32,) = Amp("fp32").grad(m(x), x)
+    assert torch.equal(g32, ref)
+    amp = Amp("fp16", "cpu")
+    (g16,) = amp.grad(m(x), [x])
+    assert torch.allclose(g16, ref, atol=1e-6)  # fp32 graph at scale 65536, divided back
+    g16.pow(2).sum().backward()  # second order through the penalty
+    assert m[0].weight.grad is not None and torch.isfinite(m[0].weight.grad).all()

@@ -136,3 +136,9 @@ def test_ddp_two_gloo_processes(tmp_path):
         want = [ds[next(it)].sum().item() for _ in range(4)]
         got = [r0["batches"][step][0], r1["batches"][step][0], r0["batches"][step][1], r1["batches"][step][1]]
         assert got == pytest.approx(want, abs=1e-3)
+    # Resumed by one process: the data stream continues at the same global position.
+    res = _run(["--resolution", "16", "--batch", "4", "--iters", "4", "--device", "cpu", "--workers", "0",
+                "--outdir", str(tmp_path / "out"), "--resume", "auto"], TINY_PROBE=str(probe))
+    assert res.returncode == 0 and "from 2 process(es), now 1" in res.stdout, res.stderr[-3000:]
+    r0 = json.loads((probe / "rank0.json").read_text())
+    assert r0["batches"][0] == pytest.approx([ds[next(it)].sum().item() for _ in range(4)], abs=1e-3)

@@ -60,6 +60,29 @@ class Amp:
         """Update the loss scale once per iteration, after all :meth:`step` calls."""
         self.scaler.update()
 
+    def grad(self, outputs: torch.Tensor, inputs: torch.Tensor | list[torch.Tensor], *,
+             create_graph: bool = True) -> list[torch.Tensor]:
+        """Unscaled ``torch.autograd.grad`` for gradient penalties (R1, WGAN-GP) that survives fp16: the graph is
+        differentiated at the loss scale (no underflow) and divided back (PyTorch AMP "gradient penalty" recipe).
+        DDP-safe (no ``backward(create_graph=True)``). Inf/NaN from overflow make the scaler skip the step.
+
+        Args:
+            outputs: e.g. ``D(x).sum()`` (summed to a scalar if not one).
+            inputs: tensor(s) requiring grad.
+            create_graph: keep the graph so the penalty can be backpropagated (second order).
+
+        Returns:
+            List of gradients, one per input, in the inputs' dtype.
+        """
+        single = isinstance(inputs, torch.Tensor)
+        ins = [inputs] if single else list(inputs)
+        out = outputs if outputs.dim() == 0 else outputs.sum()
+        if not self.scaler.is_enabled():
+            return list(torch.autograd.grad(out, ins, create_graph=create_graph))
+        scaled = torch.autograd.grad(self.scaler.scale(out), ins, create_graph=create_graph)
+        inv = 1.0 / self.scaler.get_scale()
+        return [g * inv for g in scaled]
+
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
         """``scale(loss).backward()`` and, if given, :meth:`step` the optimizer."""
         self.scale(loss).backward()

@@ -48,8 +48,9 @@ class EMA:
         src_p = list(model.parameters())
         if len(ema_p) != len(src_p):
             raise ValueError(f"EMA.update: model has {len(src_p)} parameters, the EMA copy {len(ema_p)}")
-        for e, s in zip(ema_p, src_p):
-            e.lerp_(s.detach().to(e.dtype), 1.0 - d)
+        src = [s.detach().to(e.dtype) for e, s in zip(ema_p, src_p)]
+        if ema_p:
+            torch._foreach_lerp_(ema_p, src, 1.0 - d)  # one fused launch per dtype/device group
         for e, s in zip(self.module.buffers(), model.buffers()):
             if self.average_buffers and e.is_floating_point():
                 e.lerp_(s.to(e.dtype), 1.0 - d)

@@ -230,7 +230,11 @@ class TrainLoop:
                 obj.load_state_dict(saved[k])
         self.amp.load_state_dict(st.get("amp") or {})
         if self.data is not None and st.get("data"):
-            self.data.load_state_dict(st["data"])
+            data = dict(st["data"])
+            old_world = int(st.get("world_size", self.world_size))
+            if old_world != self.world_size:  # same global stream position, re-split over the new ranks
+                data["consumed"] = int(data["consumed"]) * old_world // self.world_size
+            self.data.load_state_dict(data)
         rngs = st.get("rng") or []
         if rngs:
             if len(rngs) != self.world_size and self.is_main:
