@@ -49,15 +49,26 @@ def kmeans_plusplus(x: torch.Tensor, k: int, *, generator: torch.Generator | Non
     return torch.stack(centres)
 
 
-def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, generator: torch.Generator | None = None
+def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, restarts: int = 1, generator: torch.Generator | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding followed by at most ``iters`` Lloyd iterations (stops when labels are stable).
+    """k-means++ seeding followed by at most ``iters`` Lloyd iterations (stops when labels are stable); with
+    ``restarts`` > 1 the run of lowest inertia is kept.
 
     Returns:
         (centres (k, D), labels (N,)).
     """
-    c = kmeans_plusplus(x, k, generator=generator)
     x2 = (x * x).sum(1)
+    best = None
+    for _ in range(max(restarts, 1)):
+        c, labels = _lloyd(x, x2, kmeans_plusplus(x, k, generator=generator), iters)
+        inertia = float(_sqdist(x, x2, c).gather(1, labels[:, None]).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, c, labels)
+    return best[1], best[2]
+
+
+def _lloyd(x: torch.Tensor, x2: torch.Tensor, c: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    k = c.shape[0]
     labels = None
     for _ in range(max(iters, 1)):
         new = _sqdist(x, x2, c).argmin(1)
@@ -86,6 +97,7 @@ class GaussianMixture:
         reg_covar: added to the covariance diagonal.
         max_iter: EM iterations at most.
         init_iters: Lloyd iterations after k-means++ seeding.
+        init_restarts: k-means runs (different seedings); the one of lowest inertia initialises EM.
         init_samples: run the k-means init on a random subset of this many rows (None: all rows); the full data
             are then assigned to the nearest centre. scikit-learn runs k-means on all rows.
         seed: RNG seed for the seeding, the subset and nothing else.
@@ -101,7 +113,7 @@ class GaussianMixture:
     """
 
     def __init__(self, n_components: int = 10, *, covariance_type: str = "diag", tol: float = 1e-3,
-                 reg_covar: float = 1e-6, max_iter: int = 100, init_iters: int = 20,
+                 reg_covar: float = 1e-6, max_iter: int = 100, init_iters: int = 20, init_restarts: int = 3,
                  init_samples: int | None = 10000, seed: int = 0,
                  max_samples: int | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float64, progress: bool = False) -> None:
@@ -111,7 +123,7 @@ class GaussianMixture:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         self.n_components, self.covariance_type = n_components, covariance_type
         self.tol, self.reg_covar, self.max_iter, self.init_iters = tol, reg_covar, max_iter, init_iters
-        self.init_samples = init_samples
+        self.init_samples, self.init_restarts = init_samples, init_restarts
         self.seed, self.max_samples, self.device, self.dtype, self.progress = (
             seed, max_samples, device, dtype, progress)
         self.history_: list[float] = []
@@ -190,7 +202,8 @@ class GaussianMixture:
         xi = xc
         if self.init_samples is not None and n > self.init_samples:
             xi = xc[torch.randperm(n, generator=g, device=gen_dev)[: self.init_samples].to(xc.device)]
-        centres, _ = kmeans(xi.float(), self.n_components, iters=self.init_iters, generator=g)
+        centres, _ = kmeans(xi.float(), self.n_components, iters=self.init_iters, restarts=self.init_restarts,
+                            generator=g)
         xf = xc.float()
         labels = _sqdist(xf, (xf * xf).sum(1), centres).argmin(1)
         del xf
