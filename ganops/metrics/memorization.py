@@ -60,7 +60,8 @@ def _load(src, n: int | None, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def nearest_training_images(fakes, reals, *, k: int = 1, net: str = "vgg", resolution: int | None = None,
-                            num_fakes: int | None = None, device="cpu", block: int = 16) -> dict[str, torch.Tensor]:
+                            num_fakes: int | None = None, device="cpu", block: int = 16,
+                            lpips_net: LPIPS | None = None) -> dict:
     """For every generated image, the ``k`` nearest training images by LPIPS.
 
     Args:
@@ -68,19 +69,21 @@ def nearest_training_images(fakes, reals, *, k: int = 1, net: str = "vgg", resol
         k: neighbours per generated image.
         net: LPIPS trunk, "vgg" (FastGAN) or "alex".
         resolution: common side (default: the generated images' height).
+        lpips_net: an already built :class:`LPIPS` to use (overrides ``net``).
 
     Returns:
-        dict with ``distances`` (M, k), ``indices`` (M, k) into the training set, and the resized ``fakes``
-        (M, 3, R, R) and ``reals`` (N, 3, R, R) in [-1, 1].
+        dict with ``distances`` (M, k), ``indices`` (M, k) into the training set, the resized ``fakes``
+        (M, 3, R, R) and ``reals`` (N, 3, R, R) in [-1, 1], and the LPIPS module used (``net``).
     """
     fs = open_images(fakes)
     size = resolution or int(fs.get(0).shape[1])
     f = _load(fs, num_fakes, size).to(device)
     r = _load(reals, None, size).to(device)
-    d = pairwise_lpips(f, r, LPIPS(net).to(device), block)
+    lp = lpips_net if lpips_net is not None else LPIPS(net).to(device)
+    d = pairwise_lpips(f, r, lp, block)
     k = min(k, r.shape[0])
     dist, idx = d.topk(k, dim=1, largest=False)
-    return {"distances": dist.cpu(), "indices": idx.cpu(), "fakes": f.cpu(), "reals": r.cpu()}
+    return {"distances": dist.cpu(), "indices": idx.cpu(), "fakes": f.cpu(), "reals": r.cpu(), "net": lp}
 
 
 def memorization_check(fakes, reals, *, grid_path: str | None = None, num_show: int = 8, k: int = 3,
@@ -108,7 +111,8 @@ def memorization_check(fakes, reals, *, grid_path: str | None = None, num_show: 
                     "nn_lpips_median": float(d1.median()), "nn_lpips": d1.tolist(),
                     "nn_index": res["indices"][:, 0].tolist()}
     if reals_t.shape[0] > 1:
-        rr = pairwise_lpips(reals_t, reals_t, LPIPS(kwargs.get("net", "vgg")))
+        lp = res["net"]
+        rr = pairwise_lpips(reals_t.to(lp.lins[0].weight.device), reals_t, lp).cpu()
         rr.fill_diagonal_(float("inf"))
         report["train_nn_lpips_median"] = float(rr.min(1).values.median())
     if threshold is not None:
