@@ -259,3 +259,60 @@ def test_amp_grad_for_penalties():
     assert torch.allclose(g16, ref, atol=1e-6)  # fp32 graph at scale 65536, divided back
     g16.pow(2).sum().backward()  # second order through the penalty
     assert m[0].weight.grad is not None and torch.isfinite(m[0].weight.grad).all()
+
+
+class _Recorder:
+    """An `extra` object that records restore order."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.value = log, 0
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.log.append("extra")
+        self.value = st["value"]
+
+
+class _Model(nn.Linear):
+    def load_state_dict(self, *a, **k):
+        self.log.append("model")
+        return super().load_state_dict(*a, **k)
+
+
+def test_trainloop_in_process_resume_from_path(tmp_path):
+    def train(iters: int, resume=None):
+        log: list = []
+        cfg = {"iters": iters, "snap": 2, "sample_every": 2, "outdir": str(tmp_path), "device": "cpu",
+               "batch": 1, "resume": resume, "lr": 0.1}
+        loop = TrainLoop("inproc", cfg, dataset=None, log_every=1)
+        torch.manual_seed(0)
+        m = _Model(2, 1)
+        m.log = log
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        rec = _Recorder(log)
+
+        def step(batch, it):
+            assert batch is None
+            loss = m(torch.ones(1, 2)).pow(2).sum() + torch.rand(())  # the RNG is part of the state
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec.value += 1
+            return {"loss": loss}
+
+        out = loop.run(step, lambda it: torch.zeros(1, 3, 4, 4), models={"m": m}, optimizers={"m": opt},
+                       extra={"rec": rec})
+        return loop, out, m, rec, log
+
+    _, full, m_full, rec_full, _ = train(5)
+    loop1, out1, _, _, _ = train(3)
+    assert out1["checkpoint"].endswith("checkpoint-00000003.pt")
+    loop2, out2, m2, rec2, log = train(5, resume=out1["checkpoint"])
+    assert loop2.start_step == 3 and loop2.run_dir != loop1.run_dir  # PATH: a new run dir from that state
+    assert log == ["extra", "model"] and rec2.value == rec_full.value == 5
+    assert torch.equal(m2.weight, m_full.weight)
+    assert out2["losses"] == full["losses"]
+    assert [json.loads(x)["step"] for x in (loop2.run_dir / "stats.jsonl").read_text().splitlines()] == [4, 5]
+    assert {p.name for p in loop2.run_dir.glob("fakes*.png")} == {"fakes00000004.png", "fakes00000005.png"}

@@ -53,6 +53,8 @@ def test_sigkill_resume_equals_uninterrupted(tmp_path):
     for name in ("config.json", "reals.png", "fakes00000006.png", "fakes00000012.png", "ATTRIBUTION.txt"):
         assert (ref_dir / name).is_file(), name
     assert (ref_dir / "latest").read_text().strip() == "checkpoint-00000012.pt"
+    assert "CC-BY 4.0" in (ref_dir / "ATTRIBUTION.txt").read_text() and "CC-BY 4.0" in ref.stdout
+    assert json.loads((ref_dir / "config.json").read_text())["nz"] == 8
 
     # Same run, killed with SIGKILL once the step-4 checkpoint is on disk (steps are slowed so it cannot finish).
     out = tmp_path / "killed"
