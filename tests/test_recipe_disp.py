@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""DISP recipe end to end on tiny settings: no-argument path, outputs, generate modes, resume, baseline, eval."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "disp.py"
+
+
+def tiny(outdir: Path, **extra) -> dict:
+    """Tiny training settings (as a click default_map for the `train` command)."""
+    d = dict(iters=2, ch=2, batch=4, prior_size=16, outdir=str(outdir), cache_dir=str(outdir / "cache"), snap=0,
+             sample_every=0, gmm_components=3, workers=0)
+    d.update(extra)
+    return d
+
+
+def run_cli(calls: list[tuple[list[str], dict | None]], cwd: Path) -> subprocess.CompletedProcess:
+    """Run `cli.main(args, default_map=...)` for each call in one fresh interpreter (import cost paid once)."""
+    code = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('disp_recipe', {str(RECIPE)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"for args, dm in json.loads({json.dumps(json.dumps(calls))}):\n"
+        "    m.cli.main(args, default_map=dm, prog_name='disp.py', standalone_mode=False)\n"
+    )
+    env = dict(os.environ, PYTHONWARNINGS="ignore", GANOPS_CACHE=str(cwd / "cache"))
+    p = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("disp_recipe_inproc", RECIPE)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The no-argument path (`python recipes/disp.py` = train with the preset) with tiny overrides."""
+    tmp = tmp_path_factory.mktemp("disp")
+    p = run_cli([([], {"train": tiny(tmp / "runs")})], tmp)
+    return tmp / "runs" / "00000-disp", p
+
+
+def test_no_argument_run_writes_outputs(trained):
+    run, p = trained
+    assert "no command given, training the default preset" in p.stdout
+    for f in ("config.json", "stats.jsonl", "reals.png", "vicinal.png", "gmm.png", "priors.pt", "gmm.pt",
+              "ATTRIBUTION.txt", "latest"):
+        assert (run / f).is_file(), f
+    assert list(run.glob("fakes*.png")) and list(run.glob("checkpoint-*.pt"))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"] == "builtin:emoji" and cfg["prior"] == "vgg16" and cfg["diffaug"] == "translation,cutout,color"
+    lines = [json.loads(s) for s in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in lines)
+    pri = torch.load(run / "priors.pt", weights_only=True)
+    assert pri["priors"].shape == (80, 512) and pri["extractor"] == "vgg16"
+    torch.testing.assert_close(pri["priors"].norm(dim=1), torch.ones(80))  # --prior-norm l2
+    assert "GMM K=3 diag" in p.stdout and "vicinal.png" in p.stdout
+    assert "computed and cached" in p.stdout
+
+
+def test_generate_modes(trained, tmp_path):
+    run, _ = trained
+    img = tmp_path / "edit.png"
+    calls = [(["generate", "--run", str(run), "--mode", m, "--n", "4", "--out", str(tmp_path / f"{m}.png")], None)
+             for m in ("train", "vicinal", "gmm")]
+    calls.append((["generate", "--run", str(run), "--mode", "image", "--image", str(run / "reals.png"),
+                   "--edit", "cutout", "--n", "3", "--out", str(img)], None))
+    p = run_cli(calls, tmp_path)
+    for m in ("train", "vicinal", "gmm"):
+        assert (tmp_path / f"{m}.png").is_file(), p.stdout
+    assert img.is_file() and "3 samples (image priors)" in p.stdout
+
+
+def test_resume_continues_and_baseline(trained, tmp_path):
+    run, _ = trained
+    outdir = run.parent
+    # --resume auto continues the newest run in place (prior cache hit this time)
+    p = run_cli([(["train", "--resume", "auto", "--iters", "3"], {"train": tiny(outdir)}),
+                 (["train", "--baseline", "--iters", "1"], {"train": tiny(tmp_path / "b")})], tmp_path)
+    steps = [json.loads(s)["step"] for s in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3] and not (outdir / "00001-disp").exists()
+    assert "cache hit" in p.stdout
+    b = tmp_path / "b" / "00000-disp"
+    assert (b / "vicinal.png").is_file() and (b / "gmm.png").is_file()
+    assert torch.load(b / "priors.pt", weights_only=True)["priors"].shape == (80, 512)  # G's embedding table
+
+
+@pytest.mark.slow
+def test_eval_metrics(trained, tmp_path):
+    run, _ = trained
+    p = run_cli([(["eval", "--run", str(run), "--num", "4", "--mode", "gmm"], None)], tmp_path)
+    res = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert res["num"] == 4 and math.isfinite(res["fid4"]) and res["fid4"] > 0
+    assert 0 <= res["precision"] <= 1 and 0 <= res["recall"] <= 1 and math.isfinite(res["kid4"])
+    assert '"fid4"' in p.stdout
+
+
+def test_help_and_usage_errors():
+    m = load_recipe()
+    r = CliRunner().invoke(m.cli, ["train", "--help"])
+    assert r.exit_code == 0
+    for s in ("--prior", "--vicinal", "--gmm-components", "--baseline", "--hierarchical", "[default: 300",
+              "translation,cutout,color"):
+        assert s in r.output, s
+    top = CliRunner().invoke(m.cli, ["--help"])
+    assert "differ" in top.output and "generate" in top.output and "eval" in top.output
+    bad = CliRunner().invoke(m.cli, ["train", "--resolution", "16", "--dry-run"])
+    assert bad.exit_code != 0 and "--resolution must be 32, 64 or 128" in bad.output
+    r = CliRunner().invoke(m.cli, ["generate", "--run", "/nonexistent/run"])
+    assert r.exit_code != 0
