@@ -316,3 +316,56 @@ def test_trainloop_in_process_resume_from_path(tmp_path):
     assert out2["losses"] == full["losses"]
     assert [json.loads(x)["step"] for x in (loop2.run_dir / "stats.jsonl").read_text().splitlines()] == [4, 5]
     assert {p.name for p in loop2.run_dir.glob("fakes*.png")} == {"fakes00000004.png", "fakes00000005.png"}
+
+
+def test_trainloop_live_dicts_for_growing_recipes(tmp_path):
+    """A ConSinGAN-like recipe adds a module and its optimizer mid-run; resume rebuilds them via `extra`."""
+
+    def train(iters: int, resume=None):
+        cfg = {"iters": iters, "snap": 0, "outdir": str(tmp_path), "device": "cpu", "batch": 1, "resume": resume}
+        loop = TrainLoop("grow", cfg, dataset=None)
+        torch.manual_seed(0)
+        models, opts = {"s0": nn.Linear(2, 2)}, {}
+        opts["s0"] = torch.optim.Adam(models["s0"].parameters(), lr=0.1)
+
+        class Stage:
+            n = 0
+
+            def grow(self):
+                torch.manual_seed(100)
+                models["s1"] = nn.Linear(2, 2)
+                opts["s1"] = torch.optim.Adam(models["s1"].parameters(), lr=0.1)
+                self.n = 1
+
+            def state_dict(self):
+                return {"n": self.n}
+
+            def load_state_dict(self, st):
+                if st["n"] == 1:
+                    self.grow()
+
+        stage = Stage()
+
+        def step(batch, it):
+            if it == 2 and stage.n == 0:
+                stage.grow()
+            x = torch.ones(1, 2)
+            for k in sorted(models):
+                x = models[k](x)
+            loss = x.pow(2).sum()
+            for o in opts.values():
+                o.zero_grad()
+            loss.backward()
+            for o in opts.values():
+                o.step()
+            return {"loss": loss}
+
+        out = loop.run(step, models=models, optimizers=opts, extra={"stage": stage})
+        return out, models
+
+    full, m_full = train(5)
+    first, _ = train(3)
+    assert set(load_checkpoint(first["checkpoint"])["optimizers"]) == {"s0", "s1"}
+    resumed, m_res = train(5, resume=first["checkpoint"])
+    assert resumed["losses"] == full["losses"]
+    assert torch.equal(m_res["s1"].weight, m_full["s1"].weight)

@@ -256,26 +256,35 @@ class TrainLoop:
                 ``fakes{it:08d}.png`` every ``--sample-every`` steps and at the end. Called under no_grad, rank 0.
             models, optimizers, ema, extra: name -> object with ``state_dict()``/``load_state_dict()`` (unwrapped
                 models; ``extra`` for schedulers, augmentation state, ...). All go into checkpoints; the objects
-                are read at every save, so modules may grow during the run. On resume ``extra`` is restored first
-                (so it can rebuild structure, e.g. a stage counter that grows G), then models, optimizers, EMA.
+                are read at every save, so modules may grow during the run, and a ``dict`` passed here is used
+                live: entries added or replaced during the run (e.g. new optimizers for a ConSinGAN stage) are
+                checkpointed. On resume ``extra`` is restored first (so it can rebuild structure, e.g. a stage
+                counter that grows G and fills the optimizers dict), then models, optimizers, EMA.
 
         Returns:
             ``{"run_dir", "step", "losses", "checkpoint"}``.
         """
-        self._models, self._optimizers = dict(models), dict(optimizers)
-        self._ema, self._extra = dict(ema or {}), dict(extra or {})
+        live = lambda d: d if isinstance(d, dict) else dict(d or {})  # noqa: E731
+        self._models, self._optimizers = live(models), live(optimizers)
+        self._ema, self._extra = live(ema), live(extra)
         self._sha = _git_sha() if self.is_main else ""
         self._stepped = False
-        hooks = [o.register_step_pre_hook(self._mark_stepped) for o in self._optimizers.values()
-                 if hasattr(o, "register_step_pre_hook")]
+        self._hooks: dict[int, Any] = {}
         try:
             return self._run(step, sample)
         finally:
-            for h in hooks:
+            for h in self._hooks.values():
                 h.remove()
+            self._hooks = {}
 
     def _mark_stepped(self, *args: Any) -> None:
         self._stepped = True
+
+    def _hook_optimizers(self) -> None:
+        """Watch every optimizer (also ones added during the run) so a NaN knows whether weights changed."""
+        for o in self._optimizers.values():
+            if id(o) not in self._hooks and hasattr(o, "register_step_pre_hook"):
+                self._hooks[id(o)] = o.register_step_pre_hook(self._mark_stepped)
 
     def _run(self, step: StepFn, sample: SampleFn | None) -> dict:
         if self.dry_run:
@@ -303,11 +312,13 @@ class TrainLoop:
                 batch = next(self.data) if self.data is not None else None
                 if batch is not None and self.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
+                self._hook_optimizers()
                 self._stepped = False
                 try:
                     out = step(batch, it)
                 except NonFiniteLossError as e:
-                    if not self._stepped:  # nothing updated yet: the state is exactly the end of it - 1
+                    unseen = any(id(o) not in self._hooks for o in self._optimizers.values())
+                    if not self._stepped and not unseen:  # nothing updated yet: exactly the end of it - 1
                         last_ckpt = str(self.save(it, rng=rng0, consumed=consumed0))
                     raise e.with_checkpoint(last_ckpt) from None
                 losses = to_floats(out or {})
