@@ -144,3 +144,29 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert res.returncode == 0 and "from 2 process(es), now 1" in res.stdout, res.stderr[-3000:]
     r0 = json.loads((probe / "rank0.json").read_text())
     assert r0["batches"][0] == pytest.approx([ds[next(it)].sum().item() for _ in range(4)], abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_amp_channels_last_resume(tmp_path, precision):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    args = ["--data", str(data), "--resolution", "16", "--batch", "4", "--snap", "3", "--device", "cuda",
+            "--precision", precision, "--channels-last", "--deterministic", "--workers", "2"]
+    ref = _run(args + ["--iters", "6", "--outdir", str(tmp_path / "ref")])
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    part = _run(args + ["--iters", "3", "--outdir", str(tmp_path / "res")])
+    assert part.returncode == 0, part.stderr[-3000:]
+    res = _run(args + ["--iters", "6", "--outdir", str(tmp_path / "res"), "--resume", "auto"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = _stats(_one_run(tmp_path / "ref")), _stats(_one_run(tmp_path / "res"))
+    assert [(r["loss_d"], r["loss_g"]) for r in a] == [(r["loss_d"], r["loss_g"]) for r in b]
+    assert all(r["gpu_mem_gb"] > 0 for r in a)
+    ck = load_checkpoint(_one_run(tmp_path / "res"))
+    assert ck["amp"]["precision"] == precision and (precision != "fp16" or ck["amp"]["scaler"]["scale"] > 0)

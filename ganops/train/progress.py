@@ -135,7 +135,10 @@ class Progress:
             line = (f"step {step}/{self.total}  {rate:.2f} it/s  ETA {_hms(eta_s)}  "
                     + "  ".join(f"{k}={v:.4g}" for k, v in losses.items()) + (f"  mem={mem}" if mem else ""))
             print(line, file=sys.stderr, flush=True)
-        return {"it_per_s": rate, "eta_s": eta if math.isfinite(eta) else -1.0}
+        out = {"it_per_s": rate, "eta_s": eta if math.isfinite(eta) else -1.0}
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            out["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return out
 
     def write(self, msg: str) -> None:
         if self.enabled:
