@@ -40,6 +40,8 @@ def messy(tmp_path):
     good = root / "a.png"
     (root / "truncated.png").write_bytes(good.read_bytes()[:60])
     (root / "notes.txt").write_text("hello")
+    (root / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata: skipped, not "corrupt"
+    _img(root / ".ipynb_checkpoints" / "a-checkpoint.png")
     return root
 
 

@@ -26,11 +26,15 @@ class DatasetError(ValueError):
     """A dataset problem that stops training; the message names the offending paths and a flag to fix it."""
 
 
+def _visible_files(root: Path) -> list[Path]:
+    """Files under ``root``, skipping hidden files and folders (macOS ``._x.jpg``, ``.ipynb_checkpoints``)."""
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
 def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under ``root`` (recursive, case-insensitive suffixes), sorted for determinism."""
-    root = Path(root)
-    out = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
-    return sorted(out)
+    """All image files under ``root`` (recursive, case-insensitive suffixes, hidden files skipped), sorted."""
+    return [p for p in _visible_files(Path(root)) if p.suffix.lower() in IMG_EXTENSIONS]
 
 
 def to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
@@ -105,7 +109,7 @@ def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *
     elif not p.is_dir():
         rep.errors.append(f"{p} is not a directory; --data takes a folder of images (jpg/jpeg/png/webp/bmp)")
     else:
-        all_files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+        all_files = _visible_files(p)
         candidates = [q for q in all_files if q.suffix.lower() in IMG_EXTENSIONS]
         rep.non_image = [q for q in all_files if q.suffix.lower() not in IMG_EXTENSIONS]
         if not candidates:
