@@ -147,6 +147,9 @@ def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *
         if rep.converted:
             kinds = ", ".join(f"{n} {m}" for m, n in sorted(rep.converted.items()))
             rep.notes.append(f"{kinds} image(s) converted to RGB (RGBA/transparent palette composited on white)")
+        non_square = sum(1 for w, h in rep.sizes if w != h)
+        if non_square:
+            rep.notes.append("non-square images are center-cropped to square before resizing")
         if len(rep.sizes) > 1:
             rep.notes.append(f"mixed image sizes ({len(rep.sizes)} distinct); all are center-cropped to square "
                              "and resized")
