@@ -14,7 +14,12 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _sqdist(x: torch.Tensor, x2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Squared distances (N, K) from rows of x (with precomputed row norms x2) to rows of c."""
-    return (x2[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]).clamp_min_(0)
+    return torch.addmm((c * c).sum(1)[None], x, c.T, alpha=-2).add_(x2[:, None]).clamp_min_(0)
+
+
+def _nearest(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest row of c for every row of x (the row norm of x does not change the argmin)."""
+    return torch.addmm((c * c).sum(1)[None], x, c.T, alpha=-2).argmin(1)
 
 
 def kmeans_plusplus(x: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
@@ -71,7 +76,7 @@ def _lloyd(x: torch.Tensor, x2: torch.Tensor, c: torch.Tensor, iters: int) -> tu
     k = c.shape[0]
     labels = None
     for _ in range(max(iters, 1)):
-        new = _sqdist(x, x2, c).argmin(1)
+        new = _nearest(x, c)
         if labels is not None and torch.equal(new, labels):
             break
         labels = new
@@ -114,7 +119,7 @@ class GaussianMixture:
 
     def __init__(self, n_components: int = 10, *, covariance_type: str = "diag", tol: float = 1e-3,
                  reg_covar: float = 1e-6, max_iter: int = 100, init_iters: int = 20, init_restarts: int = 3,
-                 init_samples: int | None = 10000, seed: int = 0,
+                 init_samples: int | None = 4096, seed: int = 0,
                  max_samples: int | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float64, progress: bool = False) -> None:
         if covariance_type not in ("diag", "full"):
@@ -204,9 +209,7 @@ class GaussianMixture:
             xi = xc[torch.randperm(n, generator=g, device=gen_dev)[: self.init_samples].to(xc.device)]
         centres, _ = kmeans(xi.float(), self.n_components, iters=self.init_iters, restarts=self.init_restarts,
                             generator=g)
-        xf = xc.float()
-        labels = _sqdist(xf, (xf * xf).sum(1), centres).argmin(1)
-        del xf
+        labels = _nearest(xc.float(), centres)
         resp = torch.nn.functional.one_hot(labels, self.n_components).to(xc.dtype)
         self._m_step(xc, x2, resp)
         self.history_, self.converged_, prev = [], False, -math.inf
