@@ -52,15 +52,15 @@ def _check_against_reference(backend, dtype, n_iter, device="cpu"):
     ws, us, vs, dims = sample_inputs(device, dtype, requires_grad=True)
     outs, sig, un, vn = spectral_norm_weights(ws, us, vs, dims, n_power_iterations=n_iter, impl=backend)
     # The reference in float64 from the same rounded inputs.
-    w64 = [w.detach().double().requires_grad_() for w in ws]
-    r_outs, r_sig, r_un, r_vn = spectral_norm_ref(w64, [u.double() for u in us], [v.double() for v in vs], dims,
-                                                  n_iter, 1e-12)
+    w64 = [w.detach().double().cpu().requires_grad_() for w in ws]
+    r_outs, r_sig, r_un, r_vn = spectral_norm_ref(w64, [u.double().cpu() for u in us], [v.double().cpu() for v in vs],
+                                                  dims, n_iter, 1e-12)
     for a, b in zip(outs, r_outs):
-        assert a.shape == b.shape and a.dtype == dtype and a.is_contiguous()
-        torch.testing.assert_close(a.double(), b, **_tol(dtype))
-    torch.testing.assert_close(sig.double(), r_sig, **_tol(dtype))
+        assert a.shape == b.shape and a.dtype == dtype and a.is_contiguous() and a.device.type == device
+        torch.testing.assert_close(a.double().cpu(), b, **_tol(dtype))
+    torch.testing.assert_close(sig.double().cpu(), r_sig, **_tol(dtype))
     for a, b in zip(un + vn, r_un + r_vn):
-        torch.testing.assert_close(a.double(), b, **_tol(dtype))
+        torch.testing.assert_close(a.double().cpu(), b, **_tol(dtype))
     gen = torch.Generator().manual_seed(1)
     gys = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in ws]
     gsig = torch.randn(len(ws), generator=gen, dtype=torch.float64)

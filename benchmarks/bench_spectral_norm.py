@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Spectral norm of a FastGAN-sized discriminator (44 SN convs, 256², ndf 64): torch's hook vs ganops.
+
+Two figures per provider, for the SN work of one training iteration (forward: power iteration + W / sigma of
+every layer; backward: the gradient through W / sigma of every layer):
+  * launches: aten-level ops counted with a TorchDispatchMode, SN-net minus the same net without SN, for one
+    forward + backward of a stand-in D that applies every conv once to a tiny input (conv work is identical on
+    both sides and cancels);
+  * time: median wall time of the SN part alone (the hooks' forward and the backward through the normalised
+    weights). On CPU this is the CPU time spent on SN; on a GPU the same call is synchronised.
+"ref" is torch's legacy hook (``torch.nn.utils.spectral_norm``), so "vs ref" is the speed-up against it.
+Targets (issue 4): launches constant in the number of layers; >= 3x less time than torch's hook.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ganops._dispatch import backend_status
+from ganops.nn import spectral_norm, spectral_norm_group
+
+# (out, in, k) of FastGAN's discriminator at 256² with ndf = 64 (nc = 3): the 44 convs spectral norm wraps.
+_D = [(16, 3, 3)]
+for i, o in [(16, 32), (32, 64), (64, 128), (128, 128), (128, 256)]:  # DownBlockComp x 5
+    _D += [(o, i, 4), (o, o, 3), (o, i, 1)]
+_D += [(512, 256, 1), (1, 512, 4)]  # rf_big
+_D += [(128, 16, 4), (128, 128, 1), (128, 32, 4), (128, 128, 1), (256, 64, 4), (256, 256, 1)]  # SE blocks
+_D += [(32, 3, 4), (64, 32, 4), (128, 64, 4), (128, 128, 4), (1, 128, 4)]  # down_from_small, rf_small
+for cin in (256, 128, 128):  # three SimpleDecoders: 4 upBlocks (conv to 2*out for GLU) + output conv
+    _D += [(256, cin, 3), (128, 128, 3), (128, 64, 3), (64, 64, 3), (3, 32, 3)]
+FASTGAN_D_CONVS = _D
+assert len(FASTGAN_D_CONVS) == 44
+
+
+class StandInD(nn.Module):
+    """Every FastGAN-D conv, each applied once to a 1 x in x k x k input (so the convs themselves are cheap)."""
+
+    def __init__(self, wrap, convs=FASTGAN_D_CONVS):
+        super().__init__()
+        self.convs = nn.ModuleList(wrap(nn.Conv2d(i, o, k, bias=False)) for o, i, k in convs)
+
+    def forward(self, xs):
+        return sum(c(x).sum() for c, x in zip(self.convs, xs))
+
+
+def _providers(device: str) -> list[str]:
+    provs = ["ref"]
+    if device == "cpu" and backend_status("spectral_norm", "cpu", torch.device("cpu"))[0]:
+        provs += ["cpu", "cpu-grouped"]
+    if device == "cuda":
+        for b in ("cuda", "triton"):
+            if backend_status("spectral_norm", b, torch.device("cuda"))[0]:
+                provs += [b, f"{b}-grouped"]
+    return provs
+
+
+def build(provider: str, device: str, convs=FASTGAN_D_CONVS) -> nn.Module:
+    torch.manual_seed(0)
+    if provider == "ref":
+        d = StandInD(nn.utils.spectral_norm, convs)
+    elif provider == "none":
+        d = StandInD(lambda m: m, convs)
+    else:
+        impl = provider.split("-")[0]
+        d = StandInD(lambda m: spectral_norm(m, impl=impl), convs)
+        if provider.endswith("grouped"):
+            spectral_norm_group(d, impl=impl)
+    return d.to(device)
+
+
+def sn_part(d: nn.Module):
+    """A closure running only the SN work of one iteration of ``d`` (hooks' forward + backward through W/sigma)."""
+    convs = list(d.convs)
+    group = getattr(d, "_ganops_sn_group", None)
+    grads = [torch.ones_like(c.weight_orig) for c in convs]
+    hooks = [next(iter(c._forward_pre_hooks.values())) for c in convs]
+
+    def run():
+        if group is not None:
+            group._pre(d, ())
+        ws = []
+        for c, h in zip(convs, hooks):
+            h(c, ())
+            ws.append(c.weight)
+        if group is not None:
+            group._post(d, (), None)
+        torch.autograd.backward(ws, grads)
+
+    return run
+
+
+def launches(provider: str, device: str, convs=FASTGAN_D_CONVS) -> int:
+    """SN launches of one forward + backward of the stand-in D (SN net minus the plain net)."""
+    from ganops.profiling import count
+
+    xs = [torch.randn(1, i, k, k, device=device) for o, i, k in convs]
+    res = []
+    for p in ("none", provider):
+        d = build(p, device, convs)
+
+        def step():
+            d.zero_grad(set_to_none=True)
+            d(xs).backward()
+
+        step()
+        res.append(count(step, track_memory=False).launches)
+    return res[1] - res[0]
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+CASES = [(d, p) for d in _devices() for p in _providers(d)]
+
+
+@pytest.mark.parametrize("device,provider", CASES)
+def test_spectral_norm_fastgan_d(measure, benchmark, capsys, device, provider):
+    d = build(provider, device)
+    run = sn_part(d)
+    run()
+    n = [launches(provider, device, FASTGAN_D_CONVS[:k]) for k in (11, 22, 44)]
+    measure(op="spectral_norm", case="FastGAN-D 44 SN convs", mode="fwd+bwd", provider=provider, fn=run,
+            device=device, rounds=10, warmup=3)
+    with capsys.disabled():
+        print(f"\n[spectral_norm] {device} {provider:14} SN launches per fwd+bwd for 11/22/44 layers: "
+              f"{n[0]}/{n[1]}/{n[2]} (target: constant); SN-part median "
+              f"{benchmark.stats.stats.median * 1e3:.2f} ms")
+    if provider.endswith("grouped"):
+        assert n[0] == n[1] == n[2], "grouped SN launches must not depend on the number of layers"
