@@ -369,3 +369,17 @@ def test_trainloop_live_dicts_for_growing_recipes(tmp_path):
     resumed, m_res = train(5, resume=first["checkpoint"])
     assert resumed["losses"] == full["losses"]
     assert torch.equal(m_res["s1"].weight, m_full["s1"].weight)
+
+
+def test_stop_request_flags_and_restores_handlers():
+    import os
+    import signal
+
+    from ganops.train.signals import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop.requested and not stop.agreed(torch.device("cpu"))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGTERM and stop.agreed(torch.device("cpu"))
+    assert signal.getsignal(signal.SIGTERM) is before

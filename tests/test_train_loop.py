@@ -170,3 +170,19 @@ def test_cuda_amp_channels_last_resume(tmp_path, precision):
     assert all(r["gpu_mem_gb"] > 0 for r in a)
     ck = load_checkpoint(_one_run(tmp_path / "res"))
     assert ck["amp"]["precision"] == precision and (precision != "fp16" or ck["amp"]["scaler"]["scale"] > 0)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_at_step_boundary_and_exits(tmp_path):
+    p = subprocess.Popen([sys.executable, RECIPE, *COMMON, "--outdir", str(tmp_path)], env=_env(TINY_STEP_SLEEP="0.3"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not list(tmp_path.glob("*/latest")):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "SIGTERM received" in err and "continue with --resume auto" in err
+    run_dir = _one_run(tmp_path)
+    step = load_checkpoint(run_dir)["step"]
+    assert 4 <= step < 12 and _stats(run_dir)[-1]["step"] == step  # nothing trained after the checkpoint

@@ -20,6 +20,7 @@ from .data import ImageDataset, InfiniteLoader, open_dataset
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
 from .rundir import RunDirError, _jsonable, find_run_dirs, make_run_dir, write_text
 from .samples import save_grid
+from .signals import StopRequest
 
 __all__ = ["TrainLoop", "set_deterministic", "seed_everything"]
 
@@ -304,7 +305,9 @@ class TrainLoop:
         prog = Progress(self.iters, self.start_step, enabled=self.is_main, device=self.device)
         last_ckpt, losses = (str(self.resume_path) if self.resume_path else None), {}
         last_saved, last_sampled = self.start_step, -1
+        stop = StopRequest()
         try:
+            stop.__enter__()
             for it in range(self.start_step, self.iters):
                 self.step = it
                 rng0 = get_rng_state()
@@ -337,12 +340,19 @@ class TrainLoop:
                 if sample is not None and self.sample_every and done % self.sample_every == 0:
                     self._sample(sample, done)
                     last_sampled = done
+                if stop.agreed(self.device) and done < self.iters:
+                    if last_saved != done:
+                        last_ckpt, last_saved = str(self.save(done)), done
+                    prog.write(f"[ganops.train] stopped at step {done}; checkpoint {last_ckpt}; "
+                               "continue with --resume auto")
+                    raise SystemExit(128 + int(stop.signum or 15))
             self.step = self.iters
             if last_saved != self.iters or last_ckpt is None:
                 last_ckpt = str(self.save(self.iters))
             if sample is not None and last_sampled != self.iters:
                 self._sample(sample, self.iters)
         finally:
+            stop.__exit__()
             prog.close()
             if stats is not None:
                 stats.close()
