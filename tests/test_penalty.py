@@ -170,7 +170,7 @@ def test_triton_no_out_of_bounds_writes():
         return buf, buf[pad:pad + size]
 
     buf, out = canary(n)
-    _gp_interp_kernel[(1,)](x, x + 1, torch.full((2,), 0.5), out, n, n // 2, BLOCK=1024, ACC_F64=False)
+    _gp_interp_kernel[(1,)](x, x + 1, torch.full((2,), 0.5), out, n, n // 2, 1, BLOCK=1024, ACC_F64=False)
     torch.testing.assert_close(out.view(shape), x + 0.5)
     assert (buf[:pad] == 777).all() and (buf[pad + n:] == 777).all()
     nbuf, norm = canary(2 * 35)

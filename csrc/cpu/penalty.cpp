@@ -43,7 +43,7 @@ at::Tensor gp_interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_
   const bool cl = is_channels_last(out);
   const at::Tensor real = as_layout(real_in, cl), fake = as_layout(fake_in, cl), alpha = alpha_in.contiguous();
   if (!out.is_contiguous() && !cl) out = at::empty(real_in.sizes(), real_in.options());
-  const int64_t N = real.size(0), total = real.numel(), K = N ? total / N : 0;
+  const int64_t N = real.size(0), total = real.numel(), K = N ? total / N : 0, a_step = alpha.numel() == 1 ? 0 : 1;
   if (total == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gp_interpolate_cpu", [&] {
     using acc_t = typename AccType<scalar_t>::type;
@@ -54,7 +54,7 @@ at::Tensor gp_interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_
     at::parallel_for(0, total, 32768, [&](int64_t b, int64_t e) {
       while (b < e) {  // walk sample by sample: alpha is constant within each
         const int64_t n = b / K, stop = std::min(e, (n + 1) * K);
-        const acc_t a = static_cast<acc_t>(ap[n]);
+        const acc_t a = static_cast<acc_t>(ap[n * a_step]);
         for (int64_t i = b; i < stop; ++i)
           op[i] = static_cast<scalar_t>(penalty::lerp<acc_t>(static_cast<acc_t>(rp[i]), static_cast<acc_t>(fp[i]), a));
         b = stop;

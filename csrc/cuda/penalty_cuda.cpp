@@ -14,7 +14,7 @@ namespace ganops {
 namespace cuda {
 int64_t gp_penalty_partials(int64_t C, int64_t S, int norm_over);
 cudaError_t gp_interpolate_launch(int dtype, const void* real, const void* fake, const void* alpha, void* out,
-                                  int64_t total, int64_t K, cudaStream_t stream);
+                                  int64_t total, int64_t K, int64_t a_step, cudaStream_t stream);
 cudaError_t gp_norm_penalty_launch(int dtype, const void* g, void* part, void* norm, void* out, int64_t N, int64_t C,
                                    int64_t S, int norm_over, int reduction, bool channels_last, double target,
                                    double scale, cudaStream_t stream);
@@ -36,7 +36,8 @@ at::Tensor gp_interpolate_cuda(const at::Tensor& real_in, const at::Tensor& fake
   const int64_t total = real.numel();
   C10_CUDA_CHECK(cuda::gp_interpolate_launch(dtype_code(real.scalar_type()), real.const_data_ptr(),
                                              fake.const_data_ptr(), alpha.const_data_ptr(), out.mutable_data_ptr(),
-                                             total, total / real.size(0), c10::cuda::getCurrentCUDAStream().stream()));
+                                             total, total / real.size(0), alpha.numel() == 1 ? 0 : 1,
+                                             c10::cuda::getCurrentCUDAStream().stream()));
   return out;
 }
 

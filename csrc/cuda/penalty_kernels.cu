@@ -10,12 +10,13 @@ namespace {
 constexpr int kThreads = 256;
 
 // x_hat = real + alpha[n] * (fake - real); the sample n owns elements [n K, (n + 1) K) in both dense layouts.
+// a_step = 0 broadcasts a single alpha over the batch.
 template <typename T>
 __global__ void interp_kernel(const T* __restrict__ real, const T* __restrict__ fake, const T* __restrict__ alpha,
-                              T* __restrict__ out, int64_t total, int64_t K) {
+                              T* __restrict__ out, int64_t total, int64_t K, int64_t a_step) {
   using acc_t = typename Acc<T>::type;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-    const acc_t a = load<acc_t>(alpha + i / K);
+    const acc_t a = load<acc_t>(alpha + (i / K) * a_step);
     out[i] = cast<T>(penalty::lerp<acc_t>(load<acc_t>(real + i), load<acc_t>(fake + i), a));
   }
 }
@@ -116,12 +117,12 @@ int64_t gp_penalty_partials(int64_t C, int64_t S, int norm_over) {
 }
 
 cudaError_t gp_interpolate_launch(int dtype, const void* real, const void* fake, const void* alpha, void* out,
-                                  int64_t total, int64_t K, cudaStream_t stream) {
+                                  int64_t total, int64_t K, int64_t a_step, cudaStream_t stream) {
   if (total == 0) return cudaSuccess;
   GANOPS_CUDA_DISPATCH(dtype, [&] {
     interp_kernel<scalar_t><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
         static_cast<const scalar_t*>(real), static_cast<const scalar_t*>(fake), static_cast<const scalar_t*>(alpha),
-        static_cast<scalar_t*>(out), total, K);
+        static_cast<scalar_t*>(out), total, K, a_step);
   });
   return cudaGetLastError();
 }

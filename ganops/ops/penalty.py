@@ -85,11 +85,11 @@ def _alpha(alpha, real: torch.Tensor, generator) -> torch.Tensor:
     if isinstance(alpha, torch.Tensor):
         return alpha
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
-        return torch.full((n,), float(alpha), dtype=dt, device=real.device)
+        return torch.full((1,), float(alpha), dtype=dt, device=real.device)
     if alpha == "per_sample":
         return torch.rand(n, generator=generator, dtype=dt, device=real.device)
     if alpha == "per_batch":
-        return torch.rand(1, generator=generator, dtype=dt, device=real.device).expand(n)
+        return torch.rand(1, generator=generator, dtype=dt, device=real.device)  # broadcast by interpolate
     raise ValueError(f"ganops.gradient_penalty: alpha must be 'per_sample', 'per_batch', a float or a tensor, "
                      f"got {alpha!r}")
 

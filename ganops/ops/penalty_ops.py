@@ -2,6 +2,8 @@
 """Fused gradient-penalty building blocks: the interpolation x_hat and the penalty from a gradient tensor."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .. import _ext
@@ -67,12 +69,31 @@ def _check_interp(real, fake, alpha):
         raise TypeError(f"ganops.interpolate: floating-point tensors required, got {real.dtype} and {fake.dtype}")
     if fake.dtype != real.dtype:  # e.g. a generator run under autocast: interpolate in real's precision
         fake = fake.to(real.dtype)
-    if alpha.numel() == 1:
-        alpha = alpha.reshape(1).expand(real.shape[0])
-    if alpha.numel() != real.shape[0]:
+    if alpha.numel() != real.shape[0] and alpha.numel() != 1:
         raise ValueError(f"ganops.interpolate: alpha must have one value per sample ({real.shape[0]}) or one in "
                          f"all, got shape {tuple(alpha.shape)}")
-    return fake, alpha.reshape(real.shape[0]).to(real.dtype).contiguous()
+    # Few tensor ops here: at ConSinGAN's small stages the Python overhead is the op's cost.
+    if alpha.dim() != 1:
+        alpha = alpha.reshape(-1)
+    if alpha.dtype != real.dtype:
+        alpha = alpha.to(real.dtype)
+    if alpha.stride(0) != 1 and alpha.numel() > 1:
+        alpha = alpha.contiguous()
+    return fake, alpha
+
+
+_RESOLVED: dict = {}
+
+
+def _backend(op: str, impl: str, t: torch.Tensor) -> str:
+    """resolve_impl, memoised per (op, impl, device, GANOPS_IMPL): availability is fixed after import."""
+    if torch.compiler.is_compiling():
+        return resolve_impl(op, impl, t)
+    key = (op, impl, t.device.type, t.device.index, os.environ.get("GANOPS_IMPL"))
+    b = _RESOLVED.get(key)
+    if b is None:
+        b = _RESOLVED[key] = resolve_impl(op, impl, t)
+    return b
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
@@ -81,7 +102,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *, 
     Args:
         real: real batch (N, ...), any layout (channels_last kept).
         fake: fake batch, same shape; cast to ``real``'s dtype.
-        alpha: (N,) (or (N, 1, 1, 1), or one value) mixing weights.
+        alpha: (N,) (or (N, 1, 1, 1)) mixing weights, or a single one for the whole batch.
         impl: "auto" | "ref" | "cpu" | "cuda" | "triton".
 
     Returns:
@@ -93,7 +114,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *, 
     Gradients of every order w.r.t. real, fake and alpha (the backward is written in differentiable torch ops).
     """
     fake, alpha = _check_interp(real, fake, alpha)
-    backend = resolve_impl("gp_interpolate", impl, real)
+    backend = _backend("gp_interpolate", impl, real)
     if backend == "ref":
         return interpolate_ref(real, fake, alpha)
     if backend == "triton":
@@ -133,7 +154,7 @@ def norm_penalty(grad: torch.Tensor, *, target: float = 1.0, scale: float = 1.0,
         raise ValueError(f"ganops.norm_penalty: norm_over must be one of {NORM_OVER}, got {norm_over!r}")
     if reduce not in REDUCTIONS:
         raise ValueError(f"ganops.norm_penalty: reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    backend = resolve_impl("gp_norm_penalty", impl, grad)
+    backend = _backend("gp_norm_penalty", impl, grad)
     if backend == "ref":
         return norm_penalty_ref(grad, float(target), float(scale), norm_over, reduce)
     args = (float(target), float(scale), NORM_OVER.index(norm_over), REDUCTIONS.index(reduce))
@@ -230,7 +251,11 @@ def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str) ->
         need = ctx.needs_input_grad
         g_real = go * (1 - a) if need[0] else None
         g_fake = go * a if need[1] else None
-        g_alpha = (go * (fake - real)).reshape(real.shape[0], -1).sum(1) if need[2] else None
+        g_alpha = None
+        if need[2]:
+            g_alpha = (go * (fake - real)).reshape(real.shape[0], -1).sum(1)
+            if alpha.numel() == 1 and real.shape[0] != 1:  # one alpha broadcast over the batch
+                g_alpha = g_alpha.sum().reshape(alpha.shape)
         return g_real, g_fake, g_alpha
 
     def setup_fwd(ctx, inputs, output):

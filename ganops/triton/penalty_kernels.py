@@ -14,13 +14,14 @@ _BLOCK = 1024  # elementwise kernels and the per-sample sum-of-squares slices
 _BLOCK_P = 128  # pixels per program in the per-pixel channel norm
 
 
-# x_hat[i] = real[i] + alpha[i // K] * (fake[i] - real[i]); sample n owns [n K, (n + 1) K) in both dense layouts.
+# x_hat[i] = real[i] + alpha[i // K] * (fake[i] - real[i]); sample n owns [n K, (n + 1) K) in both dense layouts;
+# a_step = 0 broadcasts one alpha over the batch.
 @triton.jit
-def _gp_interp_kernel(r_ptr, f_ptr, a_ptr, o_ptr, total, K, BLOCK: tl.constexpr, ACC_F64: tl.constexpr):
+def _gp_interp_kernel(r_ptr, f_ptr, a_ptr, o_ptr, total, K, a_step, BLOCK: tl.constexpr, ACC_F64: tl.constexpr):
     acc_t = tl.float64 if ACC_F64 else tl.float32
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < total
-    a = tl.load(a_ptr + offs // K, mask=m, other=0.0).to(acc_t)
+    a = tl.load(a_ptr + (offs // K) * a_step, mask=m, other=0.0).to(acc_t)
     r = tl.load(r_ptr + offs, mask=m, other=0.0).to(acc_t)
     f = tl.load(f_ptr + offs, mask=m, other=0.0).to(acc_t)
     tl.store(o_ptr + offs, (r + a * (f - r)).to(o_ptr.dtype.element_ty), mask=m)
@@ -109,6 +110,7 @@ def gp_interpolate_triton(real: torch.Tensor, fake: torch.Tensor, alpha: torch.T
     total = real.numel()
     if total:
         _gp_interp_kernel[(triton.cdiv(total, _BLOCK),)](real, fake, alpha, out, total, total // real.shape[0],
+                                                         int(alpha.numel() != 1),
                                                          BLOCK=_BLOCK, ACC_F64=real.dtype == torch.float64)
     return out
 

@@ -17,8 +17,8 @@ inline void check_interpolate_inputs(const at::Tensor& real, const at::Tensor& f
               real.sizes());
   TORCH_CHECK(fake.scalar_type() == real.scalar_type(), "gp_interpolate: fake dtype ", fake.scalar_type(),
               " does not match real ", real.scalar_type());
-  TORCH_CHECK(alpha.dim() == 1 && alpha.size(0) == real.size(0), "gp_interpolate: alpha must be (N,) with N = ",
-              real.size(0), ", got ", alpha.sizes());
+  TORCH_CHECK(alpha.dim() == 1 && (alpha.size(0) == real.size(0) || alpha.size(0) == 1),
+              "gp_interpolate: alpha must be (N,) with N = ", real.size(0), " or (1,), got ", alpha.sizes());
   TORCH_CHECK(alpha.scalar_type() == real.scalar_type(), "gp_interpolate: alpha dtype ", alpha.scalar_type(),
               " does not match real ", real.scalar_type());
   TORCH_CHECK(fake.device() == real.device() && alpha.device() == real.device(),

@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""WGAN-GP in one ConSinGAN-stage D step: ganops' fused penalty vs the textbook plain-autograd penalty.
+
+ConSinGAN's patch D is 5 convs (3 -> 64, 3 x 64 -> 64, 64 -> 1; 3 x 3, no padding, LeakyReLU 0.2); every D step
+computes ``-mean D(real) + mean D(fake) + GP`` with GP = 0.1 * mean over pixels of (||g||_2 over channels - 1)^2,
+one alpha per batch (batch 1). Two modes:
+
+* ``fwd+bwd`` -- the penalty's own work: draw alpha, interpolate, and the penalty forward and backward from a
+  given gradient tensor g = dD/dx_hat (what is left when D's forward/double backward are taken out). Target
+  (targets.md / issue 5): >= 1.5x faster than plain autograd. The compiled reference (``torch.compile`` of the
+  plain penalty) is reported too.
+* ``d_step`` -- the whole D step with the penalty, ours vs plain (D's convolutions dominate; no target).
+
+Besides time, the aten-level launches (TorchDispatchMode counter) of each are printed: the fused path runs the
+interpolation in 1 op and the penalty in 1 op forward and 1 op backward.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import ganops
+from ganops.ops.penalty_ops import interpolate, norm_penalty
+from ganops.profiling import count
+
+SIZES = [(188, 250), (25, 34)]
+LAUNCHES: list[tuple[str, str, str, int]] = []
+_compiled = {}
+
+
+def consingan_d() -> nn.Module:
+    torch.manual_seed(0)
+    layers, ch = [], 3
+    for out in (64, 64, 64, 64):
+        layers += [nn.Conv2d(ch, out, 3, 1, 0), nn.LeakyReLU(0.2)]
+        ch = out
+    layers.append(nn.Conv2d(ch, 1, 3, 1, 0))
+    return nn.Sequential(*layers)
+
+
+def plain_gp(D, real, fake, weight=0.1):
+    """ConSinGAN's calc_gradient_penalty (x_hat = a real + (1 - a) fake, per-pixel channel norm)."""
+    alpha = torch.rand(1, 1, device=real.device).expand(real.size())
+    x = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
+    out = D(x)
+    (g,) = torch.autograd.grad(out, x, grad_outputs=torch.ones_like(out), create_graph=True, retain_graph=True,
+                               only_inputs=True)
+    return ((g.norm(2, dim=1) - 1) ** 2).mean() * weight
+
+
+def plain_own(real, fake, g, weight=0.1):
+    alpha = torch.rand(1, 1, device=real.device).expand(real.size())
+    x = alpha * real + (1 - alpha) * fake
+    return x, ((g.norm(2, dim=1) - 1) ** 2).mean() * weight
+
+
+def fused_own(real, fake, g, weight=0.1, impl="auto"):
+    x = interpolate(real, fake, torch.rand(1, device=real.device), impl=impl)
+    return x, norm_penalty(g, target=1.0, scale=weight, norm_over="channel", impl=impl)
+
+
+def _providers():
+    provs = ["ref", "ref+compile"]
+    if ganops.backend_status("gp_norm_penalty", "cpu", torch.device("cpu"))[0]:
+        provs.append("cpu")
+    return provs
+
+
+def _own_fn(provider):
+    if provider == "ref":
+        return plain_own
+    if provider == "ref+compile":
+        if "own" not in _compiled:
+            _compiled["own"] = torch.compile(plain_own, dynamic=False)
+        return _compiled["own"]
+    return lambda r, f, g: fused_own(r, f, g, impl=provider)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_launches(request):
+    yield
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None or not LAUNCHES:
+        return
+    tr.write_line("")
+    tr.write_line("gradient_penalty: aten-level launches (TorchDispatchMode count, one call)")
+    for case, mode, prov, n in LAUNCHES:
+        tr.write_line(f"  {case:10} {mode:8} {prov:12} {n:5d} launches")
+
+
+@pytest.mark.parametrize("provider", _providers())
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_penalty_own_work(measure, size, provider):
+    torch.manual_seed(0)
+    real, fake = torch.randn(1, 3, *size), torch.randn(1, 3, *size)
+    g0 = torch.randn(1, 3, *size) * 0.3  # stands in for dD/dx_hat (same shape and scale)
+    f = _own_fn(provider)
+
+    def run():
+        g = g0.detach().requires_grad_(True)
+        x, pen = f(real, fake, g)
+        torch.autograd.grad(pen, g)
+        return x
+
+    run()
+    if provider != "ref+compile":
+        LAUNCHES.append((f"{size[0]}x{size[1]}", "own", provider, count(run, track_memory=False).launches))
+    measure(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="fwd+bwd", provider=provider, fn=run,
+            rounds=30, warmup=5)
+
+
+@pytest.mark.parametrize("provider", [p for p in _providers() if p != "ref+compile"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_consingan_d_step(measure, size, provider):
+    torch.manual_seed(0)
+    D = consingan_d()
+    real, fake = torch.randn(1, 3, *size), torch.randn(1, 3, *size)
+    opt = torch.optim.Adam(D.parameters(), lr=5e-4, betas=(0.5, 0.999))
+
+    def gp():
+        if provider == "ref":
+            return plain_gp(D, real, fake)
+        return ganops.gradient_penalty(D, real, fake, weight=0.1, alpha="per_batch", norm_over="channel",
+                                       impl=provider)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = -D(real).mean() + D(fake.detach()).mean() + gp()
+        loss.backward()
+
+    run()
+    LAUNCHES.append((f"{size[0]}x{size[1]}", "d_step", provider, count(run, track_memory=False).launches))
+    measure(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="d_step", provider=provider, fn=run,
+            rounds=5 if size[0] > 100 else 20, warmup=2)
