@@ -154,3 +154,15 @@ def test_fid_on_images_self_zero_shift_positive_and_cache(tmp_path, monkeypatch,
         feat_mod.cached_features(shifted, directory=str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="cache miss"):
         feat_mod.cached_features(x, num=3, directory=str(tmp_path))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_inception_cuda_matches_cpu(inception):
+    x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        ref = inception(x)
+        got = FIDInceptionV3().cuda()(x.cuda()).cpu()
+    # cuDNN may use TF32 for convolutions: ~1e-3 relative
+    torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-2)
+    feats = feat_mod.inception_features(x, device="cuda")
+    np.testing.assert_allclose(feats, ref.double().numpy(), rtol=1e-2, atol=1e-2)

@@ -92,6 +92,30 @@ def test_gradients_to_inputs_float64():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_autocast_bf16_close_to_fp32(vgg):
+    x, y = _imgs(2, 32, 13), _imgs(2, 32, 14)
+    ref = vgg(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = vgg(x, y)
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), ref, rtol=5e-2, atol=5e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(vgg):
+    x, y = _imgs(2, 64, 15), _imgs(2, 64, 16)
+    net = LPIPS("vgg").cuda()
+    torch.testing.assert_close(net(x.cuda(), y.cuda()).cpu(), vgg(x, y), rtol=1e-3, atol=1e-4)
+    xr = x.cuda().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.float16):
+        d = net(xr, y.cuda())
+    d.sum().backward()
+    assert torch.isfinite(d).all() and torch.isfinite(xr.grad).all()
+    torch.testing.assert_close(d.float().cpu(), vgg(x, y), rtol=5e-2, atol=5e-3)
+    f = vgg16_features(x.cuda())
+    torch.testing.assert_close(f.cpu(), vgg16_features(x), rtol=1e-3, atol=1e-3)
+
+
 def test_sum_over_batch_like_fastgan(vgg):
     x, y = _imgs(4, 32, 10), _imgs(4, 32, 11)
     per = torch.cat([vgg(x[i:i + 1], y[i:i + 1]) for i in range(4)])

@@ -74,7 +74,8 @@ def inception_features(images, *, num: int | None = None, batch_size: int = 32,
             x = torch.cat([to_inception_input(t[None]) for t in b])
         else:
             x = to_inception_input(b)
-        out.append(net(x.to(device)).double().cpu().numpy())
+        with torch.autocast(torch.device(device).type, enabled=False):  # FID is defined in float32
+            out.append(net(x.to(device)).double().cpu().numpy())
         if bar is not None:
             bar.update(len(b))
     if bar is not None:

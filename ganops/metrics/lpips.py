@@ -122,7 +122,8 @@ class LPIPS(nn.Module):
     Shape:
         inputs (N, 3, H, W) in [-1, 1] (or [0, 1] with ``normalize=True``) -> (N, 1, 1, 1).
 
-    Gradients flow to both inputs, to any order (plain PyTorch ops). Use ``.double()`` for float64.
+    Gradients flow to both inputs, to any order (plain PyTorch ops). Use ``.double()`` for float64. Under
+    autocast the convolutions run in low precision and the normalisation/difference in float32.
     """
 
     def __init__(self, net: str = "vgg", lpips: bool = True) -> None:
@@ -185,6 +186,8 @@ class LPIPS(nn.Module):
         f1 = self.taps_forward((in1 - shift) / scale)
         layers = []
         for k, (a, b) in enumerate(zip(f0, f1)):
+            if a.dtype in (torch.float16, torch.bfloat16):  # under autocast: |f|^2 overflows fp16, normalise in fp32
+                a, b = a.float(), b.float()
             d = (normalize_tensor(a) - normalize_tensor(b)) ** 2
             d = self.lins[k](d) if self.lpips else d.sum(dim=1, keepdim=True)
             layers.append(d.mean(dim=(2, 3), keepdim=True))
