@@ -164,5 +164,5 @@ def test_inception_cuda_matches_cpu(inception):
         got = FIDInceptionV3().cuda()(x.cuda()).cpu()
     # cuDNN may use TF32 for convolutions: ~1e-3 relative
     torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-2)
-    feats = feat_mod.inception_features(x, device="cuda")
-    np.testing.assert_allclose(feats, ref.double().numpy(), rtol=1e-2, atol=1e-2)
+    feats = feat_mod.inception_features(x, device="cuda")  # quantised to 8 bits, like the CPU path
+    np.testing.assert_allclose(feats, feat_mod.inception_features(x), rtol=1e-2, atol=1e-2)
