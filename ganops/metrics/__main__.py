@@ -75,7 +75,8 @@ def run_metrics(real, fake, metrics=("fid", "kid", "pr", "swd"), *, num: int | N
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--real", required=True, help="Real images: a folder (flat or nested) or builtin:<name> (e.g. builtin:emoji).")
+@click.option("--real", required=True,
+              help="Real images: a folder (flat or nested) or builtin:<name> (e.g. builtin:emoji).")
 @click.option("--fake", required=True, help="Generated images: a folder.")
 @click.option("--metrics", "metric_list", default="fid,kid,pr,swd", help=f"Comma list from {','.join(METRICS)}.")
 @click.option("--num", type=click.IntRange(min=2), default=None, help="Images per set (default: all).")

@@ -76,7 +76,8 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, pretrained: bool = True, preprocess: str = "tflite") -> None:
         super().__init__()
         if preprocess not in ("tflite", "imagenet", "none"):
-            raise ValueError(f"EfficientNetLite0: preprocess must be 'tflite', 'imagenet' or 'none', got {preprocess!r}")
+            raise ValueError(
+                f"EfficientNetLite0: preprocess must be 'tflite', 'imagenet' or 'none', got {preprocess!r}")
         self.preprocess = preprocess
         self._conv_stem = _SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = _bn(32)

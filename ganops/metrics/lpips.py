@@ -7,7 +7,6 @@ import pickle
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._assets import asset_path
