@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// DiffAugment CUDA kernels (ATen-free: indexing and launch only; math in ganops/diffaug.h).
+//   diffaug_sum_kernel:  grid (PB, N): per-sample partial sums of the color input (only where contrast != 1).
+//   diffaug_main_kernel: grid (pixel blocks, N): one thread per output pixel, all channels; one read, one write.
+#include "ganops/cuda_common.cuh"
+#include "ganops/diffaug.h"
+
+namespace ganops {
+namespace cuda {
+namespace {
+
+struct Shape {
+  int64_t C, H, W, cut_h, cut_w;
+  bool cl, cutout_first;
+  int mode;
+};
+
+template <typename T>
+__global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v, const int64_t* __restrict__ sp,
+                                   double* __restrict__ partial, Shape s) {
+  using acc_t = typename Acc<T>::type;
+  const int64_t n = blockIdx.y, PB = gridDim.x;
+  const acc_t* color = static_cast<const acc_t*>(color_v);
+  const diffaug::Color<acc_t> col = diffaug::make_color<acc_t>(color + 3 * n, s.mode);
+  acc_t acc = 0;
+  if (col.k1 != acc_t(0)) {
+    const diffaug::Geo g = diffaug::make_geo(sp + 4 * n, s.cut_h, s.cut_w, s.cutout_first, s.mode);
+    const int64_t HW = s.H * s.W, E = s.C * HW;
+    const T* xs = x + n * E;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < E; e += PB * blockDim.x) {
+      int64_t c, p;
+      if (s.cl) { p = e / s.C; c = e % s.C; } else { c = e / HW; p = e % HW; }
+      const int64_t i = p / s.W, j = p % s.W;
+      if (s.mode != diffaug::kAdjoint) {
+        acc += load<acc_t>(xs + e);
+      } else if (diffaug::valid(g, i, j, s.H, s.W)) {
+        const int64_t q = (i + g.sx) * s.W + (j + g.sy);
+        acc += load<acc_t>(xs + (s.cl ? q * s.C + c : c * HW + q));
+      }
+    }
+  }
+  acc = block_sum<acc_t>(acc);
+  if (threadIdx.x == 0) partial[n * PB + blockIdx.x] = static_cast<double>(acc);
+}
+
+template <typename T>
+__global__ void diffaug_main_kernel(const T* __restrict__ x, T* __restrict__ y, const void* color_v,
+                                    const int64_t* __restrict__ sp, const double* __restrict__ partial, int PB,
+                                    Shape s) {
+  using acc_t = typename Acc<T>::type;
+  __shared__ double sum_sh;
+  const int64_t n = blockIdx.y, HW = s.H * s.W;
+  const acc_t* color = static_cast<const acc_t*>(color_v);
+  const diffaug::Color<acc_t> col = diffaug::make_color<acc_t>(color + 3 * n, s.mode);
+  if (threadIdx.x == 0) {
+    double t = 0;
+    if (col.k1 != acc_t(0))
+      for (int b = 0; b < PB; ++b) t += partial[n * PB + b];
+    sum_sh = t;
+  }
+  __syncthreads();
+  const acc_t c0 = diffaug::offset<acc_t>(col, sum_sh, s.C * HW);
+  const int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (p >= HW) return;
+  const int64_t i = p / s.W, j = p % s.W;
+  const diffaug::Geo g = diffaug::make_geo(sp + 4 * n, s.cut_h, s.cut_w, s.cutout_first, s.mode);
+  const int64_t cs = s.cl ? 1 : HW;                  // channel stride
+  T* out = y + n * s.C * HW + (s.cl ? p * s.C : p);
+  if (!diffaug::valid(g, i, j, s.H, s.W)) {
+    const T f = cast<T>(diffaug::fill<acc_t>(c0, s.mode));
+    for (int64_t c = 0; c < s.C; ++c) out[c * cs] = f;
+    return;
+  }
+  const int64_t q = (i + g.sx) * s.W + (j + g.sy);
+  const T* in = x + n * s.C * HW + (s.cl ? q * s.C : q);
+  acc_t mp = 0;
+  if (col.bm != acc_t(0)) {
+    for (int64_t c = 0; c < s.C; ++c) mp += load<acc_t>(in + c * cs);
+    mp /= static_cast<acc_t>(s.C);
+  }
+  for (int64_t c = 0; c < s.C; ++c) out[c * cs] = cast<T>(diffaug::apply<acc_t>(col, load<acc_t>(in + c * cs), mp, c0));
+}
+
+}  // namespace
+
+// color: (N, 3) in the accumulation type (double for float64, else float); spatial: (N, 4) int64;
+// partial: N * PB doubles of scratch (PB = diffaug_partial_blocks(...)).
+int diffaug_partial_blocks(int64_t C, int64_t H, int64_t W) {
+  int64_t pb = (C * H * W + 256 * 16 - 1) / (256 * 16);
+  return static_cast<int>(pb < 1 ? 1 : (pb > 64 ? 64 : pb));
+}
+
+cudaError_t diffaug_apply_launch(int dtype, const void* x, void* y, const void* color, const int64_t* spatial,
+                                 double* partial, int64_t N, int64_t C, int64_t H, int64_t W, int64_t cut_h,
+                                 int64_t cut_w, bool cutout_first, int mode, bool channels_last,
+                                 cudaStream_t stream) {
+  if (N * C * H * W == 0) return cudaSuccess;
+  const Shape s{C, H, W, cut_h, cut_w, channels_last, cutout_first, mode};
+  const int PB = diffaug_partial_blocks(C, H, W);
+  GANOPS_CUDA_DISPATCH(dtype, [&] {
+    diffaug_sum_kernel<scalar_t><<<dim3(PB, static_cast<unsigned int>(N)), 256, 0, stream>>>(
+        static_cast<const scalar_t*>(x), color, spatial, partial, s);
+    const unsigned int pblocks = static_cast<unsigned int>((H * W + 255) / 256);
+    diffaug_main_kernel<scalar_t><<<dim3(pblocks, static_cast<unsigned int>(N)), 256, 0, stream>>>(
+        static_cast<const scalar_t*>(x), static_cast<scalar_t*>(y), color, spatial, partial, PB, s);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace ganops
