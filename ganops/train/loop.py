@@ -16,7 +16,7 @@ from . import distributed as ddp
 from .amp import Amp
 from .checkpoint import check_config, get_rng_state, latest_checkpoint, load_checkpoint, resolve_checkpoint
 from .checkpoint import save_checkpoint, set_rng_state
-from .data import ImageDataset, InfiniteLoader, open_dataset
+from .data import InfiniteLoader, open_dataset
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
 from .rundir import RunDirError, _jsonable, find_run_dirs, make_run_dir, write_text
 from .samples import save_grid
