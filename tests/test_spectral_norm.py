@@ -99,15 +99,17 @@ def test_gradcheck_and_gradgradcheck(backend):
     if backend != "ref" and backend not in _backends():
         pytest.skip(f"{backend} unavailable here")
     # Evaluation (n = 0): u, v fixed, so sigma = u^T W v is the whole function of W that the op differentiates.
-    ws, us, vs, dims = sample_inputs(dtype=torch.float64, shapes=[((3, 2, 2, 2), 0), ((2, 3, 2), 1)],
-                                     requires_grad=True)
+    # The interpreter runs each Triton launch in Python: one tiny weight and fast mode keep it to seconds.
+    shapes = [((2, 3, 1, 2), 1)] if backend == "triton" else [((3, 2, 2, 2), 0), ((2, 3, 2), 1)]
+    ws, us, vs, dims = sample_inputs(dtype=torch.float64, shapes=shapes, requires_grad=True)
 
     def f(*w):
         outs, sig, _, _ = spectral_norm_weights(list(w), us, vs, dims, n_power_iterations=0, impl=backend)
         return (*outs, sig)
 
-    assert gradcheck(f, tuple(ws))
-    assert gradgradcheck(f, tuple(ws))
+    fast = backend == "triton"
+    assert gradcheck(f, tuple(ws), fast_mode=fast)
+    assert gradgradcheck(f, tuple(ws), fast_mode=fast)
 
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])

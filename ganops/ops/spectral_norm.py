@@ -13,7 +13,7 @@ from .._dispatch import OpInfo, register_op, resolve_impl
 __all__ = ["spectral_norm_weights", "spectral_norm_weight", "spectral_norm_ref", "spectral_norm_backward_ref",
            "weight_matrix"]
 
-register_op(OpInfo("spectral_norm", compiled="spectral_norm_forward", triton=False))
+register_op(OpInfo("spectral_norm", compiled="spectral_norm_forward", triton=True))
 
 Tensors = list[torch.Tensor]
 
