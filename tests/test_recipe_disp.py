@@ -116,7 +116,7 @@ def test_help_and_usage_errors():
     m = load_recipe()
     r = CliRunner().invoke(m.cli, ["train", "--help"])
     assert r.exit_code == 0
-    for s in ("--prior", "--vicinal", "--gmm-components", "--baseline", "--hierarchical", "[default: 300",
+    for s in ("--prior", "--vicinal", "--gmm-components", "--baseline", "--hierarchical", "[default: 600",
               "translation,cutout,color"):
         assert s in r.output, s
     top = CliRunner().invoke(m.cli, ["--help"])
