@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""DiffAugment ``color,translation,cutout`` at FastGAN shapes: every backend vs the reference semantics.
+
+Providers: "ref" is the reference method's math as the official code writes it (index grids built with meshgrid,
+a padded copy, advanced indexing, a scattered mask; 44 launches forward), eager; "ref+compile" is the same under
+``torch.compile``; then cpu / cuda / triton. (ganops' own "ref" backend uses separable gathers and is not
+benchmarked here: it is a correctness reference.)
+
+Bytes a one-pass implementation must move (fp32, E = N*C*H*W elements): forward read x + write y = 8E; backward
+read g + write gx = 8E; fwd+bwd 16E. The fused op adds a light pass that reads its input once more to form the
+per-sample sum that contrast needs (4E per direction, skipped when no sample has contrast != 1): the counter
+below counts op inputs and outputs, i.e. 8E per direction; the extra read is described in docs/diffaug.md.
+Run: ``pytest benchmarks/bench_diffaug.py --benchmark-only`` (prints ratios vs the targets).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ganops
+from ganops._dispatch import backend_status
+
+POLICY = "color,translation,cutout"
+SHAPES = [(16, 3, 128, 128), (8, 3, 256, 256), (8, 3, 1024, 1024)]
+_compiled = {}
+
+
+def official_math(x, params):
+    """The official code's operations (grids of int64 indices, pad, gather, mask scatter), given the params."""
+    n, c, h, w = x.shape
+    x = x + params["brightness"].view(n, 1, 1, 1)
+    m = x.mean(dim=1, keepdim=True)
+    x = (x - m) * params["saturation"].view(n, 1, 1, 1) + m
+    m = x.mean(dim=[1, 2, 3], keepdim=True)
+    x = (x - m) * params["contrast"].view(n, 1, 1, 1) + m
+    t = params["translation"]
+    b, gx, gy = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
+                               torch.arange(w, device=x.device), indexing="ij")
+    gx = torch.clamp(gx + t[:, 0].view(n, 1, 1) + 1, 0, h + 1)
+    gy = torch.clamp(gy + t[:, 1].view(n, 1, 1) + 1, 0, w + 1)
+    x = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1).contiguous()[b, gx, gy].permute(0, 3, 1, 2).contiguous()
+    ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    o = params["cutout"]
+    b, gx, gy = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(ch, device=x.device),
+                               torch.arange(cw, device=x.device), indexing="ij")
+    gx = torch.clamp(gx + o[:, 0].view(n, 1, 1) - ch // 2, min=0, max=h - 1)
+    gy = torch.clamp(gy + o[:, 1].view(n, 1, 1) - cw // 2, min=0, max=w - 1)
+    mask = torch.ones(n, h, w, dtype=x.dtype, device=x.device)
+    mask[b, gx, gy] = 0
+    return x * mask.unsqueeze(1)
+
+
+def _providers(device):
+    provs = ["ref", "ref+compile"]
+    for b in ("cpu", "cuda", "triton"):
+        if backend_status("diff_augment", b, torch.device(device))[0] and not (b == "triton" and device == "cpu"):
+            provs.append(b)
+    return provs
+
+
+def _fn(provider):
+    if provider == "ref":
+        return official_math
+    if provider == "ref+compile":
+        if "f" not in _compiled:
+            _compiled["f"] = torch.compile(official_math, dynamic=False)
+        return _compiled["f"]
+    return lambda x, p: ganops.diff_augment(x, POLICY, params=p, impl=provider)
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+CASES = [(d, s, p) for d in _devices() for s in SHAPES for p in _providers(d)]
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("device,shape,provider", CASES,
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_diff_augment(measure, device, shape, provider, mode):
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=device)
+    params = ganops.diff_augment_params(POLICY, shape, device=device)
+    f = _fn(provider)
+    E = x.numel()
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                f(x, params)
+        min_bytes = 8 * E
+    else:
+        xr = x.clone().requires_grad_()
+        gy = torch.randn_like(x)
+
+        def run():
+            torch.autograd.grad(f(xr, params), xr, gy)
+        min_bytes = 16 * E
+    nbytes = None
+    if device == "cpu" and provider != "ref+compile":
+        from ganops.profiling import count
+
+        run()
+        nbytes = count(run, track_memory=False).bytes
+    big = shape[-1] >= 1024
+    measure(op="diff_augment", case="x".join(map(str, shape)), mode=mode, provider=provider, fn=run, device=device,
+            rounds=3 if big else 5, warmup=1 if big else 2, bytes=nbytes, min_bytes=min_bytes)
