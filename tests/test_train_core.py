@@ -192,6 +192,11 @@ def test_cli_options_defaults_and_validation():
     assert r.exit_code == 2 and "--resolution must be a power of two" in r.output
     with pytest.raises(TypeError, match="unknown"):
         train_options(nope=1)
+    r = CliRunner().invoke(cmd, ["--device", "tpu"])
+    assert r.exit_code == 2 and "--device must be" in r.output
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(cmd, ["--device", "cuda"])
+        assert r.exit_code == 2 and "CUDA is not available" in r.output
     ns = add_train_args(argparse.ArgumentParser(), batch=16).parse_args(["--precision", "bf16", "--compile"])
     assert ns.batch == 16 and ns.precision == "bf16" and ns.compile and ns.data == "builtin:emoji"
 
@@ -316,6 +321,8 @@ def test_trainloop_in_process_resume_from_path(tmp_path):
     assert out2["losses"] == full["losses"]
     assert [json.loads(x)["step"] for x in (loop2.run_dir / "stats.jsonl").read_text().splitlines()] == [4, 5]
     assert {p.name for p in loop2.run_dir.glob("fakes*.png")} == {"fakes00000004.png", "fakes00000005.png"}
+    (entry,) = [json.loads(x) for x in (loop2.run_dir / "resume.jsonl").read_text().splitlines()]
+    assert entry["step"] == 3 and entry["changed"] == {"iters": [3, 5], "resume": [None, out1["checkpoint"]]}
 
 
 def test_trainloop_live_dicts_for_growing_recipes(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Callable
 
 import click
+import torch
 
 from .amp import PRECISIONS
 
@@ -107,6 +108,11 @@ def check_options(opts: dict[str, Any], *, power_of_two: bool = False) -> dict[s
     for k, choices in _CHOICES.items():
         if k in opts and opts[k] not in choices:
             raise click.UsageError(f"--{k} must be one of {', '.join(choices)}, got {opts[k]!r}")
-    if opts.get("precision") == "fp16" and str(opts.get("device", "auto")).startswith("cpu"):
+    dev = str(opts.get("device", "auto"))
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise click.UsageError(f"--device {dev}: CUDA is not available on this machine (use --device cpu or auto)")
+    if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
+        raise click.UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+    if opts.get("precision") == "fp16" and dev.startswith("cpu"):
         click.echo("[ganops.train] note: --precision fp16 on CPU is slow; bf16 is the CPU choice", err=True)
     return opts

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -14,11 +13,12 @@ from torch import nn
 
 from . import distributed as ddp
 from .amp import Amp
-from .checkpoint import check_config, get_rng_state, latest_checkpoint, load_checkpoint, resolve_checkpoint
-from .checkpoint import save_checkpoint, set_rng_state
+from .checkpoint import (check_config, config_diff, get_rng_state, latest_checkpoint, load_checkpoint,
+                         resolve_checkpoint, save_checkpoint, set_rng_state)
 from .data import InfiniteLoader, open_dataset
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
 from .rundir import RunDirError, _jsonable, find_run_dirs, make_run_dir, write_text
+from .runtime import any_rank_bad, ganops_version, git_sha, seed_everything, set_deterministic
 from .samples import save_grid
 from .signals import StopRequest
 
@@ -26,35 +26,6 @@ __all__ = ["TrainLoop", "set_deterministic", "seed_everything"]
 
 StepFn = Callable[[Any, int], Mapping[str, Any]]
 SampleFn = Callable[[int], torch.Tensor]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (all devices)."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_deterministic(enabled: bool) -> None:
-    """Deterministic algorithms and cuDNN settings (on) or cuDNN autotuning (off)."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
-
-
-def _git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=5).stdout.strip()
-    except Exception:
-        return ""
 
 
 class TrainLoop:
@@ -145,6 +116,12 @@ class TrainLoop:
         if self.is_main and not self.dry_run:
             if self.attribution:
                 write_text(self.run_dir / "ATTRIBUTION.txt", self.attribution.rstrip() + "\n")
+            if self._resume_state is not None:  # what changed (non-architecture options) at each resume
+                changed = config_diff(self._resume_state.get("config", {}), self.config, keys=sorted(
+                    set(self.config) | set(self._resume_state.get("config", {}))))
+                with open(self.run_dir / "resume.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(_jsonable({"step": self._resume_state.get("step"), "time": time.time(),
+                                                  "from": str(self.resume_path), "changed": changed})) + "\n")
         self.start_step = int(self._resume_state["step"]) if self._resume_state else 0
         self.step = self.start_step
 
@@ -183,7 +160,7 @@ class TrainLoop:
         this iteration, the loop saves the exact state at the start of the iteration as the last good checkpoint.
         """
         vals = to_floats({name: losses} if isinstance(losses, torch.Tensor) else losses)
-        bad = _any_rank_bad(find_non_finite(vals), self.device)
+        bad = any_rank_bad(find_non_finite(vals), self.device)
         if bad:
             raise NonFiniteLossError(self.step, bad[0], bad[1])
 
@@ -199,7 +176,7 @@ class TrainLoop:
             "amp": self.amp.state_dict(),
             "data": {"consumed": consumed} if consumed is not None else None,
             "rng": ddp.all_gather_object(rng),
-            "ganops_version": _version(), "git_sha": self._sha, "time": time.time(),
+            "ganops_version": ganops_version(), "git_sha": self._sha, "time": time.time(),
         }
         return st
 
@@ -268,7 +245,7 @@ class TrainLoop:
         live = lambda d: d if isinstance(d, dict) else dict(d or {})  # noqa: E731
         self._models, self._optimizers = live(models), live(optimizers)
         self._ema, self._extra = live(ema), live(extra)
-        self._sha = _git_sha() if self.is_main else ""
+        self._sha = git_sha() if self.is_main else ""
         self._stepped = False
         self._hooks: dict[int, Any] = {}
         try:
@@ -325,7 +302,7 @@ class TrainLoop:
                         last_ckpt = str(self.save(it, rng=rng0, consumed=consumed0))
                     raise e.with_checkpoint(last_ckpt) from None
                 losses = to_floats(out or {})
-                bad = _any_rank_bad(find_non_finite(losses), self.device)
+                bad = any_rank_bad(find_non_finite(losses), self.device)
                 if bad:  # the optimizers stepped on it: weights may be corrupt, the last file stays the good one
                     raise NonFiniteLossError(it, bad[0], bad[1], last_ckpt)
                 done = it + 1
@@ -374,25 +351,3 @@ class TrainLoop:
             print("[ganops.train] dry run: nothing written")
         return {"run_dir": str(self.run_dir), "step": self.start_step, "losses": {}, "checkpoint": None,
                 "parameters": counts}
-
-
-def _any_rank_bad(bad: tuple[str, float] | None, device: torch.device) -> tuple[str, float] | None:
-    """``bad`` if this or any other rank found a non-finite loss (one all-reduce when distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return bad
-    flag = torch.tensor([1.0 if bad else 0.0], device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item() > 0 and bad is None:
-        return ("<loss on another rank>", float("nan"))
-    return bad
-
-
-def _version() -> str:
-    try:
-        from .. import __version__
-
-        return __version__
-    except Exception:
-        return ""
