@@ -68,8 +68,9 @@ class _InstanceCondition(nn.Module):
                 c = self.instance_embed(idx)
         if c is None:
             raise ValueError("pass the instance prior c (N, prior_dim)")
-        if c.dim() != 2 or c.shape != (n, self.prior_dim):
-            raise ValueError(f"c must be ({n}, {self.prior_dim}), got {tuple(c.shape)}")
+        if c.dim() not in (2, 3) or c.shape[0] != n or c.shape[-1] != self.prior_dim:
+            raise ValueError(f"c must be ({n}, {self.prior_dim}) (or ({n}, blocks, {self.prior_dim}) per block "
+                             f"for G), got {tuple(c.shape)}")
         return c
 
 
@@ -136,6 +137,7 @@ class DispGenerator(nn.Module):
 
     Shape:
         z (N, z_dim), c (N, prior_dim) or idx (N,) -> images (N, 3, resolution, resolution) in [-1, 1].
+        ``c`` may also be (N, blocks, prior_dim): one prior per G block (the paper's inversion optimises these).
         Differentiable to any order (plain PyTorch).
     """
 
@@ -172,12 +174,16 @@ class DispGenerator(nn.Module):
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be (N, {self.z_dim}), got {tuple(z.shape)}")
         c = self.condition(c, idx, z.shape[0])
-        e = self.W_G(c.to(z.dtype))
+        nb = len(self.blocks)
+        if c.dim() == 3 and c.shape[1] != nb:
+            raise ValueError(f"per-block priors must be (N, {nb}, {self.prior_dim}), got {tuple(c.shape)}")
+        e = self.W_G(c.to(z.dtype))  # (N, E), or (N, blocks, E) for per-block priors (inversion)
+        es = list(e.unbind(1)) if e.dim() == 3 else [e] * nb
         if self.hierarchical:
             zs = torch.split(z, self.z_chunk, dim=1)
-            z0, conds = zs[0], [torch.cat([e, zb], 1) for zb in zs[1:]]
+            z0, conds = zs[0], [torch.cat([eb, zb], 1) for eb, zb in zip(es, zs[1:])]
         else:
-            z0, conds = z, [torch.cat([e, z], 1)] * len(self.blocks)
+            z0, conds = z, [torch.cat([eb, z], 1) for eb in es]
         h = self.linear(z0).view(z.shape[0], self.c0, 4, 4)
         for blk, cond in zip(self.blocks, conds):
             h = blk(h, cond)
