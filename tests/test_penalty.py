@@ -187,6 +187,26 @@ def test_triton_no_out_of_bounds_writes():
 
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
+def test_torch_compile_fullgraph(impl):
+    if impl != "ref" and impl not in _backends():
+        pytest.skip("cpu kernel unavailable")
+    torch._dynamo.reset()
+
+    def f(real, fake, alpha, g):
+        x = interpolate(real, fake, alpha, impl=impl)
+        return x, norm_penalty(g, norm_over="channel", scale=0.1, impl=impl)
+
+    real, fake, g = (_grad_input((2, 3, 6, 5), torch.float32, s) for s in range(3))
+    alpha = torch.rand(2)
+    fc = torch.compile(f, fullgraph=True, backend="aot_eager")
+    ge, gc = g.clone().requires_grad_(), g.clone().requires_grad_()
+    (xe, pe), (xc, pc) = f(real, fake, alpha, ge), fc(real, fake, alpha, gc)
+    torch.testing.assert_close(xc, xe)
+    torch.testing.assert_close(pc, pe)
+    torch.testing.assert_close(torch.autograd.grad(pc, gc)[0], torch.autograd.grad(pe, ge)[0])
+
+
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_autocast_computes_in_float32(impl):
     if impl != "ref" and impl not in _backends():
         pytest.skip("cpu kernel unavailable")

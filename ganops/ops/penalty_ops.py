@@ -221,8 +221,11 @@ def _penalty_double_backward(ggx, go, grad, norm, target, scale, norm_over, redu
     return d_go.reshape(go.shape).to(go.dtype), d_g.to(grad.dtype)
 
 
-def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str) -> None:
-    """Register fake kernels and autograd for (interpolate, penalty, penalty backward) ops in ganops::."""
+def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str, cpp_fwd_autograd: bool = False) -> None:
+    """Register fake kernels and autograd for (interpolate, penalty, penalty backward) ops in ganops::.
+
+    ``cpp_fwd_autograd``: the penalty op already has a C++ Autograd kernel (its backward calls ``bwd_name``).
+    """
     bwd_op = getattr(torch.ops.ganops, bwd_name)
 
     @torch.library.register_fake(f"ganops::{interp_name}")
@@ -281,11 +284,13 @@ def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str) ->
         return d_go, d_g, None, None, None, None, None
 
     torch.library.register_autograd(f"ganops::{interp_name}", backward_interp, setup_context=setup_interp)
-    torch.library.register_autograd(f"ganops::{fwd_name}", backward_fwd, setup_context=setup_fwd)
+    if not cpp_fwd_autograd:  # else the first-order autograd is C++ (csrc/cpu/penalty_autograd.cpp, same formula)
+        torch.library.register_autograd(f"ganops::{fwd_name}", backward_fwd, setup_context=setup_fwd)
     torch.library.register_autograd(f"ganops::{bwd_name}", backward_bwd, setup_context=setup_bwd)
     for dev in ("cpu", "cuda"):  # autocast policy: the penalty is computed (and returned) in float32
         torch.library.register_autocast(f"ganops::{fwd_name}", dev, torch.float32)
 
 
 if _ext.loaded and _ext.has_kernel("gp_interpolate", "CPU") and _ext.has_kernel("gp_norm_penalty", "CPU"):
-    register_penalty_autograd("gp_interpolate", "gp_norm_penalty", "gp_norm_penalty_backward")
+    register_penalty_autograd("gp_interpolate", "gp_norm_penalty", "gp_norm_penalty_backward",
+                              cpp_fwd_autograd=_ext.has_kernel("gp_norm_penalty", "Autograd"))
