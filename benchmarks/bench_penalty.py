@@ -132,4 +132,4 @@ def test_consingan_d_step(measure, size, provider):
     run()
     LAUNCHES.append((f"{size[0]}x{size[1]}", "d_step", provider, count(run, track_memory=False).launches))
     measure(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="d_step", provider=provider, fn=run,
-            rounds=5 if size[0] > 100 else 20, warmup=2)
+            rounds=3 if size[0] > 100 else 10, warmup=1)
