@@ -177,3 +177,15 @@ def test_open_images_builtin_and_rgba(tmp_path):
     with pytest.raises(ValueError, match="no images"):
         (tmp_path / "empty").mkdir()
         open_images(tmp_path / "empty")
+
+
+def test_compute_swd_streams_in_chunks_like_one_batch():
+    from ganops.metrics.swd import compute_swd
+
+    g = torch.Generator().manual_seed(5)
+    a = (torch.rand(5, 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    b = (torch.rand(5, 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    kw = dict(per_image=16, num_dirs=32, seed=2)
+    whole = swd(a, b, **kw)
+    assert compute_swd(a, b, chunk=2, **kw) == pytest.approx(whole, rel=1e-5)
+    assert whole["swd_16"] > 0

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from ._images import open_images
 
-__all__ = ["laplacian_pyramid", "pyramid_descriptors", "sliced_wasserstein", "swd", "compute_swd"]
+__all__ = ["laplacian_pyramid", "patch_positions", "pyramid_descriptors", "sliced_wasserstein", "swd",
+           "swd_from_descriptors", "compute_swd"]
 
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
@@ -49,22 +50,39 @@ def laplacian_pyramid(x: torch.Tensor, min_size: int = 16) -> list[torch.Tensor]
     return levels
 
 
+def patch_positions(n: int, side: int, *, per_image: int = 128, patch: int = 7, min_size: int = 16,
+                    generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random top-left corners (ys, xs), each (n, per_image), for every pyramid level of ``side``-sized images."""
+    out = []
+    while True:
+        ys = torch.randint(0, side - patch + 1, (n, per_image), generator=generator)
+        xs = torch.randint(0, side - patch + 1, (n, per_image), generator=generator)
+        out.append((ys, xs))
+        if side <= min_size:
+            return out
+        side //= 2
+
+
 def pyramid_descriptors(images: torch.Tensor, *, per_image: int = 128, patch: int = 7, min_size: int = 16,
-                        generator: torch.Generator | None = None) -> list[torch.Tensor]:
+                        generator: torch.Generator | None = None,
+                        positions: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[torch.Tensor]:
     """Random ``patch`` x ``patch`` neighbourhoods from every pyramid level, ``per_image`` per image and level.
 
     Args:
         images: (N, 3, R, R) float (any consistent range) or uint8.
+        positions: corners from :func:`patch_positions` (drawn from ``generator`` when None).
 
     Returns:
         per level a (N * per_image, C * patch * patch) float32 tensor of raw (un-normalised) descriptors.
     """
     x = images.to(torch.float32) if images.dtype == torch.uint8 else images.float()
+    if positions is None:
+        positions = patch_positions(x.shape[0], x.shape[-1], per_image=per_image, patch=patch, min_size=min_size,
+                                    generator=generator)
     out = []
-    for lvl in laplacian_pyramid(x, min_size):
+    for lvl, (ys, xs) in zip(laplacian_pyramid(x, min_size), positions):
         n, c, h, w = lvl.shape
-        ys = torch.randint(0, h - patch + 1, (n, per_image), generator=generator)
-        xs = torch.randint(0, w - patch + 1, (n, per_image), generator=generator)
+        per_image = ys.shape[1]
         ar = torch.arange(patch)
         rows = (ys[..., None] + ar).reshape(n, per_image, patch, 1)
         cols = (xs[..., None] + ar).reshape(n, per_image, 1, patch)
@@ -102,6 +120,25 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, num_dirs: int = 512,
     return total / num_dirs
 
 
+def _check_side(shape, min_size: int) -> int:
+    r = shape[-1]
+    if shape[-2] != r or r < min_size or r & (r - 1):
+        raise ValueError(f"swd: images must be square with a power-of-two side >= {min_size}, got {tuple(shape)}")
+    return r
+
+
+def swd_from_descriptors(dr: list[torch.Tensor], df: list[torch.Tensor], side: int, *, num_dirs: int = 512,
+                         seed: int = 0) -> dict[str, float]:
+    """SWD per level from raw descriptors (see :func:`pyramid_descriptors`), x 1e3, plus their average."""
+    out = {}
+    for lvl, (a, b) in enumerate(zip(dr, df)):
+        gd = torch.Generator().manual_seed(seed + 1 + lvl)
+        out[f"swd_{side >> lvl}"] = 1e3 * sliced_wasserstein(_normalize(a), _normalize(b), num_dirs=num_dirs,
+                                                              generator=gd)
+    out["swd_avg"] = sum(out.values()) / len(out)
+    return out
+
+
 def swd(real: torch.Tensor, fake: torch.Tensor, *, per_image: int = 128, num_dirs: int = 512,
         min_size: int = 16, seed: int = 0) -> dict[str, float]:
     """SWD between two image batches of the same size, per pyramid level and averaged, reported x 1e3.
@@ -118,25 +155,20 @@ def swd(real: torch.Tensor, fake: torch.Tensor, *, per_image: int = 128, num_dir
     if real.shape != fake.shape:
         raise ValueError(f"swd: real and fake must have equal shapes, got {tuple(real.shape)} and "
                          f"{tuple(fake.shape)}")
-    r = real.shape[-1]
-    if real.shape[-2] != r or r < min_size or r & (r - 1):
-        raise ValueError(f"swd: images must be square with a power-of-two side >= {min_size}, got {tuple(real.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    dr = pyramid_descriptors(real, per_image=per_image, min_size=min_size, generator=g)
-    g = torch.Generator().manual_seed(seed)
-    df = pyramid_descriptors(fake, per_image=per_image, min_size=min_size, generator=g)
-    out = {}
-    for lvl, (a, b) in enumerate(zip(dr, df)):
-        gd = torch.Generator().manual_seed(seed + 1 + lvl)
-        out[f"swd_{r >> lvl}"] = 1e3 * sliced_wasserstein(_normalize(a), _normalize(b), num_dirs=num_dirs,
-                                                           generator=gd)
-    out["swd_avg"] = sum(out.values()) / len(out)
-    return out
+    r = _check_side(real.shape, min_size)
+    dr = pyramid_descriptors(real, per_image=per_image, min_size=min_size,
+                             generator=torch.Generator().manual_seed(seed))
+    df = pyramid_descriptors(fake, per_image=per_image, min_size=min_size,
+                             generator=torch.Generator().manual_seed(seed))
+    return swd_from_descriptors(dr, df, r, num_dirs=num_dirs, seed=seed)
 
 
 def compute_swd(real, fake, *, num: int | None = None, resolution: int | None = None, seed: int = 0,
-                **kwargs) -> dict[str, float]:
+                per_image: int = 128, num_dirs: int = 512, min_size: int = 16, chunk: int = 64) -> dict[str, float]:
     """SWD between image sets (folders, ``builtin:<name>``, tensors), resized to a common power-of-two side.
+
+    Images are read ``chunk`` at a time; the descriptors take ~``per_image * 147 * 4`` bytes per image and level
+    (75 KB at the default), so limit ``num`` for large sets (PGGAN used 16k images).
 
     Args:
         num: images per set (the smaller set size by default; both sets use the same count).
@@ -146,7 +178,14 @@ def compute_swd(real, fake, *, num: int | None = None, resolution: int | None = 
     n = min(len(rs), len(fs)) if num is None else min(num, len(rs), len(fs))
     if resolution is None:
         side = min(fs.get(0).shape[1:])
-        resolution = max(16, 1 << (int(side).bit_length() - 1))
-    a = torch.stack([rs.get(i, resolution) for i in range(n)])
-    b = torch.stack([fs.get(i, resolution) for i in range(n)])
-    return swd(a, b, seed=seed, **kwargs)
+        resolution = max(min_size, 1 << (int(side).bit_length() - 1))
+    _check_side((resolution, resolution), min_size)
+    pos = patch_positions(n, resolution, per_image=per_image, min_size=min_size,
+                          generator=torch.Generator().manual_seed(seed))
+    descs = []
+    for src in (rs, fs):
+        parts = [pyramid_descriptors(torch.stack([src.get(i, resolution) for i in range(s, min(n, s + chunk))]),
+                                     min_size=min_size, positions=[(y[s:s + chunk], x[s:s + chunk]) for y, x in pos])
+                 for s in range(0, n, chunk)]
+        descs.append([torch.cat(level) for level in zip(*parts)])
+    return swd_from_descriptors(descs[0], descs[1], resolution, num_dirs=num_dirs, seed=seed)
