@@ -83,10 +83,12 @@ def _print_launches(request):
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
     if tr is None or not LAUNCHES:
         return
-    tr.write_line("")
-    tr.write_line("gradient_penalty: aten-level launches (TorchDispatchMode count, one call)")
-    for case, mode, prov, n in LAUNCHES:
-        tr.write_line(f"  {case:10} {mode:8} {prov:12} {n:5d} launches")
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():  # fixture teardown output is captured otherwise
+        tr.write_line("")
+        tr.write_line("gradient_penalty: aten-level launches (TorchDispatchMode count, one call)")
+        for case, mode, prov, n in LAUNCHES:
+            tr.write_line(f"  {case:10} {mode:8} {prov:12} {n:5d} launches")
 
 
 @pytest.mark.parametrize("provider", _providers())
