@@ -15,6 +15,8 @@ struct Shape {
   int mode;
 };
 
+// Rows of contiguous elements: NCHW row (c, i) holds W values, NHWC row i holds W*C. Block b of sample n sums rows
+// b, b + PB, ...; the valid columns of an adjoint row form at most two contiguous spans of its source row.
 template <typename T>
 __global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v, const int64_t* __restrict__ sp,
                                    double* __restrict__ partial, Shape s) {
@@ -25,18 +27,21 @@ __global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v,
   acc_t acc = 0;
   if (col.k1 != acc_t(0)) {
     const diffaug::Geo g = diffaug::make_geo(sp + 4 * n, s.cut_h, s.cut_w, s.cutout_first, s.mode);
-    const int64_t HW = s.H * s.W, E = s.C * HW;
-    const T* xs = x + n * E;
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < E; e += PB * blockDim.x) {
-      int64_t c, p;
-      if (s.cl) { p = e / s.C; c = e % s.C; } else { c = e / HW; p = e % HW; }
-      const int64_t i = p / s.W, j = p % s.W;
-      if (s.mode != diffaug::kAdjoint) {
-        acc += load<acc_t>(xs + e);
-      } else if (diffaug::valid(g, i, j, s.H, s.W)) {
-        const int64_t q = (i + g.sx) * s.W + (j + g.sy);
-        acc += load<acc_t>(xs + (s.cl ? q * s.C + c : c * HW + q));
+    const int64_t HW = s.H * s.W, rows = s.cl ? s.H : s.C * s.H, len = s.cl ? s.C : 1;  // len: elements per pixel
+    const T* xs = x + n * s.C * HW;
+    for (int64_t r = blockIdx.x; r < rows; r += PB) {
+      const int64_t c = s.cl ? 0 : r / s.H, i = s.cl ? r : r % s.H;
+      diffaug::Spans sp2{0, s.W, 0, 0};
+      int64_t si = i, sy = 0;
+      if (s.mode == diffaug::kAdjoint) {
+        sp2 = diffaug::row_spans(g, i, s.H, s.W);
+        si = i + g.sx, sy = g.sy;
       }
+      const T* row = xs + c * HW + si * s.W * len;
+      for (int64_t e = (sp2.lo0 + sy) * len + threadIdx.x; e < (sp2.hi0 + sy) * len; e += blockDim.x)
+        acc += load<acc_t>(row + e);
+      for (int64_t e = (sp2.lo1 + sy) * len + threadIdx.x; e < (sp2.hi1 + sy) * len; e += blockDim.x)
+        acc += load<acc_t>(row + e);
     }
   }
   acc = block_sum<acc_t>(acc);
@@ -87,6 +92,7 @@ __global__ void diffaug_main_kernel(const T* __restrict__ x, T* __restrict__ y, 
 // partial: N * PB doubles of scratch (PB = diffaug_partial_blocks(...)).
 int diffaug_partial_blocks(int64_t C, int64_t H, int64_t W) {
   int64_t pb = (C * H * W + 256 * 16 - 1) / (256 * 16);
+  if (pb > C * H) pb = C * H;  // at most one block per row (NHWC has H rows of W*C: fewer blocks, longer rows)
   return static_cast<int>(pb < 1 ? 1 : (pb > 64 ? 64 : pb));
 }
 
