@@ -189,3 +189,15 @@ def test_compute_swd_streams_in_chunks_like_one_batch():
     whole = swd(a, b, **kw)
     assert compute_swd(a, b, chunk=2, **kw) == pytest.approx(whole, rel=1e-5)
     assert whole["swd_16"] > 0
+
+
+def test_run_metrics_pr_on_vgg16_features(tmp_path):
+    from ganops.metrics.__main__ import run_metrics
+
+    g = torch.Generator().manual_seed(6)
+    real = F.interpolate(torch.rand(5, 3, 4, 4, generator=g), size=(32, 32), mode="bilinear") * 2 - 1
+    res = run_metrics(real, real, ("pr",), pr_features="vgg16", use_cache=False, progress=False, log=lambda s: None)
+    assert res["precision"] == 1.0 and res["recall"] == 1.0  # identical sets
+    assert "fid" not in res
+    with pytest.raises(ValueError, match="pr-features"):
+        run_metrics(real, real, ("pr",), pr_features="clip")

@@ -11,13 +11,12 @@ import click
 __all__ = ["main", "run_metrics", "METRICS"]
 
 METRICS = ("fid", "kid", "pr", "swd", "mem")
-_INCEPTION = ("fid", "kid", "pr")
 
 
 def run_metrics(real, fake, metrics=("fid", "kid", "pr", "swd"), *, num: int | None = None, batch_size: int = 32,
                 device: str = "cpu", use_cache: bool = True, resolution: int | None = None,
-                kid_subset_size: int = 1000, pr_k: int = 3, grid: str | None = None, progress: bool = True,
-                log=print) -> dict[str, float]:
+                kid_subset_size: int = 1000, pr_k: int = 3, pr_features: str = "inception", grid: str | None = None,
+                progress: bool = True, log=print) -> dict[str, float]:
     """Compute the requested metrics between a real and a generated image set.
 
     Args:
@@ -25,6 +24,8 @@ def run_metrics(real, fake, metrics=("fid", "kid", "pr", "swd"), *, num: int | N
         metrics: any of "fid", "kid", "pr", "swd", "mem".
         num: at most this many images per set (FID with fewer than ~2k samples is biased upwards: report the
             count with the number).
+        pr_features: "inception" (shared with FID/KID) or "vgg16" (pooled conv5_3 at 224x224, closer to the
+            paper's VGG16 embedding) for precision/recall.
 
     Returns:
         flat dict of results (``fid``, ``kid_mean``, ``kid_std``, ``precision``, ``recall``, ``swd_*``,
@@ -38,11 +39,13 @@ def run_metrics(real, fake, metrics=("fid", "kid", "pr", "swd"), *, num: int | N
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise ValueError(f"--metrics: unknown {bad}; choose from {', '.join(METRICS)}")
+    if pr_features not in ("inception", "vgg16"):
+        raise ValueError(f"--pr-features must be 'inception' or 'vgg16', got {pr_features!r}")
     rs, fs = open_images(real), open_images(fake)
     nr = len(rs) if num is None else min(num, len(rs))
     nf = len(fs) if num is None else min(num, len(fs))
     out: dict[str, float] = {"num_real": nr, "num_fake": nf}
-    if any(m in metrics for m in _INCEPTION):
+    if "fid" in metrics or "kid" in metrics or ("pr" in metrics and pr_features == "inception"):
         t = time.time()
         fr = cached_features(rs, num=nr, batch_size=batch_size, device=device, progress=progress,
                              use_cache=use_cache)
@@ -52,11 +55,15 @@ def run_metrics(real, fake, metrics=("fid", "kid", "pr", "swd"), *, num: int | N
             out["fid"] = fid_from_features(fr, ff)
         if "kid" in metrics:
             out["kid_mean"], out["kid_std"] = kid_from_features(fr, ff, subset_size=kid_subset_size)
-        if "pr" in metrics:
-            if min(nr, nf) <= pr_k:
-                log(f"[ganops.metrics] precision/recall skipped: needs more than k={pr_k} images per set")
-            else:
-                out["precision"], out["recall"] = precision_recall(fr, ff, k=pr_k)
+    if "pr" in metrics:
+        if min(nr, nf) <= pr_k:
+            log(f"[ganops.metrics] precision/recall skipped: needs more than k={pr_k} images per set")
+        else:
+            if pr_features == "vgg16":
+                fr = cached_features(rs, kind="vgg16", num=nr, batch_size=batch_size, device=device,
+                                     use_cache=use_cache)
+                ff = cached_features(fs, kind="vgg16", num=nf, batch_size=batch_size, device=device, use_cache=False)
+            out["precision"], out["recall"] = precision_recall(fr, ff, k=pr_k)
     if "swd" in metrics:
         from .swd import compute_swd
 
@@ -84,13 +91,15 @@ def run_metrics(real, fake, metrics=("fid", "kid", "pr", "swd"), *, num: int | N
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 @click.option("--resolution", type=click.IntRange(min=16), default=None,
               help="Common side for SWD and memorisation (default: the generated images' size).")
+@click.option("--pr-features", type=click.Choice(["inception", "vgg16"]), default="inception",
+              help="Embedding for precision/recall.")
 @click.option("--kid-subset", "kid_subset_size", type=click.IntRange(min=2), default=1000, help="KID subset size.")
 @click.option("--cache/--no-cache", "use_cache", default=True, help="Cache real-set features on disk.")
 @click.option("--grid", default=None, help="PNG path for the memorisation grid (with --metrics ...,mem).")
 @click.option("--json", "json_out", default=None, help="Also write the results to this JSON file.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(real, fake, metric_list, num, batch_size, device, resolution, kid_subset_size, use_cache, grid, json_out,
-         quiet):
+def main(real, fake, metric_list, num, batch_size, device, resolution, pr_features, kid_subset_size, use_cache, grid,
+         json_out, quiet):
     """Offline GAN metrics between a real and a generated image set (nothing is downloaded)."""
     from ._assets import AssetMissingError
 
@@ -100,7 +109,8 @@ def main(real, fake, metric_list, num, batch_size, device, resolution, kid_subse
         raise click.UsageError(f"--metrics: unknown {bad or metric_list!r}; choose from {', '.join(METRICS)}")
     try:
         res = run_metrics(real, fake, metrics, num=num, batch_size=batch_size, device=device, use_cache=use_cache,
-                          resolution=resolution, kid_subset_size=kid_subset_size, grid=grid, progress=not quiet,
+                          resolution=resolution, kid_subset_size=kid_subset_size, pr_features=pr_features, grid=grid,
+                          progress=not quiet,
                           log=lambda s: click.echo(s, err=True))
     except AssetMissingError as e:
         raise click.ClickException(str(e)) from None
