@@ -312,7 +312,7 @@ def invert(run: str, image: str, steps: int, lr: float, optimize_z: bool, seed: 
     path = out or str(run_dir / f"invert-{seed}.png")
     save_grid(torch.cat([target, rec]), path, nrow=2)
     torch.save({"priors": c.detach().cpu(), "z": z.detach().cpu()}, Path(path).with_suffix(".pt"))
-    click.echo(f"disp: inversion MSE {first:.4f} -> {last:.4f} after {steps} steps; wrote {path}")
+    click.echo(f"disp: inversion MSE {first:.6f} -> {last:.6f} after {steps} steps; wrote {path}")
     return {"first": first, "last": last}
 
 

@@ -83,7 +83,7 @@ def test_generate_modes(trained, tmp_path):
     calls.append((["generate", "--run", str(run), "--mode", "image", "--image", str(run / "reals.png"),
                    "--edit", "cutout", "--n", "3", "--out", str(img)], None))
     calls.append((["invert", "--run", str(run), "--image", str(run / "reals.png"), "--steps", "5",
-                   "--out", str(tmp_path / "inv.png")], None))
+                   "--optimize-z", "--out", str(tmp_path / "inv.png")], None))
     p = run_cli(calls, tmp_path)
     for m in ("train", "vicinal", "gmm"):
         assert (tmp_path / f"{m}.png").is_file(), p.stdout
@@ -91,7 +91,7 @@ def test_generate_modes(trained, tmp_path):
     inv = torch.load(tmp_path / "inv.pt", weights_only=True)
     assert inv["priors"].shape == (1, 3, 512)  # one prior per G block (3 blocks at 32x32)
     first, last = (float(v) for v in p.stdout.split("inversion MSE ")[1].split(" after")[0].split(" -> "))
-    assert last < first  # Adam on the per-block priors lowers the reconstruction error
+    assert last < first  # Adam on the per-block priors (and z) lowers the reconstruction error
 
 
 def test_resume_continues_and_baseline(trained, tmp_path):
