@@ -16,6 +16,10 @@
 namespace ganops {
 namespace {
 
+// Elements per thread below which a loop stays on one thread: the penalty's tensors are small (ConSinGAN: 3 x 188 x
+// 250), and an OpenMP fork/join costs more than the work there, especially on a loaded machine.
+constexpr int64_t kGrain = 65536;
+
 using penalty::group_penalty;
 using penalty::grad_factor;
 
@@ -51,7 +55,7 @@ at::Tensor gp_interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_
     const scalar_t* fp = fake.const_data_ptr<scalar_t>();
     const scalar_t* ap = alpha.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, total, 32768, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, total, kGrain, [&](int64_t b, int64_t e) {
       while (b < e) {  // walk sample by sample: alpha is constant within each
         const int64_t n = b / K, stop = std::min(e, (n + 1) * K);
         const acc_t a = static_cast<acc_t>(ap[n * a_step]);
@@ -84,7 +88,8 @@ std::tuple<at::Tensor, at::Tensor> gp_norm_penalty_cpu(const at::Tensor& grad_in
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     acc_t* np = norm.mutable_data_ptr<acc_t>();
     const acc_t t = static_cast<acc_t>(target);
-    at::parallel_for(0, N * nb, 1, [&](int64_t b, int64_t e) {
+    const int64_t grain = std::max<int64_t>(1, kGrain / (norm_over == 0 ? BLK : BLK * std::max<int64_t>(C, 1)));
+    at::parallel_for(0, N * nb, grain, [&](int64_t b, int64_t e) {
       std::vector<acc_t> ss(norm_over == 0 ? 0 : BLK);
       for (int64_t j = b; j < e; ++j) {
         const int64_t n = j / nb, p0 = (j % nb) * BLK, p1 = std::min(len, p0 + BLK);
@@ -156,7 +161,7 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
       k[n] = penalty::sample_coef<acc_t>(go_n, static_cast<acc_t>(scale), G);
     }
     if (norm_over == 0) {
-      at::parallel_for(0, N * K, 32768, [&](int64_t b, int64_t e) {
+      at::parallel_for(0, N * K, kGrain, [&](int64_t b, int64_t e) {
         while (b < e) {
           const int64_t n = b / K, stop = std::min(e, (n + 1) * K);
           const acc_t c = k[n] * grad_factor<acc_t>(np[n], t);
@@ -166,7 +171,7 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
       });
     } else if (!cl) {
       const int64_t BLK = 1024, nb = (S + BLK - 1) / BLK;
-      at::parallel_for(0, N * nb, std::max<int64_t>(1, 32768 / std::max<int64_t>(BLK * C, 1)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, N * nb, std::max<int64_t>(1, kGrain / std::max<int64_t>(BLK * C, 1)), [&](int64_t b, int64_t e) {
         std::vector<acc_t> coef(BLK);
         for (int64_t j = b; j < e; ++j) {
           const int64_t n = j / nb, p0 = (j % nb) * BLK, p1 = std::min(S, p0 + BLK);
@@ -179,7 +184,7 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
         }
       });
     } else {
-      at::parallel_for(0, N * S, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, N * S, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
         for (int64_t q = b; q < e; ++q) {
           const acc_t c = k[q / S] * grad_factor<acc_t>(np[q], t);
           for (int64_t i = q * C; i < (q + 1) * C; ++i) xp[i] = static_cast<scalar_t>(c * static_cast<acc_t>(gp[i]));
