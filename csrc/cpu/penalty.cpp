@@ -18,7 +18,7 @@ namespace {
 
 // Elements per thread below which a loop stays on one thread: the penalty's tensors are small (ConSinGAN: 3 x 188 x
 // 250), and an OpenMP fork/join costs more than the work there, especially on a loaded machine.
-constexpr int64_t kGrain = 65536;
+constexpr int64_t kGrain = 262144;
 
 using penalty::group_penalty;
 using penalty::grad_factor;
