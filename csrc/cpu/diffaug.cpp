@@ -35,7 +35,20 @@ struct Kernel {
   int64_t sH() const { return CL ? W * C : W; }
   int64_t sW() const { return CL ? C : 1; }
 
+  // Sum of len contiguous elements with 16 independent accumulators (vectorises without reassociation flags).
+  static acc_t sum_range(const scalar_t* __restrict__ p, int64_t len) {
+    acc_t part[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= len; j += 16)
+      for (int l = 0; l < 16; ++l) part[l] += static_cast<acc_t>(p[j + l]);
+    acc_t acc = 0;
+    for (; j < len; ++j) acc += static_cast<acc_t>(p[j]);
+    for (int l = 0; l < 16; ++l) acc += part[l];
+    return acc;
+  }
+
   // Sum of the color input over output row i of sample n: x's row i (modes 0/1), or the gathered row (mode 2).
+  // The valid columns of a row form at most two spans, contiguous in the source row (NHWC: C values per column).
   double row_sum(int64_t n, int64_t i) const {
     const diffaug::Geo g = diffaug::make_geo(sp + 4 * n, cut_h, cut_w, cutout_first, mode);
     Spans s{0, W, 0, 0};
@@ -44,14 +57,15 @@ struct Kernel {
       s = diffaug::row_spans(g, i, H, W);
       si = i + g.sx, sy = g.sy;
     }
-    acc_t acc = 0;
     const scalar_t* base = x + n * C * H * W + si * sH();
-    for (int64_t c = 0; c < C; ++c) {
+    const int64_t len = CL ? C : 1;
+    double acc = 0;
+    for (int64_t c = 0; c < (CL ? 1 : C); ++c) {
       const scalar_t* r = base + c * sC();
-      for (int64_t j = s.lo0; j < s.hi0; ++j) acc += static_cast<acc_t>(r[(j + sy) * sW()]);
-      for (int64_t j = s.lo1; j < s.hi1; ++j) acc += static_cast<acc_t>(r[(j + sy) * sW()]);
+      if (s.hi0 > s.lo0) acc += sum_range(r + (s.lo0 + sy) * len, (s.hi0 - s.lo0) * len);
+      if (s.hi1 > s.lo1) acc += sum_range(r + (s.lo1 + sy) * len, (s.hi1 - s.lo1) * len);
     }
-    return static_cast<double>(acc);
+    return acc;
   }
 
   void row(int64_t n, int64_t i, double sum, std::vector<acc_t>& mp) const {

@@ -181,7 +181,8 @@ def _segment_args(seg: dict, params: Params, x: torch.Tensor, ch: int, cw: int):
         suf = seg["color"]
         color = torch.stack([params[f + suf].to(device=x.device, dtype=acc).view(n) for f in POLICIES["color"]], 1)
     else:
-        color = torch.tensor([0.0, 1.0, 1.0], dtype=acc, device=x.device).expand(n, 3)
+        color = torch.ones(n, 3, dtype=acc, device=x.device)  # identity: shift 0, factors 1 (no host copy)
+        color[:, 0] = 0
     zero = torch.zeros(n, 2, dtype=torch.int64, device=x.device)
     t = params["translation" + seg["translation"]].to(x.device).view(n, 2) if "translation" in seg else zero
     o = params["cutout" + seg["cutout"]].to(x.device).view(n, 2) if "cutout" in seg else zero
