@@ -127,11 +127,6 @@ def train(**opts) -> dict:
     G, D = build_models(cfg, len(images))
     G, D = G.to(dev), D.to(dev)
     G_, D_ = loop.prepare(G), loop.prepare(D)
-    ema = EMA(G, decay=opts["ema_decay"], warmup=max(1, opts["iters"] // 20))
-    opt_g = torch.optim.Adam(G.parameters(), opts["lr_g"], betas=tuple(opts["betas"]))
-    opt_d = torch.optim.Adam(D.parameters(), opts["lr_d"], betas=tuple(opts["betas"]))
-    if opts["dry_run"]:
-        return {}
     n_fixed = min(16, len(images))
     z_fixed = fixed_noise(n_fixed, opts["z_dim"], seed=0, device=dev)
     idx_fixed = torch.arange(n_fixed, device=dev)
@@ -139,6 +134,17 @@ def train(**opts) -> dict:
 
     def cond(idx: torch.Tensor) -> dict:
         return {"idx": idx} if priors is None else {"c": priors[idx]}
+
+    ema = EMA(G, decay=opts["ema_decay"], warmup=max(1, opts["iters"] // 20))
+    # Workaround (ganops.nn.spectral_norm + deepcopy): the first forward of the EMA copy writes the weight tensor
+    # deep-copied from G back into weight_orig (its hook's weak reference still points at G's tensor). Run that
+    # first forward now, while the copied tensor still equals weight_orig, so later EMA updates are never undone.
+    with torch.no_grad():
+        ema.module(z_fixed[:1], **cond(idx_fixed[:1]))
+    opt_g = torch.optim.Adam(G.parameters(), opts["lr_g"], betas=tuple(opts["betas"]))
+    opt_d = torch.optim.Adam(D.parameters(), opts["lr_d"], betas=tuple(opts["betas"]))
+    if opts["dry_run"]:
+        return {}
 
     def aug(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, policy) if policy else x
