@@ -15,7 +15,6 @@ Where this code and the paper differ (no official code exists; choices are ours,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
