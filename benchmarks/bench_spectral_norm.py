@@ -77,6 +77,8 @@ def sn_part(d: nn.Module):
     hooks = [next(iter(c._forward_pre_hooks.values())) for c in convs]
 
     def run():
+        for c in convs:  # a fresh iteration: no gradient accumulation (set_to_none, as optimizers do)
+            c.weight_orig.grad = None
         if group is not None:
             group._pre(d, ())
         ws = []

@@ -289,6 +289,14 @@ def test_init_writes_reach_the_parameter():
         nn.init.zeros_(conv.weight)  # in place on the normalised weight (version counter bumped)
     conv(x)
     assert conv.weight_orig.abs().sum() == 0
+    # A deep copy after an (eval, no-grad) forward keeps its weights: the copied W / sigma is not a user write.
+    conv.weight_orig.data.normal_()
+    conv(x)  # u, v away from the zero weight's degenerate ones
+    with torch.no_grad():
+        conv.eval()(x)
+    twin = copy.deepcopy(conv)
+    twin(x)
+    assert torch.equal(twin.weight_orig, conv.weight_orig)
 
 
 def test_modules_and_remove():

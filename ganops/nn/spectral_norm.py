@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import weakref
 from typing import Any, TypeVar
 
 import torch
@@ -34,8 +33,6 @@ class SpectralNorm(_tsn.SpectralNorm):
         super().__init__(name, n_power_iterations, dim, eps)
         self.impl = impl
         self.group: SpectralNormGroup | None = None
-        self._set_ref = None  # weak ref to the tensor we last wrote into module.<name>
-        self._set_version = 0
 
     def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
         w = getattr(module, self.name + "_orig")
@@ -57,8 +54,12 @@ class SpectralNorm(_tsn.SpectralNorm):
         user = module._parameters.pop(name, None) if name in module._parameters else None
         if user is None:
             cur = module.__dict__.get(name)
-            last = self._set_ref() if self._set_ref is not None else None
-            if isinstance(cur, torch.Tensor) and (cur is not last or cur._version != self._set_version):
+            # Tensors we set carry (version, data_ptr) from the time they were set; a plain tensor without the
+            # mark was assigned by the user; the same storage at a newer version was written in place. A copy
+            # (deepcopy: other storage) is still ours.
+            mark = getattr(cur, "_ganops_sn_mark", None)
+            if isinstance(cur, torch.Tensor) and (mark is None or (mark[1] == cur.data_ptr()
+                                                                    and mark[0] != cur._version)):
                 user = cur
         if user is not None:
             orig = getattr(module, name + "_orig")
@@ -70,9 +71,8 @@ class SpectralNorm(_tsn.SpectralNorm):
                     orig.copy_(user)
 
     def _set(self, module: nn.Module, weight: torch.Tensor) -> None:
+        weight._ganops_sn_mark = (weight._version, weight.data_ptr())  # type: ignore[attr-defined]
         setattr(module, self.name, weight)
-        self._set_ref = weakref.ref(weight)
-        self._set_version = weight._version
 
     def __call__(self, module: nn.Module, inputs: Any) -> None:
         self._sync_user_weight(module)
