@@ -1,0 +1,325 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""FastGAN (Liu et al., ICLR 2021) generator and discriminator built on ganops' SLE and spectral norm.
+
+Written from the architecture facts in the project spec (methods.md §1), not from the GPL reference code. The
+default configuration (ngf = ndf = 64, nz = 256) reproduces the reference's layers and parameter counts exactly;
+``ngf``/``ndf`` scale every width for reduced CPU presets.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.sle import SLE
+from ..nn.spectral_norm import spectral_norm
+
+__all__ = ["RESOLUTIONS", "FastGANGenerator", "FastGANDiscriminator", "SimpleDecoder", "DownBlock", "DownBlockComp",
+           "UpBlock", "UpBlockComp", "NoiseInjection", "GLU", "crop_part", "weights_init", "batch_stat_bn",
+           "count_parameters"]
+
+RESOLUTIONS = (256, 512, 1024)
+_G_MULT = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
+_D_MULT = {4: 16, 8: 16, 16: 8, 32: 4, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
+
+
+def _nfc(mult: dict, width: int) -> dict[int, int]:
+    return {k: max(1, int(v * width)) for k, v in mult.items()}
+
+
+def _conv(cin: int, cout: int, k: int, s: int = 1, p: int = 0, *, sn: bool = True, impl: str = "auto") -> nn.Module:
+    m = nn.Conv2d(cin, cout, k, s, p, bias=False)
+    return spectral_norm(m, impl=impl) if sn else m
+
+
+class GLU(nn.Module):
+    """Gated linear unit over channels: first half x sigmoid(second half)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * torch.sigmoid(b)
+
+
+class NoiseInjection(nn.Module):
+    """``feat + w * n`` with n ~ N(0, 1) of shape (B, 1, H, W) drawn each forward; w a scalar initialised to 0.
+
+    ``self.fixed`` (set by :meth:`FastGANGenerator.replay_noise`) replays stored noise instead of drawing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.record: list | None = None
+        self.fixed: torch.Tensor | None = None
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = feat.shape
+        noise = self.fixed if self.fixed is not None else torch.randn(b, 1, h, w, device=feat.device,
+                                                                     dtype=feat.dtype)
+        if self.record is not None:
+            self.record.append(noise)
+        return feat + self.weight * noise
+
+
+class UpBlock(nn.Sequential):
+    """Nearest x2; SN-conv3x3 (in -> 2 out); BN; GLU."""
+
+    def __init__(self, cin: int, cout: int, *, sn: bool = True) -> None:
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), _conv(cin, cout * 2, 3, 1, 1, sn=sn),
+                         nn.BatchNorm2d(cout * 2), GLU())
+
+
+class UpBlockComp(nn.Sequential):
+    """Nearest x2; conv3x3; noise; BN; GLU; conv3x3; noise; BN; GLU (the reference's ``UpBlockComp``)."""
+
+    def __init__(self, cin: int, cout: int, *, sn: bool = True) -> None:
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), _conv(cin, cout * 2, 3, 1, 1, sn=sn),
+                         NoiseInjection(), nn.BatchNorm2d(cout * 2), GLU(),
+                         _conv(cout, cout * 2, 3, 1, 1, sn=sn), NoiseInjection(), nn.BatchNorm2d(cout * 2), GLU())
+
+
+class DownBlock(nn.Sequential):
+    """SN-conv4x4 s2 p1; BN; LeakyReLU(0.2)."""
+
+    def __init__(self, cin: int, cout: int, *, sn: bool = True) -> None:
+        super().__init__(_conv(cin, cout, 4, 2, 1, sn=sn), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
+
+
+class DownBlockComp(nn.Module):
+    """(main + direct) / 2: main = conv4x4 s2, BN, LReLU, conv3x3, BN, LReLU; direct = avgpool2, conv1x1, BN, LReLU."""
+
+    def __init__(self, cin: int, cout: int, *, sn: bool = True) -> None:
+        super().__init__()
+        self.main = nn.Sequential(_conv(cin, cout, 4, 2, 1, sn=sn), nn.BatchNorm2d(cout),
+                                  nn.LeakyReLU(0.2, inplace=True), _conv(cout, cout, 3, 1, 1, sn=sn),
+                                  nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+        self.direct = nn.Sequential(nn.AvgPool2d(2, 2), _conv(cin, cout, 1, 1, 0, sn=sn), nn.BatchNorm2d(cout),
+                                    nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.main(x) + self.direct(x)) / 2
+
+
+class SimpleDecoder(nn.Module):
+    """D's reconstruction decoder: adaptive-pool to 8x8, four (nearest x2, conv3x3, BN, GLU), conv3x3 -> 3, tanh.
+
+    Args:
+        cin: input channels. base: width base (32 in the reference, i.e. ``ndf // 2``).
+
+    Shape:
+        (B, cin, h, w) -> (B, 3, 128, 128).
+    """
+
+    def __init__(self, cin: int, base: int = 32, *, sn: bool = True) -> None:
+        super().__init__()
+        nfc = _nfc(_G_MULT, base)
+        chans = [cin, nfc[16], nfc[32], nfc[64], nfc[128]]
+        self.main = nn.Sequential(nn.AdaptiveAvgPool2d(8),
+                                  *[UpBlock(a, b, sn=sn) for a, b in zip(chans[:-1], chans[1:])],
+                                  _conv(nfc[128], 3, 3, 1, 1, sn=sn), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+def crop_part(x: torch.Tensor, part: int) -> torch.Tensor:
+    """Quadrant ``part`` of a (B, C, H, W) map: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right."""
+    h, w = x.shape[2] // 2, x.shape[3] // 2
+    r, c = divmod(int(part), 2)
+    return x[:, :, r * h:(r + 1) * h, c * w:(c + 1) * w]
+
+
+class FastGANGenerator(nn.Module):
+    """FastGAN generator: InitLayer, up-blocks to ``im_size`` with SLE links 4->64, 8->128, 16->256 (32->512).
+
+    Args:
+        im_size: 256, 512 or 1024.
+        ngf: width (reference 64). nz: latent size (reference 256).
+        tanh: squash both outputs with tanh. ``None`` (default) reproduces the reference quirk: tanh only at 1024,
+            raw conv outputs at 256 and 512 (methods.md §7.1).
+        sn: spectral norm on every conv (reference: yes). impl: SLE backend.
+
+    Shape:
+        z (B, nz) -> [image (B, 3, im_size, im_size), image_128 (B, 3, 128, 128)].
+    """
+
+    SLE_LINKS = {64: 4, 128: 8, 256: 16, 512: 32}  # high resolution -> low resolution
+
+    def __init__(self, im_size: int = 256, ngf: int = 64, nz: int = 256, *, tanh: bool | None = None,
+                 sn: bool = True, impl: str = "auto") -> None:
+        super().__init__()
+        if im_size not in RESOLUTIONS:
+            raise ValueError(f"FastGANGenerator: im_size must be one of {RESOLUTIONS}, got {im_size}")
+        self.im_size, self.nz = im_size, nz
+        self.tanh = (im_size == 1024) if tanh is None else bool(tanh)
+        nfc = self.nfc = _nfc(_G_MULT, ngf)
+        convt = nn.ConvTranspose2d(nz, nfc[4] * 2, 4, 1, 0, bias=False)
+        self.init = nn.Sequential(spectral_norm(convt, impl=impl) if sn else convt, nn.BatchNorm2d(nfc[4] * 2), GLU())
+        self.feat_8 = UpBlockComp(nfc[4], nfc[8], sn=sn)
+        self.feat_16 = UpBlock(nfc[8], nfc[16], sn=sn)
+        self.feat_32 = UpBlockComp(nfc[16], nfc[32], sn=sn)
+        self.feat_64 = UpBlock(nfc[32], nfc[64], sn=sn)
+        self.feat_128 = UpBlockComp(nfc[64], nfc[128], sn=sn)
+        self.feat_256 = UpBlock(nfc[128], nfc[256], sn=sn)
+        self.se_64 = SLE(nfc[4], nfc[64], spectral_norm=sn, impl=impl)
+        self.se_128 = SLE(nfc[8], nfc[128], spectral_norm=sn, impl=impl)
+        self.se_256 = SLE(nfc[16], nfc[256], spectral_norm=sn, impl=impl)
+        self.to_128 = _conv(nfc[128], 3, 1, 1, 0, sn=sn)
+        self.to_big = _conv(nfc[im_size], 3, 3, 1, 1, sn=sn)
+        if im_size > 256:
+            self.feat_512 = UpBlockComp(nfc[256], nfc[512], sn=sn)
+            self.se_512 = SLE(nfc[32], nfc[512], spectral_norm=sn, impl=impl)
+        if im_size > 512:
+            self.feat_1024 = UpBlock(nfc[512], nfc[1024], sn=sn)
+
+    def forward(self, z: torch.Tensor, *, lows: dict[int, torch.Tensor] | None = None,
+                return_lows: bool = False):
+        """Generate ``[image, image_128]``.
+
+        Args:
+            z: (B, nz) or (B, nz, 1, 1) latents.
+            lows: style mixing: {high resolution (64/128/256/512): low-resolution feature} replacing the SLE input
+                ``x_low`` of that link (e.g. taken from another latent's ``return_lows``).
+            return_lows: also return the dict {4, 8, 16, 32: feature} of this pass's SLE inputs.
+        """
+        lows = lows or {}
+        f = {4: self.init(z.reshape(z.shape[0], -1, 1, 1))}
+        f[8] = self.feat_8(f[4])
+        f[16] = self.feat_16(f[8])
+        f[32] = self.feat_32(f[16])
+        own = {4: f[4], 8: f[8], 16: f[16], 32: f[32]}
+        x = self.se_64(lows.get(64, f[4]), self.feat_64(f[32]))
+        f128 = self.se_128(lows.get(128, f[8]), self.feat_128(x))
+        x = self.se_256(lows.get(256, f[16]), self.feat_256(f128))
+        if self.im_size > 256:
+            x = self.se_512(lows.get(512, f[32]), self.feat_512(x))
+        if self.im_size > 512:
+            x = self.feat_1024(x)
+        big, small = self.to_big(x), self.to_128(f128)
+        if self.tanh:
+            big, small = torch.tanh(big), torch.tanh(small)
+        return ([big, small], own) if return_lows else [big, small]
+
+    def noise_layers(self) -> list[NoiseInjection]:
+        return [m for m in self.modules() if isinstance(m, NoiseInjection)]
+
+    @torch.no_grad()
+    def style_mix(self, z_content: torch.Tensor, z_style: torch.Tensor,
+                  resolutions: Sequence[int] = (64, 128, 256, 512)) -> torch.Tensor:
+        """Images with ``z_content``'s main path and ``z_style``'s SLE inputs at ``resolutions`` (paper app. C).
+
+        Returns:
+            (B, 3, im_size, im_size) mixed images; B = len(z_content) = len(z_style).
+        """
+        bad = [r for r in resolutions if r not in self.SLE_LINKS or (r == 512 and self.im_size == 256)]
+        if bad:
+            raise ValueError(f"style_mix: resolutions must be SLE links of this G "
+                             f"({[r for r in self.SLE_LINKS if r < self.im_size]}), got {bad}")
+        _, own = self(z_style, return_lows=True)
+        lows = {r: own[self.SLE_LINKS[r]] for r in resolutions}
+        return self(z_content, lows=lows)[0]
+
+
+class FastGANDiscriminator(nn.Module):
+    """FastGAN discriminator: a big branch (DownBlockComp x5 with SLE), a 128 branch, three decoders.
+
+    Args:
+        im_size: 256, 512 or 1024. ndf: width (reference 64). sn: spectral norm. impl: SLE backend.
+
+    Shape:
+        ``forward(x)`` with x a tensor (B, 3, H, W) (reals: nearest-resized to im_size and 128) or a list
+        ``[image, image_128]`` (fakes) -> logits (50 B,): big branch's 5x5 per image, then the small branch's.
+        ``forward(x, part=p)`` (real pass) -> (logits, (rec_big, rec_small, rec_part)), each (B, 3, 128, 128).
+    """
+
+    def __init__(self, im_size: int = 256, ndf: int = 64, *, sn: bool = True, impl: str = "auto") -> None:
+        super().__init__()
+        if im_size not in RESOLUTIONS:
+            raise ValueError(f"FastGANDiscriminator: im_size must be one of {RESOLUTIONS}, got {im_size}")
+        self.im_size = im_size
+        nfc = self.nfc = _nfc(_D_MULT, ndf)
+        lrelu = nn.LeakyReLU(0.2, inplace=True)
+        if im_size == 1024:
+            self.down_from_big = nn.Sequential(_conv(3, nfc[1024], 4, 2, 1, sn=sn), nn.LeakyReLU(0.2, inplace=True),
+                                               _conv(nfc[1024], nfc[512], 4, 2, 1, sn=sn), nn.BatchNorm2d(nfc[512]),
+                                               lrelu)
+        elif im_size == 512:
+            self.down_from_big = nn.Sequential(_conv(3, nfc[512], 4, 2, 1, sn=sn), lrelu)
+        else:
+            self.down_from_big = nn.Sequential(_conv(3, nfc[512], 3, 1, 1, sn=sn), lrelu)
+        self.down_4 = DownBlockComp(nfc[512], nfc[256], sn=sn)
+        self.down_8 = DownBlockComp(nfc[256], nfc[128], sn=sn)
+        self.down_16 = DownBlockComp(nfc[128], nfc[64], sn=sn)
+        self.down_32 = DownBlockComp(nfc[64], nfc[32], sn=sn)
+        self.down_64 = DownBlockComp(nfc[32], nfc[16], sn=sn)
+        self.rf_big = nn.Sequential(_conv(nfc[16], nfc[8], 1, 1, 0, sn=sn), nn.BatchNorm2d(nfc[8]),
+                                    nn.LeakyReLU(0.2, inplace=True), _conv(nfc[8], 1, 4, 1, 0, sn=sn))
+        self.se_2_16 = SLE(nfc[512], nfc[64], spectral_norm=sn, impl=impl)
+        self.se_4_32 = SLE(nfc[256], nfc[32], spectral_norm=sn, impl=impl)
+        self.se_8_64 = SLE(nfc[128], nfc[16], spectral_norm=sn, impl=impl)
+        self.down_from_small = nn.Sequential(_conv(3, nfc[256], 4, 2, 1, sn=sn), nn.LeakyReLU(0.2, inplace=True),
+                                             DownBlock(nfc[256], nfc[128], sn=sn), DownBlock(nfc[128], nfc[64], sn=sn),
+                                             DownBlock(nfc[64], nfc[32], sn=sn))
+        self.rf_small = _conv(nfc[32], 1, 4, 1, 0, sn=sn)
+        base = max(1, ndf // 2)
+        self.decoder_big = SimpleDecoder(nfc[16], base, sn=sn)
+        self.decoder_part = SimpleDecoder(nfc[32], base, sn=sn)
+        self.decoder_small = SimpleDecoder(nfc[32], base, sn=sn)
+
+    def forward(self, x, *, part: int | None = None):
+        if isinstance(x, torch.Tensor):
+            big = x if x.shape[-1] == self.im_size else F.interpolate(x, size=self.im_size)
+            small = x if x.shape[-1] == 128 else F.interpolate(x, size=128)
+        else:
+            big, small = x
+        f2 = self.down_from_big(big)
+        f4 = self.down_4(f2)
+        f8 = self.down_8(f4)
+        f16 = self.se_2_16(f2, self.down_16(f8))
+        f32 = self.se_4_32(f4, self.down_32(f16))
+        f_last = self.se_8_64(f8, self.down_64(f32))
+        rf0 = self.rf_big(f_last).reshape(-1)
+        f_small = self.down_from_small(small)
+        rf1 = self.rf_small(f_small).reshape(-1)
+        logits = torch.cat([rf0, rf1])
+        if part is None:
+            return logits
+        recs = (self.decoder_big(f_last), self.decoder_small(f_small), self.decoder_part(crop_part(f32, part)))
+        return logits, recs
+
+
+def weights_init(model: nn.Module) -> nn.Module:
+    """Reference init: conv weights ~ N(0, 0.02) (into ``weight_orig`` under SN); BN weight ~ N(1, 0.02), bias 0."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                w = getattr(m, "weight_orig", None)
+                (w if w is not None else m.weight).normal_(0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.normal_(1.0, 0.02)
+                m.bias.zero_()
+    return model
+
+
+@contextlib.contextmanager
+def batch_stat_bn(model: nn.Module) -> Iterator[nn.Module]:
+    """Run BatchNorm layers on batch statistics without touching their running stats (the reference samples G in
+    train mode); everything else keeps its mode (spectral norm in eval: no power iteration)."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            saved.append((m, m.training, m.track_running_stats))
+            m.training, m.track_running_stats = True, False
+    try:
+        yield model
+    finally:
+        for m, tr, track in saved:
+            m.training, m.track_running_stats = tr, track
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (SN's u/v are buffers, so they do not count)."""
+    return sum(p.numel() for p in model.parameters())

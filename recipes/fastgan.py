@@ -1,0 +1,247 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""FastGAN recipe (Liu et al., ICLR 2021): train / generate / eval / mix, on ganops' fused ops and toolkit.
+
+`python recipes/fastgan.py` (no arguments) trains the 256x256 architecture at reduced width on the embedded
+Twemoji smileys on the CPU (preset printed at start), writing samples, checkpoints and stats.jsonl.
+`python recipes/fastgan.py train` uses the reference's hyper-parameters (256^2 here; the reference defaults to 1024).
+
+Where this code and the reference code (odegeasslbc/FastGAN-pytorch, methods.md §1) differ:
+  * the step order: by default D's real pass runs before G's forward (--step-order ours), so G's graph is not
+    alive during the largest peak, and D is frozen during the G step; --step-order reference restores the
+    reference's order. The losses are the same (all random draws are made up front in a fixed order);
+  * the quadrant `part`, the hinge margins and DiffAugment draws use torch's RNG (the reference: Python random
+    for `part`), and the data order is seeded (the reference reseeds numpy from OS entropy);
+  * the EMA copies BN running stats and SN u/v from G (the reference's checkpoints also pair EMA params with raw
+    buffers); samples use batch statistics like the reference's train-mode sampling (--bn batch) or the running
+    stats (--bn running);
+  * data: folders are read recursively, images centre-cropped (the reference stretches); hflip is optional
+    (--hflip; the reference always flips);
+  * --tanh auto keeps the reference quirk (tanh only at 1024; raw outputs at 256/512); --tanh on squashes always;
+  * --recon-loss l1|mse|lpips-alex are cheaper substitutes for the reference's LPIPS-VGG.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from ganops.models.fastgan import (RESOLUTIONS, FastGANDiscriminator, FastGANGenerator, batch_stat_bn,
+                                   count_parameters, weights_init)
+from ganops.models.fastgan_step import RECON_LOSSES, STEP_ORDERS, FastGANStep, make_recon_loss
+from ganops.nn.spectral_norm import spectral_norm_group
+from ganops.train import EMA, TrainLoop, check_options, fixed_noise, load_checkpoint, save_grid, train_options
+from ganops.train.distributed import wrap_ddp
+
+ARCH_KEYS = ["resolution", "ngf", "ndf", "nz", "tanh"]
+#: the no-argument CPU preset: overrides of `train`'s defaults (which are the reference's hyper-parameters).
+PRESET_OPTS = dict(ngf=8, ndf=8, iters=800, recon_loss="l1", ema_warmup=10, snap=200, sample_every=100, workers=0)
+PRESET = ("builtin:emoji (80 Twemoji smileys, CC-BY 4.0) at 256x256, the reference architecture at width "
+          "ngf=ndf=8 (reference 64), batch 8, 800 iterations, --recon-loss l1 (reference: lpips-vgg), "
+          "--ema-warmup 10; about 8-9 min on an idle 2-core CPU")
+_TANH = {"auto": None, "on": True, "off": False}
+
+
+def build_generator(cfg: dict) -> FastGANGenerator:
+    return FastGANGenerator(cfg["resolution"], cfg["ngf"], cfg["nz"], tanh=_TANH[cfg["tanh"]])
+
+
+def build_models(cfg: dict) -> tuple[FastGANGenerator, FastGANDiscriminator]:
+    g = weights_init(build_generator(cfg))
+    d = weights_init(FastGANDiscriminator(cfg["resolution"], cfg["ndf"]))
+    return g, d
+
+
+@click.group(invoke_without_command=True, help=__doc__)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        click.echo(f"fastgan: no command given, training the default preset: {PRESET}")
+        ctx.invoke(train, **PRESET_OPTS)
+
+
+@cli.command(help="Train FastGAN (hinge with random margins + 3 reconstruction decoders, Adam, EMA, DiffAugment).")
+@train_options(resolution=256, batch=8, iters=50000, snap=5000, sample_every=1000)
+@click.option("--ngf", type=click.IntRange(min=2), default=64, show_default=True, help="G width")
+@click.option("--ndf", type=click.IntRange(min=2), default=64, show_default=True, help="D width")
+@click.option("--nz", type=click.IntRange(min=1), default=256, show_default=True, help="latent size")
+@click.option("--tanh", type=click.Choice(list(_TANH)), default="auto", show_default=True,
+              help="output tanh: auto = reference quirk (only at 1024), on, off")
+@click.option("--recon-loss", type=click.Choice(RECON_LOSSES), default="lpips-vgg", show_default=True,
+              help="decoders' reconstruction loss, summed over the batch (lpips-vgg: the reference)")
+@click.option("--policy", default="color,translation", show_default=True, help="DiffAugment policy ('' disables)")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam lr for G and D")
+@click.option("--betas", type=(float, float), default=(0.5, 0.999), show_default=True, help="Adam betas")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True)
+@click.option("--ema-warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="EMA decay min(decay, (1+n)/(W+n)) at update n (0: constant, the reference; short runs want ~10)")
+@click.option("--step-order", type=click.Choice(STEP_ORDERS), default="ours", show_default=True,
+              help="ours: D real pass before G's forward, D frozen in the G step (less memory, same losses)")
+@click.option("--sn-group/--no-sn-group", default=True, show_default=True,
+              help="update all spectral norms of G / D in one grouped call per forward")
+@click.option("--n-sample", type=click.IntRange(min=1), default=16, show_default=True, help="images per fakes grid")
+def train(**opts) -> dict:
+    check_options(opts, power_of_two=True)
+    if opts["resolution"] not in RESOLUTIONS:
+        raise click.UsageError(f"--resolution must be one of {RESOLUTIONS} for FastGAN, got {opts['resolution']}")
+    opts["betas"] = list(opts["betas"])
+    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS)
+    cfg, dev = loop.config, loop.device
+    G, D = build_models(cfg)
+    G, D = G.to(dev), D.to(dev)
+    if loop.is_main:
+        click.echo(f"fastgan: G {count_parameters(G):,} params, D {count_parameters(D):,} params (incl. decoders) "
+                   f"at {cfg['resolution']}^2, ngf={cfg['ngf']} ndf={cfg['ndf']}")
+    if opts["sn_group"]:
+        spectral_norm_group(G)
+        spectral_norm_group(D)
+    G_ = loop.prepare(G)
+    D_ = loop.prepare(D, ddp_wrap=False)
+    if loop.dist.distributed:  # decoders only run on reals: DDP must tolerate unused parameters
+        D_ = wrap_ddp(D_, loop.dist, find_unused_parameters=True)
+    ema = EMA(G, decay=opts["ema_decay"], warmup=opts["ema_warmup"])
+    opt_g = torch.optim.Adam(G.parameters(), opts["lr"], betas=tuple(opts["betas"]))
+    opt_d = torch.optim.Adam(D.parameters(), opts["lr"], betas=tuple(opts["betas"]))
+    recon = make_recon_loss(opts["recon_loss"], dev)
+    if opts["dry_run"]:
+        return {}
+    stepper = FastGANStep(G, D, opt_g, opt_d, recon, policy=opts["policy"], order=opts["step_order"], amp=loop.amp,
+                          ema=ema, G_=G_, D_=D_, check_finite=loop.check_finite,
+                          freeze_d=(opts["step_order"] == "ours" and not loop.dist.distributed))
+    z_fixed = fixed_noise(opts["n_sample"], cfg["nz"], seed=0, device=dev)
+
+    def sample(it: int) -> torch.Tensor:
+        with batch_stat_bn(ema.module):
+            return ema.module(z_fixed)[0].clamp(-1, 1)
+
+    return loop.run(lambda reals, it: stepper(reals), sample, models={"G": G, "D": D},
+                    optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema})
+
+
+def load_generator(run: str, device: str = "cpu") -> tuple[FastGANGenerator, dict, Path]:
+    """The EMA generator of a run directory or checkpoint, its config and run dir."""
+    p = Path(run)
+    if not p.exists():
+        raise click.UsageError(f"--run {run}: no such run directory or checkpoint")
+    ck = load_checkpoint(run)
+    cfg = ck["config"]
+    g = build_generator(cfg)
+    g.load_state_dict(ck["ema"]["G_ema"]["module"])
+    return g.to(device).eval(), cfg, (p if p.is_dir() else p.resolve().parent)
+
+
+def _run_g(g: FastGANGenerator, bn: str, *args, **kw):
+    if bn == "batch":
+        with batch_stat_bn(g):
+            return g(*args, **kw)
+    return g(*args, **kw)
+
+
+def _seeds(spec: str) -> list[int]:
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
+_run_opt = click.option("--run", "run", required=True, help="run directory (or checkpoint file) of a training run")
+_bn_opt = click.option("--bn", type=click.Choice(["batch", "running"]), default="batch", show_default=True,
+                       help="BatchNorm statistics when sampling: batch (the reference samples in train mode) or "
+                            "running")
+_dev_opt = click.option("--device", default="cpu", show_default=True)
+
+
+@cli.command(help="Images from seeds with the EMA generator (one PNG grid, or one file per seed with --per-image).")
+@_run_opt
+@click.option("--seeds", default="0-15", show_default=True, help="comma list of seeds and ranges, e.g. 0-7,42")
+@click.option("--out", default=None, help="output PNG grid (or folder with --per-image) [default: RUN/generate.png]")
+@click.option("--per-image", is_flag=True, help="write one PNG per seed into --out (a folder)")
+@_bn_opt
+@_dev_opt
+@torch.no_grad()
+def generate(run: str, seeds: str, out: str | None, per_image: bool, bn: str, device: str) -> str:
+    g, cfg, run_dir = load_generator(run, device)
+    ss = _seeds(seeds)
+    z = torch.cat([fixed_noise(1, cfg["nz"], seed=s, device=device) for s in ss])
+    imgs = torch.cat([_run_g(g, bn, zb)[0] for zb in z.split(16)]).clamp(-1, 1)
+    path = out or str(run_dir / ("generate" if per_image else "generate.png"))
+    if per_image:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for s, im in zip(ss, imgs):
+            save_grid(im[None], Path(path) / f"seed{s:05d}.png", nrow=1)
+    else:
+        save_grid(imgs, path)
+    click.echo(f"fastgan: wrote {len(ss)} images to {path}")
+    return path
+
+
+@cli.command(help="Style mixing (paper appendix C): content latents' main path, style latents' SLE inputs at the "
+                  "chosen resolutions. Grid: row 0 = styles, column 0 = contents.")
+@_run_opt
+@click.option("--content-seeds", default="0-3", show_default=True)
+@click.option("--style-seeds", default="10-13", show_default=True)
+@click.option("--resolutions", default="64,128,256", show_default=True,
+              help="SLE links (high resolution) whose low-res input comes from the style: 64,128,256[,512]")
+@click.option("--out", default=None, help="output PNG [default: RUN/mix.png]")
+@_bn_opt
+@_dev_opt
+@torch.no_grad()
+def mix(run: str, content_seeds: str, style_seeds: str, resolutions: str, out: str | None, bn: str,
+        device: str) -> str:
+    g, cfg, run_dir = load_generator(run, device)
+    res = [int(r) for r in resolutions.split(",") if r.strip()]
+    links = [r for r in g.SLE_LINKS if r < g.im_size or (r == 512 and g.im_size > 512)]
+    bad = [r for r in res if r not in links]
+    if bad:
+        raise click.UsageError(f"--resolutions: {bad} are not SLE links of this {g.im_size}^2 G (use {links})")
+    zc = torch.cat([fixed_noise(1, cfg["nz"], seed=s, device=device) for s in _seeds(content_seeds)])
+    zs = torch.cat([fixed_noise(1, cfg["nz"], seed=s, device=device) for s in _seeds(style_seeds)])
+    (content, _), (style, lows) = _run_g(g, bn, zc, return_lows=True), _run_g(g, bn, zs, return_lows=True)
+    content, style = content[0], style[0]
+    nc, ns = len(zc), len(zs)
+    cells = [torch.full_like(content[:1], 1.0)] + list(style.split(1))
+    for i in range(nc):
+        cells.append(content[i:i + 1])
+        for j in range(ns):  # the whole content batch per style keeps BN batch statistics those of the contents
+            mixed = _run_g(g, bn, zc, lows={r: lows[g.SLE_LINKS[r]][j:j + 1].expand(nc, -1, -1, -1) for r in res})
+            cells.append(mixed[0][i:i + 1])
+    path = out or str(run_dir / "mix.png")
+    save_grid(torch.cat(cells).clamp(-1, 1), path, nrow=ns + 1)
+    click.echo(f"fastgan: style mixing at {res} ({nc} contents x {ns} styles) -> {path}")
+    return path
+
+
+@cli.command(help="FID/KID of EMA-generator samples against the training data (or --real FOLDER).")
+@_run_opt
+@click.option("--real", default=None, help="real images: folder or builtin:NAME [default: the run's --data]")
+@click.option("--num", type=click.IntRange(min=2), default=None, help="images per set [default: real set size]")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_bn_opt
+@_dev_opt
+@torch.no_grad()
+def eval(run: str, real: str | None, num: int | None, seed: int, bn: str, device: str) -> dict:  # noqa: A001
+    from ganops.metrics.features import cached_features, inception_features
+    from ganops.metrics.fid import fid_from_features, kid_from_features
+    from ganops.train import open_dataset
+
+    g, cfg, run_dir = load_generator(run, device)
+    ds = open_dataset(real or cfg["data"], cfg["resolution"], verbose=False)
+    n = min(num or len(ds), len(ds))
+    reals = torch.stack([ds[i] for i in range(n)])
+    z = fixed_noise(n, cfg["nz"], seed=seed, device=device)
+    fakes = torch.cat([_run_g(g, bn, zb)[0] for zb in z.split(16)]).clamp(-1, 1).cpu()
+    fr = cached_features(reals, device=device)
+    ff = inception_features(fakes, device=device)
+    kid = kid_from_features(fr, ff, subset_size=min(1000, n))
+    res = {"num": n, "real": real or cfg["data"], f"fid{n}": fid_from_features(fr, ff), f"kid{n}": kid[0],
+           "kid_std": kid[1]}
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(res) + "\n")
+    click.echo(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    cli()
