@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""DISP recipe: a GAN conditioned on data-instance priors (Mangla et al., WACV 2022); train / generate / eval.
+"""DISP recipe: a GAN conditioned on data-instance priors (Mangla et al., WACV 2022); train/generate/eval/invert.
 
 `python recipes/disp.py` (no arguments) trains on the embedded Twemoji smileys at 32x32 on the CPU in a few
 minutes, then writes samples generated from vicinal and GMM priors next to the checkpoints.
 
 Where this code and the paper differ (no official code exists; choices are ours, methods.md §4):
+
+\b
   * priors: pooled VGG16 conv5_3 (512-d; the paper's DISP-Vgg16 uses the classifier's last layer, whose fc
     weights are not available offline) or EfficientNet-Lite0 pooled features (1280-d); SimCLR is not offered;
   * vicinal mix: c = lam*C(x_i) + (1-lam)*C(x_j), lam ~ U[0,1] by default (--vicinal sets the law);
