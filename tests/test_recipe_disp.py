@@ -120,13 +120,16 @@ def test_resume_continues_and_baseline(trained, tmp_path):
     outdir = run.parent
     # --resume auto continues the newest run in place (prior cache hit this time)
     p = run_cli([(["train", "--resume", "auto", "--iters", "3"], {"train": tiny(outdir)}),
-                 (["train", "--baseline", "--iters", "1"], {"train": tiny(tmp_path / "b")})], tmp_path)
+                 (["train", "--baseline", "--iters", "1", "--cr-weight", "10"], {"train": tiny(tmp_path / "b")})],
+                tmp_path)
     steps = [json.loads(s)["step"] for s in (run / "stats.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3] and not (outdir / "00001-disp").exists()
     assert "cache hit" in p.stdout
     b = tmp_path / "b" / "00000-disp"
     assert (b / "vicinal.png").is_file() and (b / "gmm.png").is_file()
     assert torch.load(b / "priors.pt", weights_only=True)["priors"].shape == (80, 512)  # G's embedding table
+    rec = json.loads((b / "stats.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(rec["loss_d"]) and json.loads((b / "config.json").read_text())["cr_weight"] == 10
 
 
 @pytest.mark.slow
