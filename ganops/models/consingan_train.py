@@ -1,0 +1,316 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ConSinGAN stage-wise training: stage growth, per-stage optimisers, noise amplitude and one iteration in the
+reference's order or ganops' order (same maths, no regenerated fakes, cached frozen stages, batched D)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..ops.penalty import gradient_penalty
+from .consingan import Discriminator, GrowingGenerator, sample_noise
+
+__all__ = ["STEP_ORDERS", "gp_plain", "ConSinGANTrainer"]
+
+STEP_ORDERS = ("ours", "reference")
+
+
+def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float = 0.1,
+             u: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference's ``calc_gradient_penalty`` in plain autograd: one u ~ U[0,1) for the batch,
+    x = u real + (1-u) fake, ``weight * mean((||dsum D(x)/dx||_2 over channels - 1)^2)`` over (N, H, W)."""
+    u = torch.rand(1, device=real.device) if u is None else u
+    x = (u * real + (1 - u) * fake).detach().requires_grad_(True)
+    out = D(x)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
+    return ((g.norm(2, dim=1) - 1) ** 2).mean() * weight
+
+
+class ConSinGANTrainer:
+    """Holds G, D, the pyramid and the per-stage state, and runs iterations.
+
+    Args:
+        reals: the pyramid (coarsest first), each (1, 3, H_d, W_d) in [-1, 1].
+        cfg: options: nfc, num_layer, slope, batch_norm, mode, train_depth, lr_g, lr_d, lr_scale, beta1, niter,
+            gamma, d_steps, g_steps, lambda_grad, alpha, noise_amp, gp ("fused" | "plain"), gp_every (lazy GP,
+            1 = reference), step_order ("ours" | "reference").
+        device: torch device.
+        amp: a ``ganops.train.Amp`` or None.
+        stage0: optional ``fn(reals[0]) -> stage-0 input`` per iteration (harmonization/editing augmentations);
+            None draws N(0, 1) as in generation.
+    """
+
+    def __init__(self, reals: list[torch.Tensor], cfg: dict, device: torch.device | str = "cpu",
+                 amp: Any = None, stage0: Callable | None = None) -> None:
+        self.cfg, self.device, self.amp, self.stage0 = dict(cfg), torch.device(device), amp, stage0
+        self.reals = [r.to(self.device) for r in reals]
+        self.shapes = [tuple(r.shape[2:]) for r in self.reals]
+        c = self.cfg
+        self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"]).to(self.device)
+        self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"],
+                               gp_act=c.get("step_order", "ours") == "ours").to(self.device)
+        self.stage, self.amps, self.z_opt = -1, [], []
+        self.optG = self.optD = self.schedG = self.schedD = None
+        self._rec_cache: torch.Tensor | None = None
+        self._t0, self._n0 = time.time(), 0
+        self.only_last = False
+
+    # ---- stage structure ---------------------------------------------------------------------------------------
+    @property
+    def gen_mode(self) -> bool:
+        return self.G.gen_mode
+
+    def _z_opt(self, s: int) -> torch.Tensor:
+        c, (h, w) = self.cfg, self.shapes[s]
+        if s == 0:
+            if c["mode"] == "animation":
+                return torch.randn(1, 3, h, w, device=self.device)
+            if c["mode"] == "editing":
+                return self.reals[0] + 0.1 * torch.randn(1, 3, h, w, device=self.device)
+            return self.reals[0].clone()
+        k = 2 * c["num_layer"] if self.gen_mode else 0
+        return torch.randn(1, c["nfc"], h + k, w + k, device=self.device)
+
+    def _frozen_upto(self) -> int:
+        """Index of the last stage without trainable parameters (head frozen too), or -1."""
+        s, depth = self.stage, self.cfg["train_depth"]
+        return s - depth if s - depth >= 0 else -1
+
+    def _make_optimizers(self) -> None:
+        c, s, G = self.cfg, self.stage, self.G
+        for p in G.parameters():
+            p.requires_grad_(True)
+        trainable = list(G.body[-c["train_depth"]:]) if not self.only_last else [G.body[-1]]
+        for block in G.body[:len(G.body) - len(trainable)]:
+            block.requires_grad_(False)
+        groups = [{"params": list(b.parameters()), "lr": c["lr_g"] * c["lr_scale"] ** (len(trainable) - 1 - i)}
+                  for i, b in enumerate(trainable)]
+        if s - c["train_depth"] < 0 and not self.only_last:
+            groups.append({"params": list(G.head.parameters()), "lr": c["lr_g"] * c["lr_scale"] ** s})
+        elif c.get("step_order", "ours") == "ours":
+            G.head.requires_grad_(False)  # not optimised: skip its weight gradients (the reference computes them)
+        groups.append({"params": list(G.tail.parameters()), "lr": c["lr_g"]})
+        betas = (c["beta1"], 0.999)
+        foreach = None if c.get("step_order", "ours") == "reference" else True
+        self.optG = torch.optim.Adam(groups, lr=c["lr_g"], betas=betas, foreach=foreach)
+        self.optD = torch.optim.Adam(self.D.parameters(), lr=c["lr_d"], betas=betas, foreach=foreach)
+        ms = [int(0.8 * c["niter"])]
+        self.schedG = torch.optim.lr_scheduler.MultiStepLR(self.optG, milestones=ms, gamma=c["gamma"])
+        self.schedD = torch.optim.lr_scheduler.MultiStepLR(self.optD, milestones=ms, gamma=c["gamma"])
+        self._rec_cache = None
+
+    def start_stage(self, s: int) -> None:
+        """Build stage s (0 or the next one): grow G (copy of the last stage), D fresh-initialised and loaded with
+        the previous D, fixed reconstruction noise, optimisers/schedulers, noise amplitude from the RMSE."""
+        if s != self.stage + 1:
+            raise ValueError(f"start_stage({s}) after stage {self.stage}")
+        c = self.cfg
+        if s > 0:
+            fresh = Discriminator(c["nfc"], c["num_layer"], c["slope"])  # the reference's init draws (RNG parity)
+            del fresh
+            self.G.init_next_stage()
+        self.stage = s
+        self.z_opt.append(self._z_opt(s))
+        self._make_optimizers()
+        if s == 0:
+            self.amps.append(1.0)
+        else:
+            self.amps.append(0.0)
+            with torch.no_grad():
+                rec = self.G(self.z_opt, self.shapes, self.amps)
+                rmse = torch.sqrt(F.mse_loss(rec, self.reals[s]))
+            self.amps[-1] = float(c["noise_amp"] * rmse)
+        self._t0, self._n0 = time.time(), 0
+
+    # ---- state for checkpoints (ganops.train restores `extra` first) ------------------------------------------
+    def state_dict(self) -> dict:
+        return {"stage": self.stage, "amps": list(self.amps), "z_opt": [z.cpu() for z in self.z_opt],
+                "reals": [r.cpu() for r in self.reals], "only_last": self.only_last}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.reals = [r.to(self.device) for r in st["reals"]]
+        self.shapes = [tuple(r.shape[2:]) for r in self.reals]
+        while self.G.num_stages < st["stage"] + 1:
+            self.G.init_next_stage()
+        self.stage, self.amps = int(st["stage"]), list(st["amps"])
+        self.z_opt = [z.to(self.device) for z in st["z_opt"]]
+        self.only_last = bool(st.get("only_last", False))
+        if self.stage >= 0:
+            self._make_optimizers()
+
+    def optim_state(self) -> "_OptimState":
+        """An object for ``TrainLoop(optimizers=...)`` following the per-stage optimisers and schedulers."""
+        return _OptimState(self)
+
+    # ---- one iteration -----------------------------------------------------------------------------------------
+    def draw_noise(self) -> list[torch.Tensor]:
+        c = self.cfg
+        noise = sample_noise(self.shapes[:self.stage + 1], nfc=c["nfc"], num_layer=c["num_layer"],
+                             gen_mode=self.gen_mode, device=self.device)
+        if self.stage0 is not None:
+            noise[0] = self.stage0(self.reals[0])
+        return noise
+
+    def _autocast(self):
+        return self.amp.autocast() if self.amp is not None else torch.autocast(self.device.type, enabled=False)
+
+    def _penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        c = self.cfg
+        u = torch.rand(1, device=real.device)
+        if c.get("gp", "fused") == "plain":
+            return gp_plain(D, real, fake, c["lambda_grad"], u), None
+        scaler = self.amp.scaler if self.amp is not None and self.amp.scaler.is_enabled() else None
+        pen, out = gradient_penalty(D, real, fake, weight=c["lambda_grad"], alpha=(1 - u).to(real.dtype),
+                                    norm_over="channel", return_output=True, scaler=scaler)
+        return pen, out
+
+    def step(self) -> dict[str, float]:
+        """One iteration (3 D steps with WGAN-GP, one G backward with ``g_steps`` Adam steps on it)."""
+        if self.cfg.get("step_order", "ours") == "reference":
+            out = self._step_reference()
+        else:
+            out = self._step_ours()
+        self.schedD.step()
+        self.schedG.step()
+        self._n0 += 1
+        return out
+
+    def _g_steps(self, loss: torch.Tensor) -> None:
+        self.optG.zero_grad(set_to_none=True)
+        if self.amp is not None and self.amp.scaler.is_enabled():
+            sc = self.amp.scaler
+            sc.scale(loss).backward()
+            sc.step(self.optG)
+            if sum(v.item() for v in sc._found_inf_per_device(self.optG).values()) == 0:
+                for _ in range(self.cfg["g_steps"] - 1):
+                    self.optG.step()  # same (already unscaled) gradient, like the reference's repeated step
+            sc.update()
+        else:
+            loss.backward()
+            for _ in range(self.cfg["g_steps"]):
+                self.optG.step()
+
+    def _d_backward(self, loss: torch.Tensor) -> None:
+        if self.amp is not None and self.amp.scaler.is_enabled():
+            self.amp.scaler.scale(loss).backward()
+            self.amp.scaler.step(self.optD)
+            self.amp.scaler.update()
+        else:
+            loss.backward()
+            self.optD.step()
+
+    def _step_reference(self) -> dict[str, float]:
+        """The official order: the fake regenerated every D step, separate D calls, one G backward."""
+        c, G, D, real = self.cfg, self.G, self.D, self.reals[self.stage]
+        noise = self.draw_noise()
+        for j in range(c["d_steps"]):
+            D.zero_grad()
+            with self._autocast():
+                err_real = -D(real).mean()
+                if j == c["d_steps"] - 1:
+                    fake = G(noise, self.shapes, self.amps)
+                else:
+                    with torch.no_grad():
+                        fake = G(noise, self.shapes, self.amps)
+                err_fake = D(fake.detach()).mean()
+            gp, _ = self._penalty(D, real, fake.detach().float())
+            loss_d = err_real + err_fake + gp
+            self._d_backward(loss_d)
+        with self._autocast():
+            err_g = -D(fake).mean()
+            rec = G(self.z_opt, self.shapes, self.amps)
+            rec_loss = c["alpha"] * F.mse_loss(rec.float(), real)
+        G.zero_grad()
+        self._g_steps(err_g + rec_loss)
+        return {"loss_d": loss_d.detach(), "gp": gp.detach(), "loss_g": err_g.detach(), "rec": rec_loss.detach()}
+
+    def _rec_prefix(self, p: int) -> torch.Tensor | None:
+        if p < 0:
+            return None
+        if self._rec_cache is None:  # frozen stages + fixed noise: constant for the whole stage
+            with torch.no_grad(), self._autocast():
+                self._rec_cache = self.G.features(self.z_opt, self.shapes, self.amps, p)
+        return self._rec_cache
+
+    def _step_ours(self) -> dict[str, float]:
+        """Same maths: one G forward (fake and reconstruction batched when G has no BatchNorm), frozen stages
+        under no_grad (their reconstruction cached), real/fake/interpolate in one D call, no D weight gradients
+        in the G backward."""
+        c, G, D, real = self.cfg, self.G, self.D, self.reals[self.stage]
+        noise = self.draw_noise()
+        p = self._frozen_upto()
+        with self._autocast():
+            if p >= 0:
+                with torch.no_grad():
+                    pre = G.features(noise, self.shapes, self.amps, p)
+                rec_pre = self._rec_prefix(p)
+            if not c["batch_norm"]:
+                both = [torch.cat([a, b]) for a, b in zip(noise, self.z_opt)]
+                out = G(both, self.shapes, self.amps, start=p + 1, prev=torch.cat([pre, rec_pre]) if p >= 0 else None)
+                fake, rec = out[:1], out[1:]
+            else:
+                fake = G(noise, self.shapes, self.amps, start=p + 1, prev=pre if p >= 0 else None)
+                rec = G(self.z_opt, self.shapes, self.amps, start=p + 1, prev=rec_pre if p >= 0 else None)
+        fake_d = fake.detach()
+        gp_every = max(1, int(c.get("gp_every", 1)))
+        for j in range(c["d_steps"]):
+            self.optD.zero_grad(set_to_none=True)
+            with self._autocast():
+                o2 = D(torch.cat([real, fake_d.to(real.dtype)]))  # real and fake in one call
+            if j % gp_every == 0:
+                gp = self._penalty(D, real, fake_d.float())[0] * gp_every
+            else:
+                gp = torch.zeros((), device=real.device)
+            err_real, err_fake = -o2[0:1].mean(), o2[1:2].mean()
+            loss_d = err_real + err_fake + gp
+            self._d_backward(loss_d)
+        D.requires_grad_(False)
+        try:
+            with self._autocast():
+                err_g = -D(fake).mean()
+                rec_loss = c["alpha"] * F.mse_loss(rec.float(), real)
+            self._g_steps(err_g + rec_loss)
+        finally:
+            D.requires_grad_(True)
+        return {"loss_d": loss_d.detach(), "gp": gp.detach(), "loss_g": err_g.detach(), "rec": rec_loss.detach()}
+
+    def stage_eta(self, done_in_stage: int) -> float:
+        """Seconds left in the current stage from this stage's measured speed."""
+        if self._n0 == 0:
+            return float("nan")
+        rate = (time.time() - self._t0) / self._n0
+        return rate * max(0, self.cfg["niter"] - done_in_stage)
+
+    @torch.no_grad()
+    def generate(self, n: int = 1, *, scale_h: float = 1.0, scale_w: float = 1.0,
+                 stage0: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random samples (n, 3, H, W) in [-1, 1], every stage's shape scaled by (scale_h, scale_w)."""
+        c = self.cfg
+        shapes = [(max(1, int(h * scale_h)), max(1, int(w * scale_w))) for h, w in self.shapes[:self.stage + 1]]
+        outs = []
+        for _ in range(n):
+            noise = sample_noise(shapes, nfc=c["nfc"], num_layer=c["num_layer"], gen_mode=self.gen_mode,
+                                 device=self.device, generator=generator)
+            if stage0 is not None:
+                noise[0] = stage0
+            outs.append(self.G(noise, shapes, self.amps))
+        return torch.cat(outs)
+
+
+class _OptimState:
+    def __init__(self, t: ConSinGANTrainer) -> None:
+        self.t = t
+
+    def state_dict(self) -> dict:
+        t = self.t
+        return {"G": t.optG.state_dict(), "D": t.optD.state_dict(), "sG": t.schedG.state_dict(),
+                "sD": t.schedD.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        t = self.t
+        t.optG.load_state_dict(st["G"])
+        t.optD.load_state_dict(st["D"])
+        t.schedG.load_state_dict(st["sG"])
+        t.schedD.load_state_dict(st["sD"])

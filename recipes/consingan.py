@@ -1,0 +1,269 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ConSinGAN recipe (Hinz et al., WACV 2021): a single-image GAN whose stages train concurrently.
+
+`python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg with a CPU preset (max size 96 px,
+200 iterations per stage, 6 stages; the paper: 250 px and 2000; `--preset paper`) and writes a sample grid per
+stage and a 2x-width sample into the run directory.
+
+Commands: train (default), generate (trained size and any scale / aspect ratio), harmonize and edit (composite a
+naive image with a mask, optional fine-tuning of the last stage).
+
+Where this code and the reference differ (methods.md §3; reference behaviour is the default):
+  * --step-order ours (default) computes the same maths with less work: the fake is generated once per iteration
+    (the reference regenerates it for every D step), frozen stages run without autograd and their
+    reconstruction is cached, real and fake go through D in one call, the G backward skips D's weight gradients;
+    --step-order reference runs the official order;
+  * --iters is iterations per stage and --resolution the maximum image side (the reference's max_size);
+  * --gp-every N (lazy GP, N x weight every N-th D step) is not in the reference (default 1 = reference);
+  * harmonisation's albumentations strong_aug and the editing shuffle_grid are torch re-implementations
+    (docs/consingan.md lists them); mask dilation radii are in pixels of the trained size as in the reference.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import torch
+import torch.nn.functional as F
+
+from ganops.models.consingan import MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
+from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
+from ganops.models.consingan_train import ConSinGANTrainer
+from ganops.train import TrainLoop, check_options, load_checkpoint, load_single_image, save_grid, train_options
+
+PRESET = "cpu: --resolution 96 (max side) --iters 200 per stage, 6 stages (paper: 250 px, 2000 per stage)"
+PAPER = {"generation": dict(resolution=250, iters=2000),
+         "retarget": dict(resolution=250, iters=2000), "animation": dict(resolution=250, iters=2000),
+         "harmonization": dict(resolution=250, iters=1000, stages=3, min_size=120, slope=0.3, batch_norm=True),
+         "editing": dict(resolution=250, iters=1000, batch_norm=True)}
+ARCH = ["data", "resolution", "stages", "min_size", "nfc", "num_layer", "slope", "batch_norm", "mode"]
+
+
+def _cfg(o: dict) -> dict:
+    return dict(nfc=o["nfc"], num_layer=o["num_layer"], slope=o["slope"], batch_norm=o["batch_norm"],
+                mode=o["mode"], train_depth=o["train_depth"], lr_g=o["lr"], lr_d=o["lr"], lr_scale=o["lr_scale"],
+                beta1=0.5, niter=o["niter"], gamma=o["gamma"], d_steps=o["d_steps"], g_steps=o["g_steps"],
+                lambda_grad=o["lambda_grad"], alpha=o["alpha"], noise_amp=o["noise_amp"], gp=o["gp"],
+                gp_every=o["gp_every"], step_order=o["step_order"])
+
+
+def load_image(spec: str, what: str = "--data") -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1]; greyscale/RGBA converted with a note, missing files named."""
+    if not spec.startswith("builtin:"):
+        p = Path(spec)
+        if not p.exists():
+            raise click.UsageError(f"{what} {spec}: no such file")
+        try:
+            from PIL import Image
+            with Image.open(p) as im:
+                if im.mode != "RGB" and what != "--mask":
+                    click.echo(f"consingan: note: {what} {spec} is {im.mode}; converted to RGB"
+                               + (" (transparency composited on white)" if "A" in im.mode else ""))
+        except Exception:
+            pass
+    return load_single_image(spec)[0]
+
+
+def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
+    """Max-size adjust then the improved (or, for harmonisation, old) pyramid; too-small images explained."""
+    if min(img.shape[2:]) < o["min_size"]:
+        raise click.UsageError(f"--data: the image is {img.shape[2]}x{img.shape[3]}, smaller than --min-size "
+                               f"{o['min_size']} (the coarsest stage); use a larger image or a smaller --min-size")
+    real = adjust_to_max_size(img, o["resolution"])
+    if min(real.shape[2:]) < o["min_size"]:
+        raise click.UsageError(f"--resolution {o['resolution']}: the image becomes {real.shape[2]}x{real.shape[3]}, "
+                               f"whose short side is below --min-size {o['min_size']}; raise --resolution or "
+                               "lower --min-size")
+    rule = "old" if o["mode"] == "harmonization" else "improved"
+    return create_pyramid(real, stages=o["stages"], min_size=o["min_size"], rule=rule)
+
+
+def _stage0(mode: str):
+    return {"harmonization": strong_aug, "editing": editing_input}.get(mode)
+
+
+@click.group(invoke_without_command=True, help=__doc__)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        click.echo(f"consingan: no command given, training the default preset ({PRESET})")
+        ctx.invoke(train)
+
+
+@cli.command(help="Train all stages (generation by default; --mode harmonization|editing for those tasks).")
+@train_options(data="builtin:china", resolution=96, iters=200, snap=100, sample_every=0, batch=1)
+@click.option("--preset", type=click.Choice(["cpu", "paper"]), default="cpu", show_default=True,
+              help="paper: the reference's sizes/iterations for --mode (flags given explicitly still win)")
+@click.option("--mode", type=click.Choice(MODES), default="generation", show_default=True)
+@click.option("--stages", type=click.IntRange(2, 16), default=6, show_default=True, help="train_stages")
+@click.option("--train-depth", type=click.IntRange(1), default=3, show_default=True,
+              help="stages trained concurrently")
+@click.option("--min-size", type=click.IntRange(12), default=25, show_default=True, help="coarsest short side")
+@click.option("--nfc", type=click.IntRange(1), default=64, show_default=True, help="filters")
+@click.option("--num-layer", type=click.IntRange(1), default=3, show_default=True, help="convs per stage")
+@click.option("--slope", type=float, default=0.05, show_default=True, help="LeakyReLU slope")
+@click.option("--batch-norm", is_flag=True, help="BatchNorm in G (harmonization/editing)")
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="lr of G and D (newest stage)")
+@click.option("--lr-scale", type=float, default=0.1, show_default=True, help="lr factor per older stage")
+@click.option("--gamma", type=float, default=0.1, show_default=True, help="lr decay at 80% of each stage")
+@click.option("--d-steps", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--g-steps", type=click.IntRange(1), default=3, show_default=True,
+              help="Adam steps on the one G gradient (the reference's Gsteps)")
+@click.option("--lambda-grad", type=float, default=0.1, show_default=True, help="WGAN-GP weight")
+@click.option("--alpha", type=float, default=10.0, show_default=True, help="reconstruction weight")
+@click.option("--noise-amp", type=float, default=0.1, show_default=True, help="noise amp = this x rec. RMSE")
+@click.option("--gp", type=click.Choice(["fused", "plain"]), default="fused", show_default=True,
+              help="ganops.gradient_penalty or a plain-autograd copy of the reference")
+@click.option("--gp-every", type=click.IntRange(1), default=1, show_default=True, help="lazy GP (1 = reference)")
+@click.option("--step-order", type=click.Choice(["ours", "reference"]), default="ours", show_default=True)
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="torch CPU threads (0: leave torch's default)")
+@click.pass_context
+def train(ctx: click.Context, **o) -> dict:
+    if o["preset"] == "paper":
+        for k, v in PAPER[o["mode"]].items():
+            if ctx.get_parameter_source(k) in (None, click.core.ParameterSource.DEFAULT):
+                o[k] = v
+    check_options(o)
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    o["niter"] = o["iters"]
+    img = load_image(o["data"])
+    reals = build_pyramid(img, o)
+    loop = TrainLoop("consingan", dict(o, iters=o["stages"] * o["niter"]), arch_keys=ARCH, dataset=None)
+    t = ConSinGANTrainer(reals, _cfg(o), loop.device, amp=loop.amp, stage0=_stage0(o["mode"]))
+    if loop.is_main:
+        click.echo(f"consingan: {o['mode']}, {o['stages']} stages x {o['niter']} iterations, pyramid "
+                   + ", ".join(f"{h}x{w}" for h, w in t.shapes) + f"; D {count_params(t.D):,} params")
+    niter, times = o["niter"], {}
+
+    def step(_batch, it: int) -> dict:
+        s = it // niter
+        while t.stage < s:
+            t.start_stage(t.stage + 1)
+            times[t.stage] = time.time()
+            if loop.is_main:
+                click.echo(f"consingan: stage {t.stage}: {t.shapes[t.stage][0]}x{t.shapes[t.stage][1]}, "
+                           f"G {count_params(t.G):,} params, noise amp {t.amps[-1]:.4f}")
+        out = dict(t.step())
+        done = it + 1 - s * niter
+        out["stage"] = float(s)
+        out["stage_eta_s"] = t.stage_eta(done)
+        if done == niter and loop.is_main:
+            g = torch.Generator(device=loop.device).manual_seed(0)
+            with torch.no_grad():
+                rec = t.G(t.z_opt, t.shapes, t.amps)
+                imgs = torch.cat([t.reals[s], rec, t.generate(4, generator=g)])
+            save_grid(imgs, loop.run_dir / f"stage{s}.png", nrow=6)
+            click.echo(f"consingan: stage {s} done ({done} it, {time.time() - times.get(s, time.time()):.0f} s "
+                       f"this session); wrote stage{s}.png (real, reconstruction, 4 samples)")
+        return out
+
+    def sample(_it: int) -> torch.Tensor:
+        return t.generate(4, generator=torch.Generator(device=loop.device).manual_seed(0))
+
+    res = loop.run(step, sample, models={"G": t.G, "D": t.D}, optimizers={"opt": t.optim_state()},
+                   extra={"stage": t})
+    if loop.is_main and not o["dry_run"]:
+        g = torch.Generator(device=loop.device).manual_seed(1)
+        save_grid(t.generate(4, generator=g), Path(res["run_dir"]) / "samples.png", nrow=2)
+        save_grid(t.generate(2, scale_w=2.0, generator=g), Path(res["run_dir"]) / "samples_2x_width.png", nrow=1)
+        click.echo(f"consingan: wrote samples.png and samples_2x_width.png to {res['run_dir']}")
+    return res
+
+
+def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict, Path]:
+    """Rebuild a trained ConSinGAN from a run directory or checkpoint."""
+    try:
+        st = load_checkpoint(run)
+    except FileNotFoundError as e:
+        raise click.UsageError(f"--run {run}: no checkpoint found ({e})") from None
+    cfg = st["config"]
+    ex = st["extra"]["stage"]
+    t = ConSinGANTrainer(ex["reals"], _cfg(cfg), device)
+    t.load_state_dict(ex)
+    t.G.load_state_dict(st["models"]["G"])
+    t.D.load_state_dict(st["models"]["D"])
+    p = Path(run)
+    return t, cfg, (p if p.is_dir() else p.parent)
+
+
+@cli.command(help="Random samples at the trained size, or scaled per axis (arbitrary sizes/aspect ratios).")
+@click.option("--run", required=True, help="run directory or checkpoint")
+@click.option("--num", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--scale-h", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option("--scale-w", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", default=None, help="output PNG [default: RUN/generate-{h}x{w}-{seed}.png]")
+@click.option("--device", default="cpu", show_default=True)
+def generate(run: str, num: int, scale_h: float, scale_w: float, seed: int, out: str | None, device: str) -> str:
+    t, cfg, rd = load_trainer(run, device)
+    if cfg["mode"] in ("generation", "animation") and (scale_h != 1 or scale_w != 1):
+        click.echo("consingan: note: generation-mode models extrapolate at other sizes; --mode retarget trains "
+                   "the path made for it")
+    x = t.generate(num, scale_h=scale_h, scale_w=scale_w, generator=torch.Generator(device).manual_seed(seed))
+    path = out or str(rd / f"generate-{scale_h:g}x{scale_w:g}-{seed}.png")
+    save_grid(x, path)
+    click.echo(f"consingan: wrote {num} samples of {x.shape[2]}x{x.shape[3]} to {path}")
+    return path
+
+
+def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, seed: int, out: str | None,
+           device: str) -> str:
+    for flag, v in (("--naive", naive), ("--mask", mask)):
+        if not v:
+            raise click.UsageError(f"{task} needs {flag} (the {'naive composite' if flag == '--naive' else 'mask'}"
+                                   " image)")
+    t, cfg, rd = load_trainer(run, device)
+    if cfg["mode"] != {"harmonize": "harmonization", "edit": "editing"}[task]:
+        click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}")
+    torch.manual_seed(seed)
+    img = load_image(naive, "--naive").to(device)
+    big, small = imresize_to_shape(img, t.shapes[-1]), imresize_to_shape(img, t.shapes[0])
+    m = load_image(mask, "--mask").to(device).mean(1, keepdim=True).add(1).div(2)
+    m = F.interpolate(m, size=t.shapes[-1], mode="bilinear", align_corners=False)
+    if fine_tune:
+        t.only_last = True
+        t._make_optimizers()
+        t.stage0 = (lambda r: small + 0.1 * torch.randn_like(small)) if task == "edit" else (lambda r: small)
+        for i in range(fine_tune):
+            losses = t.step()
+        click.echo(f"consingan: fine-tuned the last stage for {fine_tune} iterations "
+                   f"(loss_g {float(losses['loss_g']):.4f})")
+    fake = t.generate(1, stage0=small, generator=torch.Generator(device).manual_seed(seed))
+    soft = prepare_mask(m, 7 if task == "harmonize" else 20, 5.0)
+    res = composite(big, fake, soft)
+    path = out or str(rd / f"{task}-{Path(naive).stem}.png")
+    save_grid(torch.cat([big, fake, res]), path, nrow=3)
+    click.echo(f"consingan: wrote naive | G output | composite to {path}")
+    return path
+
+
+@cli.command(help="Harmonise a pasted object: G on the naive image, composited through the dilated, blurred mask.")
+@click.option("--run", required=True, help="run trained with --mode harmonization")
+@click.option("--naive", default=None, help="naive composite image (required)")
+@click.option("--mask", default=None, help="mask image, white where the object is (required)")
+@click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True,
+              help="iterations training only the last stage on the naive image first")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", default=None)
+@click.option("--device", default="cpu", show_default=True)
+def harmonize(**o) -> str:
+    return _paste("harmonize", **o)
+
+
+@cli.command(help="Edit: G on the edited image, composited through the dilated, blurred mask.")
+@click.option("--run", required=True, help="run trained with --mode editing")
+@click.option("--naive", default=None, help="edited image (required)")
+@click.option("--mask", default=None, help="mask of the edited region (required)")
+@click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", default=None)
+@click.option("--device", default="cpu", show_default=True)
+def edit(**o) -> str:
+    return _paste("edit", **o)
+
+
+if __name__ == "__main__":
+    cli()
