@@ -192,7 +192,7 @@ def mix(run: str, content_seeds: str, style_seeds: str, resolutions: str, out: s
         device: str) -> str:
     g, cfg, run_dir = load_generator(run, device)
     res = [int(r) for r in resolutions.split(",") if r.strip()]
-    links = [r for r in g.SLE_LINKS if r < g.im_size or (r == 512 and g.im_size > 512)]
+    links = g.sle_links()
     bad = [r for r in res if r not in links]
     if bad:
         raise click.UsageError(f"--resolutions: {bad} are not SLE links of this {g.im_size}^2 G (use {links})")

@@ -203,21 +203,26 @@ class FastGANGenerator(nn.Module):
             big, small = torch.tanh(big), torch.tanh(small)
         return ([big, small], own) if return_lows else [big, small]
 
+    def sle_links(self) -> list[int]:
+        """High resolutions of this G's SLE links: 64, 128, 256 (and 512 above 256^2)."""
+        return [r for r in self.SLE_LINKS if r <= 256 or self.im_size > 256]
+
     def noise_layers(self) -> list[NoiseInjection]:
         return [m for m in self.modules() if isinstance(m, NoiseInjection)]
 
     @torch.no_grad()
     def style_mix(self, z_content: torch.Tensor, z_style: torch.Tensor,
-                  resolutions: Sequence[int] = (64, 128, 256, 512)) -> torch.Tensor:
-        """Images with ``z_content``'s main path and ``z_style``'s SLE inputs at ``resolutions`` (paper app. C).
+                  resolutions: Sequence[int] | None = None) -> torch.Tensor:
+        """Images with ``z_content``'s main path and ``z_style``'s SLE inputs at ``resolutions`` (paper app. C;
+        default: every link).
 
         Returns:
             (B, 3, im_size, im_size) mixed images; B = len(z_content) = len(z_style).
         """
-        bad = [r for r in resolutions if r not in self.SLE_LINKS or (r == 512 and self.im_size == 256)]
+        resolutions = self.sle_links() if resolutions is None else list(resolutions)
+        bad = [r for r in resolutions if r not in self.sle_links()]
         if bad:
-            raise ValueError(f"style_mix: resolutions must be SLE links of this G "
-                             f"({[r for r in self.SLE_LINKS if r < self.im_size]}), got {bad}")
+            raise ValueError(f"style_mix: resolutions must be SLE links of this G ({self.sle_links()}), got {bad}")
         _, own = self(z_style, return_lows=True)
         lows = {r: own[self.SLE_LINKS[r]] for r in resolutions}
         return self(z_content, lows=lows)[0]

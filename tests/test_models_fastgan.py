@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""FastGAN models: pinned parameter counts, shapes at every resolution, quirks, style mixing, training steps."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from ganops.models.fastgan import (FastGANDiscriminator, FastGANGenerator, batch_stat_bn, count_parameters,
+                                   crop_part, weights_init)
+from ganops.models.fastgan_step import FastGANStep, make_recon_loss
+
+PINNED = {256: (29_127_846, 11_526_160), 512: (29_174_392, 11_526_496), 1024: (29_176_512, 11_528_192)}
+W = 4  # tiny width for anything that runs
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "using the reference implementation" notices
+        yield
+
+
+@pytest.mark.parametrize("res", [256, 512, 1024])
+def test_parameter_counts_pinned(res):
+    with torch.device("meta"):  # no memory, no init cost
+        g, d = FastGANGenerator(res, 64, 256), FastGANDiscriminator(res, 64)
+    assert (count_parameters(g), count_parameters(d)) == PINNED[res]
+    # spectral norm on every conv: weight_orig parameters, u/v buffers (not counted)
+    convs = [m for m in list(g.modules()) + list(d.modules()) if isinstance(m, (torch.nn.Conv2d,
+                                                                                  torch.nn.ConvTranspose2d))]
+    assert convs and all(hasattr(m, "weight_orig") and hasattr(m, "weight_u") for m in convs)
+    assert not any(m.bias is not None for m in convs)
+
+
+@pytest.mark.parametrize("res", [256, 512, 1024])
+def test_shapes_every_resolution(res):
+    torch.manual_seed(0)
+    g, d = FastGANGenerator(res, W, 16), FastGANDiscriminator(res, W)
+    with torch.no_grad():
+        big, small = g(torch.randn(2, 16))
+        assert big.shape == (2, 3, res, res) and small.shape == (2, 3, 128, 128)
+        assert d([big, small]).shape == (100,)  # 25 big + 25 small logits per image
+        logits, recs = d(torch.rand(2, 3, res, res) * 2 - 1, part=3)
+    assert logits.shape == (100,)
+    assert [tuple(r.shape) for r in recs] == [(2, 3, 128, 128)] * 3
+    assert all(r.abs().max() <= 1 for r in recs)  # decoders end in tanh
+
+
+def test_bad_resolution_is_clear():
+    with pytest.raises(ValueError, match="im_size must be one of"):
+        FastGANGenerator(128, W)
+    with pytest.raises(ValueError, match="im_size must be one of"):
+        FastGANDiscriminator(300, W)
+
+
+def test_tanh_quirk_default_and_flag():
+    assert FastGANGenerator(256, W).tanh is False and FastGANGenerator(512, W).tanh is False
+    assert FastGANGenerator(1024, W).tanh is True
+    torch.manual_seed(0)
+    g = weights_init(FastGANGenerator(256, W, 16))
+    with torch.no_grad():
+        g.to_big.weight_orig.mul_(200)  # push the raw output beyond [-1, 1]
+        raw = g(torch.randn(2, 16))[0]
+        g.tanh = True
+        torch.manual_seed(1)
+        sq = g(torch.randn(2, 16))[0]
+    assert raw.abs().max() > 1 and sq.abs().max() <= 1
+
+
+def test_crop_part_quadrants():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    assert crop_part(x, 0).flatten().tolist() == [0, 1, 4, 5]
+    assert crop_part(x, 1).flatten().tolist() == [2, 3, 6, 7]
+    assert crop_part(x, 2).flatten().tolist() == [8, 9, 12, 13]
+    assert crop_part(x, 3).flatten().tolist() == [10, 11, 14, 15]
+
+
+def test_weights_init_lands_in_weight_orig():
+    torch.manual_seed(0)
+    g = weights_init(FastGANGenerator(256, 16, 16))
+    w = torch.cat([m.weight_orig.flatten() for m in g.modules() if hasattr(m, "weight_orig")])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+    bn = torch.cat([m.weight for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(bn.mean().item() - 1) < 0.01
+    assert all(m.weight.item() == 0 for m in g.noise_layers())
+
+
+def test_batch_stat_bn_keeps_running_stats():
+    g = FastGANGenerator(256, W, 16).eval()
+    before = [b.clone() for b in g.buffers()]
+    with torch.no_grad(), batch_stat_bn(g):
+        a = g(torch.randn(4, 16))[0]
+    assert all(torch.equal(x, y) for x, y in zip(before, g.buffers()))
+    assert not any(m.training for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.isfinite(a).all()
+
+
+def _noise_free(g):
+    for m in g.noise_layers():
+        m.fixed = torch.zeros(1)
+    return g
+
+
+def test_style_mixing_changes_style_keeps_content():
+    torch.manual_seed(0)
+    g = _noise_free(weights_init(FastGANGenerator(256, 8, 16))).eval()
+    zc, zs = torch.randn(3, 16), torch.randn(3, 16)
+    with torch.no_grad():
+        content = g(zc)[0]
+        assert torch.allclose(g.style_mix(zc, zs, resolutions=()), content)  # nothing swapped
+        assert torch.allclose(g.style_mix(zc, zc), content, atol=1e-6)  # own style
+        mixed = g.style_mix(zc, zs, resolutions=(64, 128, 256))
+        assert (mixed - content).abs().mean() > 1e-3  # the style changed the image
+        # the content (main path before each gate) is untouched: capture feat_64's input and output
+        seen = []
+        h = g.feat_64.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+        g(zc)
+        g.style_mix(zc, zs)
+        h.remove()
+    assert torch.allclose(seen[0], seen[-1])  # pre-gate 64x64 map identical (style pass runs in between)
+    with pytest.raises(ValueError, match="SLE links"):
+        g.style_mix(zc, zs, resolutions=(512,))
+
+
+def _setup(seed=0, impl="auto", order="ours", recon="l1", w=W):
+    torch.manual_seed(seed)
+    g = weights_init(FastGANGenerator(256, w, 16, impl=impl))
+    d = weights_init(FastGANDiscriminator(256, w, impl=impl))
+    og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
+    od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
+    return FastGANStep(g, d, og, od, make_recon_loss(recon), order=order, impl=impl)
+
+
+def _losses(step, n=2, seed=1):
+    torch.manual_seed(seed)
+    x = torch.rand(2, 3, 256, 256) * 2 - 1
+    return [{k: float(v) for k, v in step(x).items()} for _ in range(n)]
+
+
+def test_train_step_finite_and_updates():
+    st = _setup()
+    p0 = [p.clone() for p in st.G.parameters()]
+    d0 = [p.clone() for p in st.D.parameters()]
+    out = _losses(st, 1)[0]
+    assert set(out) == {"d_real", "d_rec", "real_logit", "d_fake", "g"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert any(not torch.equal(a, b) for a, b in zip(p0, st.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, st.D.parameters()))
+    assert all(p.requires_grad for p in st.D.parameters())  # unfrozen after the G step
+
+
+def test_step_orders_give_the_same_losses():
+    a, b = _losses(_setup(order="ours")), _losses(_setup(order="reference"))
+    for la, lb in zip(a, b):
+        for k in la:
+            assert la[k] == pytest.approx(lb[k], rel=1e-4, abs=1e-5), k
+
+
+def test_fused_and_reference_backends_agree(monkeypatch):
+    monkeypatch.setenv("GANOPS_IMPL", "ref")
+    ref = _losses(_setup(impl="ref"))
+    monkeypatch.delenv("GANOPS_IMPL")
+    fused = _losses(_setup(impl="auto"))
+    for la, lb in zip(ref, fused):
+        for k in la:
+            assert la[k] == pytest.approx(lb[k], rel=1e-3, abs=1e-4), k
+
+
+def test_lpips_vgg_reconstruction_step():
+    st = _setup(recon="lpips-vgg")
+    out = _losses(st, 1)[0]
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert out["d_rec"] > 0
+
+
+def test_recon_loss_names():
+    with pytest.raises(ValueError, match="--recon-loss"):
+        make_recon_loss("l3")
+    a, b = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    assert make_recon_loss("l1")(a, b).tolist() == [1.0, 1.0]
+    assert make_recon_loss("mse")(a, 2 * b).tolist() == [4.0, 4.0]
