@@ -11,10 +11,12 @@ one alpha per batch (batch 1). Two modes:
   plain penalty) is reported too.
 * ``d_step`` -- the whole D step with the penalty, ours vs plain (D's convolutions dominate; no target).
 
-Besides time, the aten-level launches (TorchDispatchMode counter) of each are printed: the fused path runs the
+Runs single-threaded unless GANOPS_BENCH_THREADS is set (see the fixture below). Besides time, the aten-level launches (TorchDispatchMode counter) of each are printed: the fused path runs the
 interpolation in 1 op and the penalty in 1 op forward and 1 op backward.
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -79,7 +81,12 @@ def _own_fn(provider):
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_launches(request):
+    # Single-threaded by default: on the shared 2-core machine every OpenMP fork/join (ours, eager ATen's and the
+    # compiled reference's alike) costs 10-20 ms when other jobs hold the cores, which swamps a < 1 ms penalty.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("GANOPS_BENCH_THREADS", "1")))
     yield
+    torch.set_num_threads(threads)
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
     if tr is None or not LAUNCHES:
         return
@@ -135,3 +142,30 @@ def test_consingan_d_step(measure, size, provider):
     LAUNCHES.append((f"{size[0]}x{size[1]}", "d_step", provider, count(run, track_memory=False).launches))
     measure(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="d_step", provider=provider, fn=run,
             rounds=3 if size[0] > 100 else 10, warmup=1)
+
+
+@pytest.mark.parametrize("provider", _providers())
+def test_r1_own_work_fastgan_shape(measure, provider):
+    """R1's own work at FastGAN 256^2, batch 8: gamma/2 * mean ||g||^2, forward and backward from g."""
+    torch.manual_seed(0)
+    g0 = torch.randn(8, 3, 256, 256) * 0.3
+
+    def plain(g):
+        return 5.0 * g.pow(2).reshape(g.shape[0], -1).sum(1).mean()
+
+    if provider == "ref":
+        f = plain
+    elif provider == "ref+compile":
+        f = _compiled.setdefault("r1", torch.compile(plain, dynamic=False))
+    else:
+        def f(g):
+            return norm_penalty(g, target=0.0, scale=5.0, norm_over="sample", impl=provider)
+
+    def run():
+        g = g0.detach().requires_grad_(True)
+        torch.autograd.grad(f(g), g)
+
+    run()
+    if provider != "ref+compile":
+        LAUNCHES.append(("8x3x256^2", "r1 own", provider, count(run, track_memory=False).launches))
+    measure(op="r1_penalty", case="8x3x256x256", mode="fwd+bwd", provider=provider, fn=run, rounds=10, warmup=2)

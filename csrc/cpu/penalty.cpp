@@ -12,6 +12,7 @@
 #include "ganops/cpu_utils.h"
 #include "ganops/penalty.h"
 #include "ganops/penalty_checks.h"
+#include "ganops/penalty_rows.h"
 
 namespace ganops {
 namespace {
@@ -22,6 +23,44 @@ constexpr int64_t kGrain = 262144;
 
 using penalty::group_penalty;
 using penalty::grad_factor;
+
+// float32 rows go through the vectorised loops in penalty_rows.cpp; other dtypes use the generic loops below.
+template <typename T, typename A>
+bool fast_lerp(const T*, const T*, A, T*, int64_t) { return false; }
+inline bool fast_lerp(const float* r, const float* f, float a, float* o, int64_t n) {
+  penalty::lerp_f32(r, f, a, o, n);
+  return true;
+}
+template <typename T, typename A>
+bool fast_sumsq(const T*, int64_t, A&) { return false; }
+inline bool fast_sumsq(const float* x, int64_t n, float& out) {
+  out = penalty::sumsq_f32(x, n);
+  return true;
+}
+template <typename T, typename A>
+bool fast_accum_sq(const T*, A*, int64_t) { return false; }
+inline bool fast_accum_sq(const float* x, float* ss, int64_t n) {
+  penalty::accum_sq_f32(x, ss, n);
+  return true;
+}
+template <typename A>
+bool fast_norms(const A*, A*, A, int64_t, double&) { return false; }
+inline bool fast_norms(const float* ss, float* norm, float t, int64_t n, double& acc) {
+  acc = static_cast<double>(penalty::norms_and_penalty_f32(ss, norm, t, n));
+  return true;
+}
+template <typename T, typename A>
+bool fast_scale(const T*, A, T*, int64_t) { return false; }
+inline bool fast_scale(const float* x, float c, float* y, int64_t n) {
+  penalty::scale_f32(x, c, y, n);
+  return true;
+}
+template <typename T, typename A>
+bool fast_mul(const T*, const A*, T*, int64_t) { return false; }
+inline bool fast_mul(const float* x, const float* c, float* y, int64_t n) {
+  penalty::mul_f32(x, c, y, n);
+  return true;
+}
 
 // Sum of squares of n elements with 8 independent accumulators (vectorisable without -ffast-math).
 template <typename T, typename acc_t>
@@ -59,8 +98,9 @@ at::Tensor gp_interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_
       while (b < e) {  // walk sample by sample: alpha is constant within each
         const int64_t n = b / K, stop = std::min(e, (n + 1) * K);
         const acc_t a = static_cast<acc_t>(ap[n * a_step]);
-        for (int64_t i = b; i < stop; ++i)
-          op[i] = static_cast<scalar_t>(penalty::lerp<acc_t>(static_cast<acc_t>(rp[i]), static_cast<acc_t>(fp[i]), a));
+        if (!fast_lerp(rp + b, fp + b, a, op + b, stop - b))
+          for (int64_t i = b; i < stop; ++i)
+            op[i] = static_cast<scalar_t>(penalty::lerp<acc_t>(static_cast<acc_t>(rp[i]), static_cast<acc_t>(fp[i]), a));
         b = stop;
       }
     });
@@ -95,13 +135,16 @@ std::tuple<at::Tensor, at::Tensor> gp_norm_penalty_cpu(const at::Tensor& grad_in
         const int64_t n = j / nb, p0 = (j % nb) * BLK, p1 = std::min(len, p0 + BLK);
         const scalar_t* gs = gp + n * K;
         if (norm_over == 0) {
-          part[j] = static_cast<double>(sumsq<scalar_t, acc_t>(gs + p0, p1 - p0));
+          acc_t s = 0;
+          if (!fast_sumsq(gs + p0, p1 - p0, s)) s = sumsq<scalar_t, acc_t>(gs + p0, p1 - p0);
+          part[j] = static_cast<double>(s);
           continue;
         }
         std::fill(ss.begin(), ss.end(), acc_t(0));
         if (!cl) {  // (N, C, S): rows of S pixels per channel
           for (int64_t c = 0; c < C; ++c) {
             const scalar_t* row = gs + c * S;
+            if (fast_accum_sq(row + p0, ss.data(), p1 - p0)) continue;
             for (int64_t p = p0; p < p1; ++p) {
               const acc_t v = static_cast<acc_t>(row[p]);
               ss[p - p0] += v * v;
@@ -111,6 +154,10 @@ std::tuple<at::Tensor, at::Tensor> gp_norm_penalty_cpu(const at::Tensor& grad_in
           for (int64_t p = p0; p < p1; ++p) ss[p - p0] = sumsq<scalar_t, acc_t>(gs + p * C, C);
         }
         double acc = 0;
+        if (fast_norms(ss.data(), np + n * S + p0, t, p1 - p0, acc)) {
+          part[j] = acc;
+          continue;
+        }
         for (int64_t p = p0; p < p1; ++p) {
           const acc_t s2 = ss[p - p0];
           np[n * S + p] = std::sqrt(s2);
@@ -165,7 +212,8 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
         while (b < e) {
           const int64_t n = b / K, stop = std::min(e, (n + 1) * K);
           const acc_t c = k[n] * grad_factor<acc_t>(np[n], t);
-          for (int64_t i = b; i < stop; ++i) xp[i] = static_cast<scalar_t>(c * static_cast<acc_t>(gp[i]));
+          if (!fast_scale(gp + b, c, xp + b, stop - b))
+            for (int64_t i = b; i < stop; ++i) xp[i] = static_cast<scalar_t>(c * static_cast<acc_t>(gp[i]));
           b = stop;
         }
       });
@@ -178,6 +226,7 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
           for (int64_t p = p0; p < p1; ++p) coef[p - p0] = k[n] * grad_factor<acc_t>(np[n * S + p], t);
           for (int64_t c = 0; c < C; ++c) {
             const int64_t off = n * K + c * S;
+            if (fast_mul(gp + off + p0, coef.data(), xp + off + p0, p1 - p0)) continue;
             for (int64_t p = p0; p < p1; ++p)
               xp[off + p] = static_cast<scalar_t>(coef[p - p0] * static_cast<acc_t>(gp[off + p]));
           }
