@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "ganops/cpu_utils.h"
@@ -28,6 +29,34 @@ inline A dot_n(const X* a, const Y* b, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+// float32 hot loops, compiled twice (AVX2 and baseline) and picked at load time by the CPU's features.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define GANOPS_SN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GANOPS_SN_CLONES
+#endif
+
+GANOPS_SN_CLONES void axpy_f32(float a, const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) y[k] += a * x[k];
+}
+
+GANOPS_SN_CLONES float dot_f32(const float* __restrict a, const float* __restrict b, int64_t n) {
+  return dot_n<float>(a, b, n);
+}
+
+GANOPS_SN_CLONES void div_f32(const float* __restrict x, float s, float* __restrict y, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) y[k] = x[k] / s;
+}
+
+// gw = g / sigma + (coef * u_i) * v  (the association of sn::grad_weight)
+GANOPS_SN_CLONES void grad_row_f32(const float* __restrict g, float sigma, float cu, const float* __restrict v,
+                                   float* __restrict gw, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) gw[k] = g[k] / sigma + cu * v[k];
+}
+
+template <typename T, typename A>
+constexpr bool kF32 = std::is_same_v<T, float> && std::is_same_v<A, float>;
+
 template <typename T, typename A>
 void layer_forward(const T* W, const T* u_in, const T* v_in, T* out, T* u_out, T* v_out, T* sigma_out,
                    const LayerShape& sh, int64_t n_iter, A eps) {
@@ -45,7 +74,11 @@ void layer_forward(const T* W, const T* u_in, const T* v_in, T* out, T* u_out, T
         for (int64_t p = 0; p < P; ++p) {
           const T* row = W + sn::offset(p, i, 0, H, R);
           const A* vp = v.data() + p * R;
-          acc += dot_n<A>(row, vp, R);
+          if constexpr (kF32<T, A>) {
+            acc += dot_f32(row, vp, R);
+          } else {
+            acc += dot_n<A>(row, vp, R);
+          }
         }
         s[i] = acc;
       }
@@ -60,7 +93,11 @@ void layer_forward(const T* W, const T* u_in, const T* v_in, T* out, T* u_out, T
         for (int64_t i = 0; i < H; ++i) {
           const A ui = u[i];
           const T* row = W + sn::offset(p, i, 0, H, R);
-          for (int64_t r = b; r < e; ++r) tp[r] += ui * static_cast<A>(row[r]);
+          if constexpr (kF32<T, A>) {
+            axpy_f32(ui, row + b, tp + b, e - b);
+          } else {
+            for (int64_t r = b; r < e; ++r) tp[r] += ui * static_cast<A>(row[r]);
+          }
         }
       }
     });
@@ -81,7 +118,11 @@ void layer_forward(const T* W, const T* u_in, const T* v_in, T* out, T* u_out, T
   *sigma_out = sigma_t;
   const A sg = static_cast<A>(sigma_t);
   at::parallel_for(0, N, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) out[k] = static_cast<T>(static_cast<A>(W[k]) / sg);
+    if constexpr (kF32<T, A>) {
+      div_f32(W + b, sg, out + b, e - b);
+    } else {
+      for (int64_t k = b; k < e; ++k) out[k] = static_cast<T>(static_cast<A>(W[k]) / sg);
+    }
   });
   for (int64_t i = 0; i < H; ++i) u_out[i] = static_cast<T>(u[i]);
   for (int64_t j = 0; j < C; ++j) v_out[j] = static_cast<T>(v[j]);
@@ -92,7 +133,11 @@ void layer_backward(const T* g, const T* W, const T* u_t, const T* v_t, T* gw, A
                     const LayerShape& sh) {
   const int64_t P = sh.P, H = sh.H, R = sh.R, N = P * H * R;
   const A dot = at::parallel_reduce(0, N, kGrain, A(0), [&](int64_t b, int64_t e, A acc) {
-    return acc + dot_n<A>(g + b, W + b, e - b);
+    if constexpr (kF32<T, A>) {
+      return acc + dot_f32(g + b, W + b, e - b);
+    } else {
+      return acc + dot_n<A>(g + b, W + b, e - b);
+    }
   }, std::plus<A>());
   const A coef = sn::grad_coef<A>(g_sigma, dot, sigma);
   const int64_t rows = P * H;
@@ -102,6 +147,10 @@ void layer_backward(const T* g, const T* W, const T* u_t, const T* v_t, T* gw, A
       const A ui = static_cast<A>(u_t[i]);
       const T* vp = v_t + p * R;
       const int64_t o = pi * R;
+      if constexpr (kF32<T, A>) {
+        grad_row_f32(g + o, sigma, coef * ui, vp, gw + o, R);
+        continue;
+      }
       for (int64_t r = 0; r < R; ++r)
         gw[o + r] = static_cast<T>(sn::grad_weight<A>(static_cast<A>(g[o + r]), sigma, coef, ui,
                                                       static_cast<A>(vp[r])));
