@@ -27,7 +27,7 @@ class _PixelRecon(nn.Module):
         return d.flatten(1).mean(1)
 
 
-def make_recon_loss(kind: str, device: torch.device | str = "cpu") -> nn.Module:
+def make_recon_loss(kind: str, device: torch.device | str | None = None) -> nn.Module:
     """Per-sample reconstruction distance module ``(rec, target) -> (N, ...)`` for ``--recon-loss``.
 
     "lpips-vgg" is the reference's (LPIPS v0.1 on VGG16, offline weights); "lpips-alex" is cheaper; "l1"/"mse" are
@@ -38,7 +38,8 @@ def make_recon_loss(kind: str, device: torch.device | str = "cpu") -> nn.Module:
     if kind.startswith("lpips"):
         from ..metrics.lpips import LPIPS
 
-        return LPIPS(kind.split("-")[1]).to(device)
+        net = LPIPS(kind.split("-")[1])
+        return net if device is None else net.to(device)
     return _PixelRecon(kind)
 
 
@@ -120,10 +121,23 @@ class FastGANStep:
             x128 = F.interpolate(x, size=128)
             xp = F.interpolate(crop_part(x, r["part"]), size=128)
             hinge = F.relu(0.8 + 0.2 * r["u_real"] - logits.float()).mean()
-            rec = (self.recon(rec_big.float(), x128.float()).sum() + self.recon(rec_small.float(), x128.float()).sum()
-                   + self.recon(rec_part.float(), xp.float()).sum())
-            loss = hinge + rec
-        self._backward(loss)
+            pairs = ((rec_big, x128), (rec_small, x128), (rec_part, xp))
+            if self.order == "reference":
+                rec = sum(self.recon(a.float(), b.float()).sum() for a, b in pairs)
+                loss = hinge + rec
+        if self.order == "reference":
+            self._backward(loss)
+        else:  # chain rule in two stages: each LPIPS graph is freed before the next one is built (same gradient)
+            rec, surrogate = 0.0, (self.amp.scale(hinge) if self.amp is not None else hinge)
+            for a, b in pairs:
+                leaf = a.detach().float().requires_grad_(True)
+                with self._autocast():
+                    la = self.recon(leaf, b.detach().float()).sum()
+                (ga,) = torch.autograd.grad(self.amp.scale(la) if self.amp is not None else la, leaf)
+                rec = rec + la.detach()
+                surrogate = surrogate + (a.float() * ga).sum()
+                del leaf, la, ga
+            surrogate.backward()
         return {"d_real": hinge.detach(), "d_rec": rec.detach(), "real_logit": logits.detach().float().mean()}
 
     def g_forward(self, r: dict) -> list[torch.Tensor]:

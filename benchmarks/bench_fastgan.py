@@ -1,0 +1,182 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""FastGAN one full training iteration (batch 8, LPIPS-VGG reconstruction) at 256² and 1024²: ours vs the reference way.
+
+Counted on the meta device with ganops.profiling (exact FLOPs, bytes, launches, peak live tensors: machine
+independent) and projected on an RTX 2080 Ti; CPU time is measured on a reduced batch (stated in the output).
+
+* ``ours``: fused ganops ops (priced as one launch each: on the meta device their fake kernels run), grouped
+  spectral norm, step order "ours" (D real pass before G's forward, D frozen in the G step).
+* ``reference``: the same modules with every op on its PyTorch reference (GANOPS_IMPL=ref), per-layer spectral
+  norm, the reference's step order (G's graph alive through both D passes), D's weight gradients in the G step.
+
+Run: ``python benchmarks/bench_fastgan.py`` or ``pytest benchmarks/bench_fastgan.py --benchmark-only -s``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.targets import Row, write_rows  # noqa: E402
+from ganops import profiling as P  # noqa: E402
+from ganops.models.fastgan import FastGANDiscriminator, FastGANGenerator, weights_init  # noqa: E402
+from ganops.models.fastgan_step import FastGANStep, make_recon_loss  # noqa: E402
+from ganops.nn.spectral_norm import spectral_norm_group  # noqa: E402
+from ganops.train import EMA  # noqa: E402
+
+TARGETS = {256: (0.18, 2.0), 1024: (0.30, 4.2)}  # s/it projected on an RTX 2080 Ti, GiB peak live tensors
+OFFICIAL = {256: (1607, 3.95), 1024: (1933, 8.32)}  # targets.md: GFLOP and GiB of the official code
+VARIANTS = ("ours", "reference")
+_OP_MODULES = ("ganops.ops.sle", "ganops.ops.diffaug", "ganops.ops.spectral_norm")
+
+
+@contextlib.contextmanager
+def _variant_env(variant: str, meta: bool):
+    """GANOPS_IMPL=ref for the reference; on meta, let 'auto' pick the compiled ops (their fake kernels run)."""
+    import importlib
+
+    old = os.environ.get("GANOPS_IMPL")
+    patched = []
+    if variant == "reference":
+        os.environ["GANOPS_IMPL"] = "ref"
+    else:
+        os.environ.pop("GANOPS_IMPL", None)
+        if meta:
+            for name in _OP_MODULES:
+                mod = importlib.import_module(name)
+                orig = mod.resolve_impl
+                patched.append((mod, orig))
+                mod.resolve_impl = (lambda o: lambda op, impl, *a, **k: "cpu" if impl == "auto" else o(op, impl, *a,
+                                                                                                      **k))(orig)
+    try:
+        yield
+    finally:
+        for mod, orig in patched:
+            mod.resolve_impl = orig
+        if old is None:
+            os.environ.pop("GANOPS_IMPL", None)
+        else:
+            os.environ["GANOPS_IMPL"] = old
+
+
+def build(res: int, variant: str, batch: int, device: str):
+    """(step, reals, live tensors) for one configuration; modules at the reference width (ngf = ndf = 64)."""
+    ctx = torch.device("meta") if device == "meta" else contextlib.nullcontext()
+    with ctx:
+        g, d = FastGANGenerator(res), FastGANDiscriminator(res)
+        if device != "meta":
+            weights_init(g), weights_init(d)
+        if variant == "ours":
+            spectral_norm_group(g)
+            spectral_norm_group(d)
+        og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
+        od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
+        rec = make_recon_loss("lpips-vgg")
+        ema = EMA(g, 0.999)
+        x = torch.empty(batch, 3, res, res) if device == "meta" else torch.rand(batch, 3, res, res) * 2 - 1
+    step = FastGANStep(g, d, og, od, rec, order=variant, ema=ema)
+    return step, x
+
+
+def _live(step: FastGANStep) -> list[torch.Tensor]:
+    live = [*step.G.parameters(), *step.D.parameters(), *step.G.buffers(), *step.D.buffers(),
+            *step.recon.parameters(), *step.ema.module.parameters(), *step.ema.module.buffers()]
+    for o in (step.opt_g, step.opt_d):
+        for s in o.state.values():
+            live += [v for v in s.values() if isinstance(v, torch.Tensor)]
+    return live
+
+
+def count_iteration(res: int, variant: str, batch: int = 8) -> dict:
+    """Exact counts of one iteration (after a first one that creates the Adam state) on the meta device."""
+    with warnings.catch_warnings(), _variant_env(variant, meta=True):
+        warnings.simplefilter("ignore")
+        step, x = build(res, variant, batch, "meta")
+        step(x)
+        c = P.count(lambda: step(x), live=_live(step))
+    proj = P.project(c, "rtx2080ti")
+    return {"res": res, "variant": variant, "batch": batch, "gflop": c.flops / 1e9, "gbytes": c.bytes / 1e9,
+            "launches": c.launches, "peak_gib": c.peak_bytes / P.GiB, "state_gib": c.start_bytes / P.GiB,
+            "proj_s": proj}
+
+
+def time_iteration(res: int, variant: str, batch: int, rounds: int = 1) -> float:
+    """Seconds per iteration on this CPU (after one warm-up iteration)."""
+    with warnings.catch_warnings(), _variant_env(variant, meta=False):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        step, x = build(res, variant, batch, "cpu")
+        step(x)
+        t = time.perf_counter()
+        for _ in range(rounds):
+            step(x)
+        return (time.perf_counter() - t) / rounds
+
+
+def report(counts: list[dict], times: dict) -> list[Row]:
+    rows = []
+    print(f"\nFastGAN one training iteration, batch 8, LPIPS-VGG recon (counted on the meta device; RTX 2080 Ti "
+          f"projection: optimistic / nominal / pessimistic)")
+    hdr = f"{'res':>5} {'variant':<10} {'GFLOP':>7} {'GB moved':>9} {'launches':>8} {'peak GiB':>8} " \
+          f"{'2080Ti s/it (opt/nom/pes)':>27} {'CPU s/it':>12}"
+    print(hdr)
+    for c in counts:
+        p = c["proj_s"]
+        tb = times.get((c["res"], c["variant"]))
+        ts = f"{tb[0]:.2f} (b={tb[1]})" if tb else "-"
+        print(f"{c['res']:>5} {c['variant']:<10} {c['gflop']:7.0f} {c['gbytes']:9.1f} {c['launches']:8d} "
+              f"{c['peak_gib']:8.2f} {p['optimistic']:8.3f}/{p['nominal']:.3f}/{p['pessimistic']:.3f} {ts:>12}")
+        t_lim, m_lim = TARGETS[c["res"]]
+        lim = (t_lim, m_lim) if c["variant"] == "ours" else (None, None)
+        tag = f"FastGAN {c['res']}² b8 ({c['variant']})"
+        rows.append(Row(f"{tag} time / iteration", p["nominal"], lim[0], "s", "projected", "RTX 2080 Ti",
+                        note=f"band {p['optimistic']:.3f}-{p['pessimistic']:.3f} s; fp32"))
+        rows.append(Row(f"{tag} peak live tensors", c["peak_gib"], lim[1], "GiB", "projected", "any (counted)",
+                        note=f"params+Adam+EMA+LPIPS {c['state_gib']:.2f} GiB; fp32"))
+    for res in TARGETS:
+        o = [c for c in counts if c["res"] == res and c["variant"] == "ours"]
+        r = [c for c in counts if c["res"] == res and c["variant"] == "reference"]
+        if o and r:
+            o, r = o[0], r[0]
+            print(f"{res}²: ours vs reference: peak {o['peak_gib']:.2f} vs {r['peak_gib']:.2f} GiB "
+                  f"(target <= {TARGETS[res][1]}), launches {o['launches']} vs {r['launches']}, projected "
+                  f"{o['proj_s']['nominal']:.3f} vs {r['proj_s']['nominal']:.3f} s (target <= {TARGETS[res][0]}); "
+                  f"official code per targets.md: {OFFICIAL[res][0]} GFLOP, {OFFICIAL[res][1]} GiB")
+    return rows
+
+
+def run(resolutions=(256, 1024), time_cpu: bool = True) -> list[Row]:
+    counts = [count_iteration(r, v) for r in resolutions for v in VARIANTS]
+    times = {}
+    if time_cpu:  # reduced batches keep this feasible on a 2-core CPU
+        for r, b in ((256, 2), (1024, 1)):
+            if r in resolutions:
+                for v in VARIANTS:
+                    times[(r, v)] = (time_iteration(r, v, b), b)
+    rows = report(counts, times)
+    write_rows("fastgan", rows, extra={"cpu_times": {f"{k[0]}-{k[1]}": v for k, v in times.items()}})
+    return rows
+
+
+def test_fastgan_iteration_counts(benchmark):
+    """Counts (meta) and CPU time of one iteration; figures printed and written to benchmarks/results."""
+    rows = benchmark.pedantic(lambda: run(time_cpu=False), rounds=1, iterations=1)
+    assert rows
+
+
+def test_fastgan_iteration_cpu_time_256_b2(benchmark):
+    for v in VARIANTS:
+        benchmark.extra_info[v] = time_iteration(256, v, 2)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    print(f"\nCPU s/it at 256² batch 2 (full width): {benchmark.extra_info}")
+
+
+if __name__ == "__main__":
+    run(time_cpu="--no-time" not in sys.argv)
