@@ -299,6 +299,21 @@ def test_init_writes_reach_the_parameter():
     assert torch.equal(twin.weight_orig, conv.weight_orig)
 
 
+def test_ema_deepcopy_then_update_is_not_clobbered():
+    """An EMA copy, updated in place, keeps its update at its first forward (was clobbered with W / sigma)."""
+    g = nn.Sequential(SNConv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), SNLinear(4, 2))
+    with torch.no_grad():  # e.g. a sample grid before training: module.weight is now W / sigma
+        g(torch.randn(1, 3, 3, 3))
+    ema = copy.deepcopy(g)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.mul_(0.5).add_(1.0)
+    want = [p.detach().clone() for p in ema.parameters()]
+    ema(torch.randn(1, 3, 3, 3))
+    for p, w in zip(ema.parameters(), want):
+        assert torch.equal(p, w)
+
+
 def test_modules_and_remove():
     torch.manual_seed(0)
     mods = [SNConv2d(3, 4, 3, bias=False), SNConvTranspose2d(4, 3, 4, 2, 1), SNLinear(5, 6), SNEmbedding(9, 4)]
