@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""FastGAN one full training iteration (batch 8, LPIPS-VGG reconstruction) at 256² and 1024²: ours vs the reference way.
+"""FastGAN: one full training iteration (batch 8, LPIPS-VGG recon) at 256² and 1024², ours vs the reference way.
 
 Counted on the meta device with ganops.profiling (exact FLOPs, bytes, launches, peak live tensors: machine
 independent) and projected on an RTX 2080 Ti; CPU time is measured on a reduced batch (stated in the output).
@@ -120,6 +120,28 @@ def time_iteration(res: int, variant: str, batch: int, rounds: int = 1) -> float
         return (time.perf_counter() - t) / rounds
 
 
+def measure_cuda(res: int, variant: str, precision: str = "fp32", batch: int = 8, rounds: int = 3) -> dict:
+    """On a GPU: seconds per iteration (CUDA events) and torch.cuda.max_memory_allocated."""
+    from ganops.train import Amp
+
+    with warnings.catch_warnings(), _variant_env(variant, meta=False):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            step, x = build(res, variant, batch, "cuda")
+        step.amp = Amp(precision, torch.device("cuda")) if precision != "fp32" else None
+        step(x)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        for _ in range(rounds):
+            step(x)
+        t1.record()
+        torch.cuda.synchronize()
+    return {"s": t0.elapsed_time(t1) / 1e3 / rounds, "gib": torch.cuda.max_memory_allocated() / P.GiB}
+
+
 def report(counts: list[dict], times: dict) -> list[Row]:
     rows = []
     print(f"\nFastGAN one training iteration, batch 8, LPIPS-VGG recon (counted on the meta device; RTX 2080 Ti "
@@ -161,6 +183,18 @@ def run(resolutions=(256, 1024), time_cpu: bool = True) -> list[Row]:
                 for v in VARIANTS:
                     times[(r, v)] = (time_iteration(r, v, b), b)
     rows = report(counts, times)
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+        for r in resolutions:
+            for v, prec in (("ours", "fp32"), ("ours", "fp16"), ("reference", "fp32")):
+                m = measure_cuda(r, v, prec)
+                lim = TARGETS[r] if v == "ours" else (None, None)
+                print(f"measured on {gpu}: {r}² {v} {prec}: {m['s']:.3f} s/it, "
+                      f"max_memory_allocated {m['gib']:.2f} GiB")
+                rows.append(Row(f"FastGAN {r}² b8 ({v}, {prec}) time / iteration", m["s"], lim[0], "s", "measured",
+                                gpu))
+                rows.append(Row(f"FastGAN {r}² b8 ({v}, {prec}) max memory allocated", m["gib"], lim[1], "GiB",
+                                "measured", gpu))
     write_rows("fastgan", rows, extra={"cpu_times": {f"{k[0]}-{k[1]}": v for k, v in times.items()}})
     return rows
 

@@ -72,6 +72,25 @@ def test_generate_mix_eval_from_checkpoint(run_dir):
     assert res["num"] == 4 and res["fid4"] >= 0 and "kid4" in res
 
 
+@pytest.mark.slow
+def test_no_argument_run_writes_outputs(tmp_path):
+    """The no-argument code path (`python recipes/fastgan.py`) with the preset shrunk to a few tiny steps."""
+    code = (f"import runpy, sys; sys.argv = [{RECIPE!r}]; "
+            f"g = runpy.run_path({RECIPE!r}, run_name='fastgan_recipe'); "
+            "g['PRESET_OPTS'].update(ngf=4, ndf=4, nz=16, batch=2, iters=2, snap=0, sample_every=1, "
+            f"outdir={str(tmp_path)!r}, n_sample=2, device='cpu'); "
+            "g['cli'].main([], standalone_mode=False)")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "no command given, training the default preset" in p.stdout
+    run = next(tmp_path.glob("*-fastgan"))
+    names = {f.name for f in run.iterdir()}
+    assert {"config.json", "stats.jsonl", "fakes00000002.png", "checkpoint-00000002.pt"} <= names
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["recon_loss"] == "l1" and cfg["ema_warmup"] == 10 and cfg["resolution"] == 256
+
+
 def test_help_shows_defaults_and_preset():
     out = _ok(_run("train", "--help"))
     for flag in ("--recon-loss", "--step-order", "--tanh", "--ngf", "--ema-decay", "--resume", "--precision"):
