@@ -1,0 +1,227 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ConSinGAN models: pyramid sizes, imresize, parameter counts, growth, learning rates, the iteration's maths."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUGP, adjust_to_max_size, count_params,
+                                     create_pyramid, imresize, imresize_to_shape, pyramid_sizes, sample_noise)
+from ganops.models.consingan_aug import composite, editing_input, prepare_mask, shuffle_grid, strong_aug
+from ganops.models.consingan_train import ConSinGANTrainer, gp_plain
+
+
+def _cfg(**kw):
+    c = dict(nfc=8, num_layer=3, slope=0.05, batch_norm=False, mode="generation", train_depth=3, lr_g=5e-4,
+             lr_d=5e-4, lr_scale=0.1, beta1=0.5, niter=4, gamma=0.1, d_steps=3, g_steps=3, lambda_grad=0.1,
+             alpha=10, noise_amp=0.1, gp="fused", gp_every=1, step_order="ours")
+    c.update(kw)
+    return c
+
+
+def _reals(h=40, w=54, stages=5, min_size=16, seed=0, rule="improved"):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(1, 3, h, w, generator=g) * 2 - 1
+    img = F.avg_pool2d(img, 3, 1, 1)  # some spatial structure
+    return create_pyramid(adjust_to_max_size(img, max(h, w)), stages=stages, min_size=min_size, rule=rule)
+
+
+# ------------------------------------------------------------------------------------------------- pyramid ---
+def test_pyramid_sizes_pinned():
+    assert pyramid_sizes(375, 500) == [(25, 34), (32, 42), (42, 56), (63, 84), (126, 167), (188, 250)]
+    assert [h for h, _ in pyramid_sizes(250, 250)] == [25, 33, 45, 72, 158, 250]
+    assert pyramid_sizes(375, 500, rule="old") == [(25, 34), (38, 50), (57, 75), (84, 112), (126, 167),
+                                                   (188, 250)]
+    assert [h for h, _ in pyramid_sizes(250, 250, rule="old")] == [25, 40, 63, 100, 158, 250]
+
+
+def test_create_pyramid_matches_sizes():
+    reals = create_pyramid(adjust_to_max_size(torch.zeros(1, 3, 75, 100), 50), stages=4, min_size=12)
+    assert [tuple(r.shape[2:]) for r in reals] == pyramid_sizes(75, 100, stages=4, min_size=12, max_size=50)
+
+
+def test_imresize_constant_and_quantised():
+    x = torch.full((1, 3, 30, 40), 0.2)
+    y = imresize(x, 0.5)
+    assert y.shape == (1, 3, 15, 20)
+    q = np.floor(255 * (1.2 / 2)) / 255 * 2 - 1  # the uint8 round trip truncates
+    assert torch.allclose(y, torch.full_like(y, q), atol=1e-6)
+    assert imresize(x, 1.0).shape == x.shape  # scale 1: no resampling, still quantised
+    assert imresize_to_shape(x, (7, 9)).shape == (1, 3, 7, 9)
+
+
+def test_imresize_close_to_antialiased_bicubic():
+    torch.manual_seed(0)
+    x = F.avg_pool2d(torch.rand(1, 3, 64, 80) * 2 - 1, 5, 1, 2)
+    y = imresize(x, 0.5)
+    ref = F.interpolate(x, size=(32, 40), mode="bicubic", antialias=True, align_corners=False)
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))
+    assert (y - ref)[inner].abs().mean() < 0.01
+
+
+# ------------------------------------------------------------------------------------------------ networks ---
+def test_param_counts_pinned():
+    G = GrowingGenerator()
+    assert count_params(G) == 1792 + 110784 + 1731
+    for _ in range(5):
+        G.init_next_stage()
+    assert count_params(G) == 668227
+    assert count_params(Discriminator()) == 113153
+    assert count_params(Discriminator(gp_act=False)) == 113153
+
+
+def test_shapes_generation_and_retarget():
+    shapes = [(12, 16), (15, 20), (20, 27)]
+    for mode in ("generation", "retarget"):
+        G = GrowingGenerator(nfc=8, mode=mode)
+        G.init_next_stage()
+        G.init_next_stage()
+        noise = sample_noise(shapes, nfc=8, gen_mode=G.gen_mode)
+        if mode == "generation":
+            assert noise[1].shape == (1, 8, 21, 26)
+        out = G(noise, shapes, [1.0, 0.1, 0.1])
+        assert out.shape == (1, 3, 20, 27) and out.abs().max() <= 1
+    assert Discriminator(nfc=8)(torch.zeros(2, 3, 20, 27)).shape == (2, 1, 10, 17)
+
+
+def test_stage_growth_copies_weights():
+    t = ConSinGANTrainer(_reals(), _cfg())
+    t.start_stage(0)
+    t.step()
+    d_before = copy.deepcopy(t.D.state_dict())
+    t.start_stage(1)
+    assert len(t.G.body) == 2
+    for a, b in zip(t.G.body[0].parameters(), t.G.body[1].parameters()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
+    for k, v in t.D.state_dict().items():
+        assert torch.equal(v, d_before[k])  # new stage's D starts from the previous D
+    assert t.amps[1] > 0 and t.amps[0] == 1.0
+
+
+def test_per_stage_learning_rates_and_freezing():
+    t = ConSinGANTrainer(_reals(), _cfg())
+    for s in range(5):
+        t.start_stage(s)
+        groups = t.optG.param_groups
+        n_body = min(s + 1, 3)
+        lrs = [g["lr"] for g in groups]
+        assert lrs[:n_body] == pytest.approx([5e-4 * 0.1 ** (n_body - 1 - i) for i in range(n_body)])
+        if s < 3:
+            assert lrs[n_body] == pytest.approx(5e-4 * 0.1 ** s)  # head
+            assert len(groups) == n_body + 2
+        else:
+            assert len(groups) == n_body + 1
+            assert not any(p.requires_grad for p in t.G.head.parameters())
+        assert lrs[-1] == 5e-4  # tail
+        frozen = t.G.body[:max(0, s + 1 - 3)]
+        assert not any(p.requires_grad for p in frozen.parameters())
+    for _ in range(4):
+        t.step()
+    assert t.optD.param_groups[0]["lr"] == pytest.approx(5e-5)  # x0.1 at 80% of niter (3 of 4)
+
+
+def test_one_iteration_finite():
+    t = ConSinGANTrainer(_reals(stages=3), _cfg())
+    t.start_stage(0)
+    losses = t.step()
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in losses.values())
+    assert set(losses) == {"loss_d", "gp", "loss_g", "rec"}
+
+
+def _run(order, gp, stages=4, iters=2, dtype=torch.float64, **kw):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        reals = [r.to(dtype) for r in _reals(stages=stages)]
+        torch.manual_seed(1)
+        t = ConSinGANTrainer(reals, _cfg(step_order=order, gp=gp, **kw))
+        out = []
+        for s in range(stages):
+            t.start_stage(s)
+            for _ in range(iters):
+                out.append([float(v) for v in t.step().values()])
+        return np.array(out), t
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_fused_vs_plain_penalty_same_losses():
+    a, _ = _run("reference", "plain")
+    b, _ = _run("reference", "fused")
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_ours_order_same_maths_as_reference():
+    a, ta = _run("reference", "plain")
+    b, tb = _run("ours", "fused")
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)  # Adam's first steps amplify float64 rounding
+    for p, q in zip(ta.G.parameters(), tb.G.parameters()):
+        assert torch.allclose(p, q, atol=1e-8)
+
+
+def test_batch_norm_mode_and_editing_inputs():
+    reals = _reals(stages=3, rule="improved")
+    t = ConSinGANTrainer(reals, _cfg(batch_norm=True, mode="editing"), stage0=editing_input)
+    for s in range(3):
+        t.start_stage(s)
+        assert all(np.isfinite(float(v)) for v in t.step().values())
+    x = t.generate(1, stage0=reals[0])
+    assert x.shape == reals[-1].shape
+
+
+def test_generate_arbitrary_size():
+    t = ConSinGANTrainer(_reals(stages=3), _cfg())
+    for s in range(3):
+        t.start_stage(s)
+    x = t.generate(2, scale_w=2.0)
+    assert x.shape == (2, 3, t.shapes[-1][0], int(t.shapes[-1][1] * 2)) and torch.isfinite(x).all()
+
+
+def test_leaky_relu_gp_same_values_and_second_order():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+
+    def pen(act):
+        y = act(F.conv2d(x, w, padding=1))
+        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        return (g.norm(dim=1) - 1).pow(2).mean(), y
+
+    p1, y1 = pen(torch.nn.LeakyReLU(0.05))
+    p2, y2 = pen(LeakyReLUGP(0.05))
+    assert torch.equal(y1, y2)
+    g1 = torch.autograd.grad(p1, w)[0]
+    g2 = torch.autograd.grad(p2, w)[0]
+    assert torch.allclose(g1, g2, atol=1e-12)
+    torch.autograd.gradcheck(lambda t: LeakyReLUGP(0.05)(t), (torch.randn(3, 4, dtype=torch.float64,
+                                                                          requires_grad=True),))
+
+
+def test_gp_plain_formula():
+    D = Discriminator(nfc=4)
+    real, fake = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    u = torch.tensor([0.3])
+    x = (0.3 * real + 0.7 * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(D(x).sum(), x)
+    ref = 0.1 * ((g.norm(2, dim=1) - 1) ** 2).mean()
+    assert torch.allclose(gp_plain(D, real, fake, 0.1, u), ref, atol=1e-6)
+
+
+def test_augmentations_and_mask():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 40, 50) * 2 - 1
+    for _ in range(5):
+        y = strong_aug(x, p=1.0)
+        assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    s = shuffle_grid(x)
+    assert s.shape == x.shape and not torch.equal(s, x)
+    m = torch.zeros(1, 1, 40, 50)
+    m[..., 18:22, 20:25] = 1
+    soft = prepare_mask(m, radius=5, sigma=2.0)
+    assert soft[..., 20, 22] > 0.99 and soft[..., 20, 29] > 0.5 and soft[..., 0, 0] < 1e-3
+    out = composite(x, -x, soft)
+    assert torch.allclose(out[..., 0, 0], x[..., 0, 0], atol=1e-3)
