@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import pytest
 import torch
 
-from ganops.models.gmm import GaussianMixture
+if __package__ in (None, ""):  # `python benchmarks/bench_gmm.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ganops.models.gmm import GaussianMixture  # noqa: E402
 
 N = int(os.environ.get("GMM_N", 50000))
 D = int(os.environ.get("GMM_D", 512))
@@ -116,6 +120,37 @@ def project_ours(x: torch.Tensor, cov: str) -> dict[str, dict[str, float]]:
     return {dev: project(c, dev) for dev in ("rtx2080ti", "a100", "h100")}
 
 
+def _rows() -> list:
+    """Target rows for `python -m benchmarks.report` (benchmarks/results/gmm.json)."""
+    from benchmarks.targets import Row
+
+    sk, rows = _RESULTS.get("sklearn"), []
+    if not sk:
+        return rows
+    case = f"N={N} D={D} K={K} {COV}"
+    for name in ("ganops-f32", "ganops-f64"):
+        r = _RESULTS.get(name)
+        if r:
+            rows.append(Row(f"GMM fit {case} [{name}] speed-up vs scikit-learn", sk["time"] / r["time"], TARGET,
+                            "x", "measured", f"{DEVICE} ({THREADS or 'default'} threads)", True,
+                            note=f"loglik {r['ll']:.3f} vs sklearn {sk['ll']:.3f}"))
+    proj, f32 = _RESULTS.get("_projection"), _RESULTS.get("ganops-f32")
+    for dev, p in (proj or {}).items():
+        rows.append(Row(f"GMM fit {case} [ganops-f32] speed-up vs scikit-learn (CPU)", sk["time"] / p["nominal"],
+                        TARGET, "x", "projected", dev, True,
+                        note=f"{p['optimistic'] * 1e3:.1f}-{p['pessimistic'] * 1e3:.1f} ms; loglik "
+                             f"{f32['ll'] - sk['ll']:+.3f} vs sklearn" if f32 else ""))
+    return rows
+
+
+def _write_rows() -> None:
+    from benchmarks.targets import write_rows
+
+    rows = _rows()
+    if rows:
+        write_rows("gmm", rows, extra={k: v for k, v in _RESULTS.items() if not k.startswith("_")})
+
+
 def _report(write) -> None:
     sk = _RESULTS.get("sklearn")
     write(f"GMM fit, N={N} D={D} K={K} cov={COV}, threads={THREADS or 'default'}, ours on {DEVICE} "
@@ -172,6 +207,7 @@ def test_gmm_fit(benchmark, priors, provider, capsys):
         with capsys.disabled():  # the figures and the ratio vs the target, printed even without -s
             print()
             _report(print)
+        _write_rows()
 
 
 def main() -> None:
@@ -193,6 +229,7 @@ def main() -> None:
     if DEVICE == "cpu":
         _RESULTS["_projection"] = project_ours(x, COV)
     _report(print)
+    _write_rows()
 
 
 if __name__ == "__main__":

@@ -55,6 +55,17 @@ def environment() -> dict:
     }
 
 
+_GIT = git_rev()
+
+
+def _load() -> float | None:
+    """1-minute load average when the figure was taken (the shared 2-core machines are often busy)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _sync(device: str):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -78,7 +89,8 @@ def measure(benchmark):
         benchmark.pedantic(call, rounds=rounds, warmup_rounds=warmup, iterations=1)
         st = benchmark.stats.stats
         RESULTS.append(dict(op=op, case=case, mode=mode, provider=provider, device=device, mean_s=st.mean,
-                            min_s=st.min, median_s=st.median, bytes=bytes, min_bytes=min_bytes))
+                            min_s=st.min, median_s=st.median, bytes=bytes, min_bytes=min_bytes,
+                            date=time.strftime("%Y-%m-%d %H:%M:%S"), git=_GIT, load=_load()))
 
     return run
 

@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The target report (`python -m benchmarks.report`): rows, checks, exit status, on hand-made result files."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import report  # noqa: E402
+from benchmarks.targets import Row, read_rows, write_rows  # noqa: E402
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    import benchmarks.targets as targets
+
+    monkeypatch.setattr(report, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(targets, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(report, "sn_launch_rows", lambda: [])  # counted live; tested in test_sn_launch_rows
+    return tmp_path
+
+
+def _ops(path, vs_ref, vs_comp):
+    ratios = [dict(op="sle", case="8x16x4x4", mode="fwd+bwd", device="cpu", provider="cpu", time_s=1e-3,
+                   vs_ref=vs_ref, vs_compiled=vs_comp, bytes=None, min_bytes=None)]
+    with open(os.path.join(path, "ops-latest.json"), "w") as f:
+        json.dump({"environment": {"threads": 2}, "results": [], "ratios": ratios}, f)
+
+
+def _model_files(fastgan_time: float):
+    write_rows("fastgan", [Row("FastGAN 256² b8 (ours) time / iteration", fastgan_time, 0.18, "s", "projected",
+                               "RTX 2080 Ti", note="band 0.1-0.3 s; fp32"),
+                           Row("FastGAN 256² b8 (reference) time / iteration", 0.35, None, "s", "projected",
+                               "RTX 2080 Ti", note="band 0.195-0.568 s; fp32")])
+    write_rows("consingan", [Row("ConSinGAN last stage speed-up", 2.5, 2.0, "x", "measured", "CPU", True)])
+    write_rows("gmm", [Row("GMM speed-up", 25.0, 20.0, "x", "measured", "CPU", True)])
+
+
+def test_all_met_exits_zero_and_renders_markdown(results, capsys):
+    _ops(results, 3.5, 1.2)
+    _model_files(0.15)
+    assert report.main([]) == 0
+    out = capsys.readouterr().out
+    assert "SLE fwd+bwd 8x16x4x4 [cpu] vs eager ref" in out and "3.50x" in out
+    # the paper's 0.36 s lies in the reference band 0.195-0.568 s: the model check row is there and met
+    assert "model check: paper's 0.36 s" in out and "0 measured missed" in out
+    assert report.main(["--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("| target |") and "| measured |" in md
+
+
+def test_measured_miss_fails_projected_miss_does_not(results, capsys):
+    _ops(results, 3.5, 1.2)
+    _model_files(0.25)  # projected miss only
+    assert report.main([]) == 0
+    assert "1 projected missed" in capsys.readouterr().out
+    _ops(results, 2.0, 1.2)  # measured miss: below 3x the eager reference
+    assert report.main([]) == 1
+    assert "1 measured missed" in capsys.readouterr().out
+
+
+def test_missing_results_fail_and_name_the_command(results, capsys):
+    _ops(results, 3.5, 1.2)
+    write_rows("fastgan", [Row("x", 1.0, 2.0, "s", "projected", "d")])
+    assert report.main([]) == 1
+    out = capsys.readouterr().out
+    assert "python -m benchmarks.bench_consingan" in out and "python -m benchmarks.bench_gmm" in out
+
+
+def test_projection_check_outside_band_is_a_miss():
+    rows = [Row("FastGAN 1024² b8 (reference) time / iteration", 0.2, None, "s", "projected", "RTX 2080 Ti",
+                note="band 0.100-0.300 s; fp32")]
+    (chk,) = report.projection_check_rows(rows)
+    assert chk.ok is False and "0.61" in chk.target
+
+
+def test_rows_round_trip(tmp_path, monkeypatch):
+    import benchmarks.targets as targets
+
+    monkeypatch.setattr(targets, "RESULTS_DIR", str(tmp_path))
+    path = write_rows("x", [Row("a", 1.5, 2.0, "s", "measured", "cpu", note="n")], extra={"k": 1})
+    data, rows = read_rows(path)
+    assert data["extra"] == {"k": 1} and rows[0].ok is True and rows[0].note == "n"
+
+
+def test_sn_launch_rows():
+    pytest.importorskip("ganops._C")
+    rows = report.sn_launch_rows()
+    growth = [r for r in rows if "added by 33 more" in r.target]
+    assert growth and growth[0].value == 0 and growth[0].ok is True
+    hook = [r for r in rows if "torch's hook" in r.target]
+    assert hook and hook[0].value > 500  # ~22 per layer for torch's spectral norm
