@@ -207,6 +207,49 @@ def test_torch_compile_fullgraph(impl):
     assert x.grad is not None
 
 
+@requires_triton
+def test_triton_torch_compile_fullgraph():
+    """The Triton custom op traces with fullgraph=True (fake kernel) and its autograd runs (interpreter on CPU)."""
+    from ganops.triton import diffaug_kernels  # noqa: F401
+
+    torch._dynamo.reset()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(2, 3, 8, 8, device=dev, requires_grad=True)
+    params = ganops.diff_augment_params("color,translation,cutout", x.shape, device=dev)
+    f = lambda t: ganops.diff_augment(t, params=params, impl="triton")  # noqa: E731
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(out, ganops.diff_augment(x, params=params, impl="ref"), **TOL[torch.float32])
+    gy = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, gy)
+    torch.testing.assert_close(gx, _grad(x, "color,translation,cutout", params, gy, "ref"), **TOL[torch.float32])
+
+
+def test_functional_generator_reproducible():
+    x = torch.randn(3, 3, 10, 12)
+    for impl in ["ref"] + (["cpu"] if _cpu() else []):
+        a = ganops.diff_augment(x, generator=torch.Generator().manual_seed(3), impl=impl)
+        state = torch.get_rng_state()
+        b = ganops.diff_augment(x, generator=torch.Generator().manual_seed(3), impl=impl)
+        assert torch.equal(state, torch.get_rng_state()), "generator= must not consume the global RNG"
+        torch.testing.assert_close(a, b)
+        assert not torch.allclose(a, ganops.diff_augment(x, generator=torch.Generator().manual_seed(4), impl=impl))
+
+
+def test_same_on_batch_with_p_decides_for_the_whole_batch():
+    """kornia's rule: with same_on_batch, one draw decides whether the batch is augmented, not one per sample."""
+    x = torch.randn(1, 3, 8, 8).expand(6, 3, 8, 8).contiguous()
+    m = ganops.nn.DiffAugment("color,translation,cutout", p=0.5, same_on_batch=True)
+    seen = set()
+    for seed in range(20):
+        y = m(x, generator=torch.Generator().manual_seed(seed))
+        assert all(torch.equal(y[0], y[i]) for i in range(6)), seed
+        seen.add(torch.allclose(y, x, atol=1e-5))
+    assert seen == {True, False}  # some batches left alone, others augmented
+    prm = ganops.diff_augment_params("translation", (6, 3, 8, 8), p=0.5, same_on_batch=True,
+                                     generator=torch.Generator().manual_seed(0))
+    assert (prm["translation"] == prm["translation"][:1]).all()
+
+
 def test_replay_generator_and_module_options():
     x, x2 = torch.randn(4, 3, 12, 12), torch.randn(4, 3, 12, 12)
     m = ganops.nn.DiffAugment("color,translation,cutout")

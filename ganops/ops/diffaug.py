@@ -71,7 +71,8 @@ def diff_augment_params(policy: str | Sequence[str], shape: Sequence[int], *, de
         translation_ratio, cutout_ratio: fractions of H/W (reference: 1/8 and 1/2, rounded ``int(s*r + 0.5)``).
         p: probability that a sample is augmented at all; drawn after the reference draws (p=1 draws nothing
             extra, keeping parity). Skipped samples get identity parameters.
-        same_on_batch: draw one sample's parameters and share them across the batch.
+        same_on_batch: draw one sample's parameters and share them across the batch; with ``p < 1`` one draw
+            decides for the whole batch (as kornia does).
 
     Returns:
         dict: ``brightness`` (shift r-0.5), ``saturation`` (factor 2r), ``contrast`` (factor r+0.5), each (N,) in
@@ -99,7 +100,10 @@ def diff_augment_params(policy: str | Sequence[str], shape: Sequence[int], *, de
     if same_on_batch and n != 1:
         out = {k: v.expand(n, *v.shape[1:]).contiguous() for k, v in out.items()}
     if p < 1.0:
-        keep = torch.rand(n, device=device, generator=generator) < p  # True: augment this sample
+        # True: augment this sample. With same_on_batch the whole batch is augmented or not (kornia's rule).
+        keep = torch.rand(m, device=device, generator=generator) < p
+        if m != n:
+            keep = keep.expand(n)
         ident = {"brightness": 0.0, "saturation": 1.0, "contrast": 1.0, "translation": 0}
         for k, v in out.items():
             base = k.split(".")[0]
