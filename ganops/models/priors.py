@@ -39,8 +39,12 @@ class _EffNetFeatures(nn.Module):
 
 def _efficientnet_lite0() -> nn.Module:
     """EfficientNet-Lite0 from ``ganops.metrics.efficientnet`` (the metrics area)."""
+    from ..metrics._assets import AssetMissingError
+
     try:
         return _EffNetFeatures()
+    except AssetMissingError as e:  # the weights package is not installed: say how, and name the alternative
+        raise AssetMissingError(f"{e}\nOr use the other prior extractor: --prior vgg16") from e
     except ImportError as e:
         raise RuntimeError("prior extractor 'efficientnet-lite0' needs ganops.metrics.efficientnet, which is not "
                            f"available in this checkout ({e}); use --prior vgg16") from e
