@@ -247,6 +247,31 @@ def test_amp_bfloat16_and_grad_scaler():
     torch.testing.assert_close(r1, ganops.r1_penalty(D, real, 2.0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cpu_float16_autocast_with_grad_scaler(impl):
+    """float16 autocast on the CPU (D's convs run in float16) + GradScaler: the penalty and, after unscale_, D's
+    gradients match float32; a 2**16 seed overflows float16 and gives a non-finite penalty for GradScaler to skip."""
+    D = patch_d(dtype=torch.float32)
+    real, fake = batch(dtype=torch.float32)
+    ref = ganops.gradient_penalty(D, real, fake, alpha=0.5, norm_over="channel")
+    ref_grads = param_grads(D, ref)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert D(real).dtype == torch.float16
+        pen = ganops.gradient_penalty(D, real, fake, alpha=0.5, norm_over="channel", scaler=scaler, impl=impl)
+    assert pen.dtype == torch.float32
+    torch.testing.assert_close(pen, ref, rtol=1e-2, atol=1e-3)
+    D.zero_grad()
+    scaler.scale(pen).backward()
+    scaler.unscale_(torch.optim.SGD(D.parameters(), lr=0.0))
+    for p, r in zip(D.parameters(), ref_grads):
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        assert (g - r).abs().max() <= 5e-2 * r.abs().max() + 1e-6
+    with torch.autocast("cpu", dtype=torch.float16):
+        over = ganops.r1_penalty(D, real, 1.0, impl=impl, scaler=torch.amp.GradScaler("cpu"))  # 2**16 > fp16 max
+    assert not torch.isfinite(over)
+
+
 def test_lazy_regularizer():
     D = patch_d()
     real, _ = batch()
