@@ -142,6 +142,36 @@ def test_eval_metrics(trained, tmp_path):
     assert '"fid4"' in p.stdout
 
 
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_bf16(tmp_path):
+    """torchrun with 2 gloo processes on the CPU, bfloat16 autocast: rank 0 alone writes one run directory."""
+    import socket
+
+    from ganops.train import load_checkpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["train", "--iters", "2", "--ch", "2", "--batch", "4", "--prior-size", "16", "--outdir", str(tmp_path / "o"),
+            "--cache-dir", str(tmp_path / "cache"), "--snap", "0", "--sample-every", "0", "--gmm-components", "3",
+            "--workers", "0", "--ema-decay", "0.5", "--device", "cpu", "--precision", "bf16"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop("GANOPS_IMPL", None)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                        f"--master_port={port}", str(RECIPE), *args], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    runs = [d for d in (tmp_path / "o").iterdir() if d.is_dir()]
+    assert [d.name for d in runs] == ["00000-disp"]
+    run = runs[0]
+    lines = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and all(math.isfinite(r["loss_d"]) for r in lines)
+    ck = load_checkpoint(run)
+    assert ck["world_size"] == 2 and ck["amp"]["precision"] == "bf16" and ck["config"]["batch"] == 4
+    for f in ("vicinal.png", "gmm.png", "priors.pt"):
+        assert (run / f).is_file(), f
+
+
 def test_help_and_usage_errors():
     m = load_recipe()
     r = CliRunner().invoke(m.cli, ["train", "--help"])
