@@ -16,21 +16,32 @@ Everything here runs on CPU or on the meta device, so the figures are the same o
 
 The projection prices each op at ``max(flops / rate, bytes / bandwidth) + launch overhead`` on a device from
 :data:`DEVICES`, at three efficiency points (optimistic, nominal, pessimistic) that form the reported band.
+
+**AMP on the meta device.** ``torch.autocast`` does nothing to meta tensors (they carry no Autocast dispatch key,
+and CUDA autocast disables itself without a GPU; fake CUDA tensors cannot run backward without one either).
+:class:`MetaAutocast` emulates CUDA autocast with a ``TorchFunctionMode``: the inputs of the ops that have an
+``AutocastCUDA`` kernel are cast by CUDA autocast's policy (:data:`AUTOCAST_CUDA_POLICY`: fp16 for convs and matrix
+products, fp32 for the precision-sensitive list, promotion for the promote list), above autograd, so the casts are
+recorded by autograd (``_to_copy`` launches, fp16 copies saved for backward) exactly as under CUDA autocast, with
+its weight-cast cache. :class:`MetaAmp` is the counted stand-in of ``ganops.train.Amp("fp16")`` (autocast + the
+GradScaler's scale / unscale / update kernels).
 """
 from __future__ import annotations
 
 import contextlib
+import types
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
 __all__ = ["Device", "DEVICES", "Efficiency", "EFFICIENCY", "OpRecord", "Counts", "CostCounter", "count",
-           "project", "format_bytes"]
+           "project", "format_bytes", "AUTOCAST_CUDA_POLICY", "autocast_policy", "MetaAutocast", "MetaAmp"]
 
 GiB = 1024 ** 3
 
@@ -249,3 +260,213 @@ def meta_device():
     """Build modules and tensors on the meta device inside this block (``torch.device('meta')`` default)."""
     with torch.device("meta"):
         yield
+
+
+# -- AMP emulation --------------------------------------------------------------------------------------------------
+#: CUDA autocast's policy per aten op name (overloads share it), as in ATen's autocast_mode.cpp for CUDA:
+#: "lower" = cast floating inputs to the autocast dtype; "fp32" = cast them to float32; "fp32_opt_dtype" = run with
+#: ``dtype=float32`` when the first input is a lower-precision float and no dtype is given; "promote" = cast to the
+#: widest floating input type; "banned" = raises under autocast. Every aten op with an ``AutocastCUDA`` kernel in
+#: the installed torch must appear here (tests/test_profiling.py checks it).
+AUTOCAST_CUDA_POLICY: dict[str, str] = {
+    **dict.fromkeys(
+        ["_convolution", "conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d", "conv_transpose2d",
+         "conv_transpose3d", "convolution", "cudnn_convolution", "cudnn_convolution_transpose", "prelu", "addmm",
+         "addmv", "addr", "matmul", "einsum", "mm", "mv", "linalg_vecdot", "linear", "addbmm", "baddbmm", "bmm",
+         "chain_matmul", "linalg_multi_dot", "_thnn_fused_lstm_cell", "_thnn_fused_gru_cell", "lstm_cell", "gru_cell",
+         "rnn_tanh_cell", "rnn_relu_cell", "_scaled_dot_product_flash_attention", "scaled_dot_product_attention",
+         "_cudnn_rnn"], "lower"),
+    **dict.fromkeys(
+        ["acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt",
+         "sinh", "tan", "pow", "softplus", "layer_norm", "native_layer_norm", "group_norm", "rms_norm",
+         "frobenius_norm", "nuclear_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss",
+         "nll_loss", "nll_loss2d", "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss",
+         "mse_loss", "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
+         "multi_margin_loss", "binary_cross_entropy_with_logits", "dist", "pdist", "cdist", "renorm", "logsumexp",
+         "linalg_matrix_sqrth", "upsample_nearest1d", "_upsample_nearest_exact1d", "upsample_nearest2d",
+         "_upsample_nearest_exact2d", "upsample_nearest3d", "_upsample_nearest_exact3d", "upsample_linear1d",
+         "upsample_bilinear2d", "_upsample_bilinear2d_aa", "upsample_trilinear3d", "upsample_bicubic2d",
+         "_upsample_bicubic2d_aa"], "fp32"),
+    **dict.fromkeys(["prod", "softmax", "log_softmax", "cumprod", "cumsum", "linalg_vector_norm", "linalg_matrix_norm",
+                     "sum", "norm"], "fp32_opt_dtype"),
+    **dict.fromkeys(["addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "grid_sampler", "index_put",
+                     "tensordot", "scatter_add"], "promote"),
+    "binary_cross_entropy": "banned",
+}
+_DUNDER = {"__pow__": "pow", "__rpow__": "pow", "__matmul__": "matmul", "__rmatmul__": "matmul"}
+
+
+def autocast_policy(func) -> str | None:
+    """CUDA autocast's policy for a callable seen by a ``TorchFunctionMode`` (None: runs in its inputs' dtypes).
+
+    Only C++ entry points (torch.*, Tensor methods, torch._C._nn / _linalg, ``torch.ops.aten``) are classified;
+    Python functions (``F.interpolate``, ``F.batch_norm``...) are decomposed by :class:`MetaAutocast`, which sees
+    the entry points they call, as CUDA autocast sees the aten ops.
+    """
+    if isinstance(func, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        ns, _, name = (func._schema.name if isinstance(func, torch._ops.OpOverload)
+                       else func._qualified_op_name).partition("::")
+        return AUTOCAST_CUDA_POLICY.get(name) if ns == "aten" else None
+    name = getattr(func, "__name__", None)
+    name = _DUNDER.get(name, name)
+    return AUTOCAST_CUDA_POLICY.get(name)
+
+
+_NO_TF = {"has_torch_function": lambda *a: False, "has_torch_function_unary": lambda *a: False,
+          "has_torch_function_variadic": lambda *a: False}
+_UNCHECKED: dict = {}
+
+
+def _unchecked(func: types.FunctionType):
+    """A copy of a Python torch function whose own ``has_torch_function*`` entry check is off, so that its body runs
+    under a mode (the functions it calls keep their checks). None when it does not use those module globals."""
+    if func in _UNCHECKED:
+        return _UNCHECKED[func]
+    names = set(func.__code__.co_names)
+    out = None
+    if names & set(_NO_TF):
+        g = dict(func.__globals__)
+        g.update(_NO_TF)
+        out = types.FunctionType(func.__code__, g, func.__name__, func.__defaults__, func.__closure__)
+        out.__kwdefaults__ = func.__kwdefaults__
+    _UNCHECKED[func] = out
+    return out
+
+
+def _eligible(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+
+
+class MetaAutocast(TorchFunctionMode):
+    """CUDA autocast emulated on any device (meant for meta tensors, where ``torch.autocast`` is a no-op).
+
+    Use as a context, nestable like ``torch.autocast``: inside, every op with a CUDA autocast policy gets its
+    floating inputs cast by that policy (:data:`AUTOCAST_CUDA_POLICY`) before it runs, above autograd, as the
+    ``AutocastCUDA`` dispatch key would. Casts of float32 leaf tensors that require grad (parameters) to the
+    autocast dtype are cached until the outermost context exits, as autocast's weight cache does.
+
+    Limits: ops reached only from inside a C++ composite that has no policy itself are not seen (none in FastGAN,
+    LPIPS or DiffAugment); custom ops run in their inputs' dtypes (ganops' ops register no CUDA autocast policy
+    except the penalty ops, which are not emulated).
+    """
+
+    replay_in_recompute = True  # re-entered by FastGAN's checkpointed G segments when they recompute
+
+    def __init__(self, dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self._depth = 0
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._open: set = set()
+        self.opaque: set[str] = set()  # Python functions that could not be decomposed (run as one unit)
+
+    def __enter__(self):
+        self._depth += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        out = super().__exit__(*exc)
+        self._depth -= 1
+        if self._depth == 0:
+            self._cache.clear()
+        return out
+
+    def _cast(self, t, dtype: torch.dtype):
+        if not _eligible(t) or t.dtype == dtype:
+            return t
+        cacheable = (dtype == self.dtype and t.dtype == torch.float32 and t.requires_grad and t.is_leaf
+                     and not t._is_view())
+        if cacheable:
+            hit = self._cache.get(id(t))
+            if hit is not None and hit[0] is t:
+                return hit[1]
+        out = t.to(dtype)
+        if cacheable:
+            self._cache[id(t)] = (t, out)
+        return out
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if isinstance(func, types.FunctionType):  # Python composite: run its body under this mode
+            body = _unchecked(func)
+            if body is not None and func not in self._open:
+                self._open.add(func)
+                try:
+                    with self:
+                        return body(*args, **kwargs)
+                finally:
+                    self._open.discard(func)
+            self.opaque.add(getattr(func, "__qualname__", repr(func)))
+            return func(*args, **kwargs)
+        policy = autocast_policy(func)
+        if policy is None:
+            return func(*args, **kwargs)
+        flat = [t for t in _tensors((args, kwargs)) if _eligible(t)]
+        if policy == "banned":
+            raise RuntimeError(f"{getattr(func, '__name__', func)} is unsafe to autocast (CUDA autocast raises)")
+        if policy == "fp32_opt_dtype":
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if (first is not None and _eligible(first) and first.dtype != torch.float32
+                    and kwargs.get("dtype") is None and not any(isinstance(a, torch.dtype) for a in args)):
+                kwargs = {**kwargs, "dtype": torch.float32}
+            return func(*args, **kwargs)
+        if policy == "lower":
+            to = self.dtype
+        elif policy == "fp32":
+            to = torch.float32
+        else:  # promote
+            to = self.dtype
+            for t in flat:
+                to = torch.promote_types(to, t.dtype)
+        from torch.utils._pytree import tree_map
+
+        args, kwargs = tree_map(lambda t: self._cast(t, to) if isinstance(t, torch.Tensor) else t, (args, kwargs))
+        return func(*args, **kwargs)
+
+
+class MetaAmp:
+    """Counted stand-in of ``ganops.train.Amp("fp16", "cuda")`` for meta-device counts: :meth:`autocast` is
+    :class:`MetaAutocast`; the loss scaling runs GradScaler's kernels (scale multiply; per optimizer step the
+    fused non-finite check + unscale of all gradients; one scale update per iteration). The scaler's host sync
+    (``found_inf.item()``) is skipped: on meta there is no value, and every step is taken."""
+
+    precision = "fp16"
+    enabled = True
+
+    def __init__(self, dtype: torch.dtype = torch.float16, device: str | torch.device = "meta",
+                 init_scale: float = 2.0 ** 16) -> None:
+        self.dtype = dtype
+        self.mode = MetaAutocast(dtype)
+        self._scale = torch.full((), init_scale, dtype=torch.float32, device=device)
+        self._growth = torch.zeros((), dtype=torch.int32, device=device)
+        self._found: list[torch.Tensor] = []
+
+    def autocast(self) -> MetaAutocast:
+        return self.mode
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self._scale.to(device=loss.device)
+
+    def scaler_value(self) -> float:
+        return 2.0 ** 16
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        inv = self._scale.double().reciprocal().float()
+        found = torch.full((), 0.0, dtype=torch.float32, device=self._scale.device)
+        groups: dict = {}
+        for g in optimizer.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        for grads in groups.values():
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
+        self._found.append(found)
+        optimizer.step()
+
+    def update(self) -> None:
+        if self._found:
+            found = self._found[0]
+            for f in self._found[1:]:
+                found = found + f
+            torch._amp_update_scale_(self._scale, self._growth, found, 2.0, 0.5, 2000)
+        self._found = []

@@ -88,3 +88,65 @@ def test_counts_on_meta_device_match_cpu():
     xm = x.to("meta")
     meta = count(lambda: meta_net(xm).sum().backward())
     assert (cpu.flops, cpu.launches, cpu.bytes) == (meta.flops, meta.launches, meta.bytes)
+
+
+def test_autocast_policy_covers_every_cuda_autocast_op():
+    """Every aten op with an AutocastCUDA kernel in the installed torch has a policy in the emulation."""
+    from ganops.profiling import AUTOCAST_CUDA_POLICY
+
+    names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("aten::")
+             and torch._C._dispatch_has_kernel_for_dispatch_key(n, "AutocastCUDA")]
+    assert names
+    missing = sorted({n[6:].split(".")[0] for n in names} - set(AUTOCAST_CUDA_POLICY))
+    assert not missing, missing
+
+
+def test_meta_autocast_casts_like_cuda_autocast():
+    from ganops.profiling import MetaAutocast
+
+    with torch.device("meta"):
+        conv, bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+        x = torch.empty(2, 3, 8, 8)
+    with MetaAutocast(torch.float16) as m:
+        y = conv(x)
+        assert y.dtype == torch.float16  # lower-precision list
+        assert torch.nn.functional.interpolate(y, scale_factor=2).dtype == torch.float32  # fp32 list
+        b = bn(y)
+        assert b.dtype == torch.float16  # no policy: input dtype
+        assert b.sum().dtype == torch.float32 and (b ** 2).dtype == torch.float32 and (2 ** b).dtype == torch.float32
+        assert torch.nn.functional.mse_loss(b, b).dtype == torch.float32
+        assert torch.addcmul(b, b, b.float()).dtype == torch.float32  # promote
+        assert b.mean().dtype == torch.float16 and torch.nn.functional.glu(b, 1).dtype == torch.float16
+        assert conv(x).dtype == torch.float16
+        assert len(m._cache) == 2  # weight and bias cast once (leaf tensors requiring grad), then reused
+    assert not m._cache  # cleared on exit
+    assert conv(x).dtype == torch.float32  # off outside the context
+    loss = b.float().sum()
+    loss.backward()
+    assert conv.weight.grad.dtype == torch.float32  # fp32 master weights get fp32 gradients
+
+
+def test_meta_autocast_counts_match_cpu_autocast_on_shared_ops():
+    """Where CPU and CUDA autocast agree (conv, linear: fp16; relu, flatten: no policy) the emulated counts on meta
+    equal those of a real CPU autocast run: launches, bytes, FLOPs, peak, output dtypes."""
+    from ganops.profiling import MetaAutocast
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3),
+                              torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 5))
+    x = torch.randn(2, 3, 12, 12)
+
+    def run(model, inp, ctx):
+        def f():
+            with ctx:
+                out = model(inp)
+            out.float().mean().backward()
+            return out
+        return f
+    cpu = count(run(net, x, torch.autocast("cpu", dtype=torch.float16)), live=list(net.parameters()) + [x])
+    net.zero_grad(set_to_none=True)
+    meta_net, xm = net.to("meta"), x.to("meta")
+    meta = count(run(meta_net, xm, MetaAutocast(torch.float16)), live=list(meta_net.parameters()) + [xm])
+    assert (cpu.flops, cpu.launches, cpu.bytes, cpu.peak_bytes) == (meta.flops, meta.launches, meta.bytes,
+                                                                   meta.peak_bytes)
+    assert [(o.name, o.dtype) for o in cpu.ops] == [(o.name, o.dtype) for o in meta.ops]
