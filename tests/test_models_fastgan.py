@@ -10,6 +10,7 @@ import torch
 from ganops.models.fastgan import (FastGANDiscriminator, FastGANGenerator, batch_stat_bn, count_parameters,
                                    crop_part, weights_init)
 from ganops.models.fastgan_step import FastGANStep, make_recon_loss
+from ganops.nn.spectral_norm import spectral_norm_group
 
 PINNED = {256: (29_127_846, 11_526_160), 512: (29_174_392, 11_526_496), 1024: (29_176_512, 11_528_192)}
 W = 4  # tiny width for anything that runs
@@ -181,3 +182,63 @@ def test_recon_loss_names():
     a, b = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
     assert make_recon_loss("l1")(a, b).tolist() == [1.0, 1.0]
     assert make_recon_loss("mse")(a, 2 * b).tolist() == [4.0, 4.0]
+
+
+def _g_state(g):
+    return ([p.detach().clone() for p in g.parameters()], [b.clone() for b in g.buffers()],
+            [p.grad.clone() for p in g.parameters()])
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["per-layer-sn", "grouped-sn"])
+def test_checkpointed_g_step_is_exact(group):
+    """G.checkpoint (recompute the 256² stage in the G step's backward) gives the same losses, gradients, weights,
+    BN running stats and SN u/v as the plain step, float64 on CPU, over two iterations (noise replayed, SN not
+    re-iterated, BN running stats not updated twice)."""
+    runs = []
+    with torch.autocast("cpu", enabled=False):
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            for ck in (False, True):
+                st = _setup()
+                if group:
+                    spectral_norm_group(st.G)
+                    spectral_norm_group(st.D)
+                for m in st.G.noise_layers():  # non-zero noise weights, so a wrong replay would show
+                    m.weight.data.fill_(0.1)
+                st.G.checkpoint = ck
+                runs.append((_losses(st), *_g_state(st.G)))
+        finally:
+            torch.set_default_dtype(old)
+    (la, pa, ba, ga), (lb, pb, bb, gb) = runs
+    assert la == lb
+    assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+    assert all(torch.equal(a, b) for a, b in zip(ba, bb))  # BN running stats, num_batches_tracked, SN u/v
+    assert all(torch.equal(a, b) for a, b in zip(ga, gb))
+
+
+def test_checkpointed_g_1024_same_gradients():
+    """Every checkpointed stage at 1024² (256, 512 with SLE, 1024 + output conv and tanh): same outputs,
+    gradients and buffers as the plain forward/backward."""
+    out = []
+    for ck in (False, True):
+        torch.manual_seed(0)
+        g = weights_init(FastGANGenerator(1024, W, 16, checkpoint=ck)).double()
+        for m in g.noise_layers():
+            m.weight.data.fill_(0.1)
+        torch.manual_seed(1)
+        big, small = g(torch.randn(2, 16, dtype=torch.float64))
+        (big.square().mean() + small.mean()).backward()
+        out.append((big.detach(), *_g_state(g)))
+    (ya, pa, ba, ga), (yb, pb, bb, gb) = out
+    assert torch.equal(ya, yb)
+    assert all(torch.equal(a, b) for a, b in zip(ba, bb))
+    assert all(torch.equal(a, b) for a, b in zip(ga, gb))
+
+
+def test_checkpoint_off_without_grad_or_in_eval():
+    g = FastGANGenerator(256, W, 16, checkpoint=True)
+    with torch.no_grad():
+        g(torch.randn(2, 16))  # plain path under no_grad (sampling)
+    g.eval()
+    g(torch.randn(2, 16))[0].sum().backward()  # eval: plain path too

@@ -63,6 +63,103 @@ class NoiseInjection(nn.Module):
         return feat + self.weight * noise
 
 
+class _Replay:
+    """Context managers that make a checkpointed G segment's recomputation redo exactly its first forward.
+
+    ``forward``: records the noise each :class:`NoiseInjection` of the segment draws, and the spectral-norm state.
+    ``recompute`` (run by ``torch.utils.checkpoint`` during backward): replays that noise; spectral norm gives the
+    same weights without a second update: a layer whose weight came from a :class:`SpectralNormGroup` (computed
+    in the root's pre-hook, outside the segment) keeps that weight (its hook is lifted), a per-layer hook iterates
+    again from the u, v it started from, and u, v are put back afterwards; BatchNorm running statistics are put back
+    as they were (batch statistics, hence the outputs, are the same; the running stats are updated once); the
+    function modes that ask for it are re-entered (ganops' meta-device autocast emulation; torch's own autocast
+    state is restored by checkpoint itself).
+    """
+
+    class _Ctx:
+        def __init__(self, enter, exit_) -> None:
+            self.enter, self.exit = enter, exit_
+
+        def __enter__(self):
+            self.enter()
+
+        def __exit__(self, *exc):
+            self.exit()
+            return False
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        from torch.nn.utils.spectral_norm import SpectralNorm as _TorchSN
+
+        mods = [m for mod in modules for m in mod.modules()]
+        self.noise = [m for m in mods if isinstance(m, NoiseInjection)]
+        self.bns = [m for m in mods if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.sn = [(m, k, fn) for m in mods for k, fn in m._forward_pre_hooks.items() if isinstance(fn, _TorchSN)]
+        self.modes = [m for m in torch.overrides._get_current_function_mode_stack()
+                      if getattr(m, "replay_in_recompute", False)]
+        self.drawn: list = []
+        self._saved: list = []
+        self._lift: list = []  # (module, hook key): grouped layers, weight reused
+        self._uv: list = []  # (buffer, value at the segment's first forward): per-layer hooks
+        self._stack: contextlib.ExitStack | None = None
+
+    def forward(self) -> "_Replay._Ctx":
+        return self._Ctx(self._fwd_enter, self._fwd_exit)
+
+    def recompute(self) -> "_Replay._Ctx":
+        return self._Ctx(self._re_enter, self._re_exit)
+
+    def _fwd_enter(self) -> None:
+        self._saved = [m.record for m in self.noise]
+        for m in self.noise:
+            m.record = []
+        self._lift, self._uv = [], []
+        for m, k, fn in self.sn:
+            group = getattr(fn, "group", None)
+            if group is not None and group.active:
+                self._lift.append((m, k))
+            else:
+                self._uv += [(b, b.clone()) for b in (getattr(m, fn.name + "_u"), getattr(m, fn.name + "_v"))]
+
+    def _fwd_exit(self) -> None:
+        self.drawn = [m.record[-1] for m in self.noise]
+        for m, r, n in zip(self.noise, self._saved, self.drawn):
+            m.record = r
+            if r is not None:
+                r.append(n)
+
+    def _re_enter(self) -> None:
+        st = self._stack = contextlib.ExitStack()
+        fixed = [m.fixed for m in self.noise]
+        for m, n in zip(self.noise, self.drawn):
+            m.fixed = n
+        st.callback(lambda: [setattr(m, "fixed", f) for m, f in zip(self.noise, fixed)])
+        hooks = {id(m): (m, dict(m._forward_pre_hooks)) for m, _ in self._lift}
+        for m, k in self._lift:
+            del m._forward_pre_hooks[k]
+
+        def _restore_hooks():
+            for m, h in hooks.values():
+                m._forward_pre_hooks.clear()
+                m._forward_pre_hooks.update(h)
+        st.callback(_restore_hooks)
+        now = [(b, b.clone()) for m in self.bns for b in m.buffers()] + [(b, b.clone()) for b, _ in self._uv]
+
+        def _restore_buffers():
+            with torch.no_grad():
+                for b, c in now:
+                    b.copy_(c)
+        st.callback(_restore_buffers)
+        with torch.no_grad():
+            for b, c in self._uv:
+                b.copy_(c)
+        for mode in self.modes:
+            st.enter_context(mode)
+
+    def _re_exit(self) -> None:
+        stack, self._stack = self._stack, None
+        stack.close()
+
+
 class UpBlock(nn.Sequential):
     """Nearest x2; SN-conv3x3 (in -> 2 out); BN; GLU."""
 
@@ -140,6 +237,10 @@ class FastGANGenerator(nn.Module):
         tanh: squash both outputs with tanh. ``None`` (default) reproduces the reference quirk: tanh only at 1024,
             raw conv outputs at 256 and 512 (methods.md §7.1).
         sn: spectral norm on every conv (reference: yes). impl: SLE backend.
+        checkpoint: recompute the blocks at 256^2 and above (up-block, SLE, and the output conv) in backward instead
+            of keeping their activations (activation checkpointing; training forwards with grad only). Exact: the
+            recomputation replays the same noise, reuses the spectral-normed weights of the first forward and
+            leaves BN running stats updated once (:class:`_Replay`). Settable later: ``G.checkpoint = True``.
 
     Shape:
         z (B, nz) -> [image (B, 3, im_size, im_size), image_128 (B, 3, 128, 128)].
@@ -148,8 +249,9 @@ class FastGANGenerator(nn.Module):
     SLE_LINKS = {64: 4, 128: 8, 256: 16, 512: 32}  # high resolution -> low resolution
 
     def __init__(self, im_size: int = 256, ngf: int = 64, nz: int = 256, *, tanh: bool | None = None,
-                 sn: bool = True, impl: str = "auto") -> None:
+                 sn: bool = True, impl: str = "auto", checkpoint: bool = False) -> None:
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         if im_size not in RESOLUTIONS:
             raise ValueError(f"FastGANGenerator: im_size must be one of {RESOLUTIONS}, got {im_size}")
         self.im_size, self.nz = im_size, nz
@@ -192,15 +294,39 @@ class FastGANGenerator(nn.Module):
         own = {4: f[4], 8: f[8], 16: f[16], 32: f[32]}
         x = self.se_64(lows.get(64, f[4]), self.feat_64(f[32]))
         f128 = self.se_128(lows.get(128, f[8]), self.feat_128(x))
-        x = self.se_256(lows.get(256, f[16]), self.feat_256(f128))
-        if self.im_size > 256:
-            x = self.se_512(lows.get(512, f[32]), self.feat_512(x))
-        if self.im_size > 512:
-            x = self.feat_1024(x)
-        big, small = self.to_big(x), self.to_128(f128)
+        x = f128
+        for r in (256, 512, 1024):
+            if r <= self.im_size:
+                low = lows.get(r, f[self.SLE_LINKS[r]]) if r in self.SLE_LINKS else None
+                x = self._stage(r, x, low)
+        big, small = x, self.to_128(f128)
         if self.tanh:
-            big, small = torch.tanh(big), torch.tanh(small)
+            small = torch.tanh(small)
         return ([big, small], own) if return_lows else [big, small]
+
+    def _stage_fn(self, r: int, x: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        x = getattr(self, f"feat_{r}")(x)
+        if low is not None:
+            x = getattr(self, f"se_{r}")(low, x)
+        if r == self.im_size:
+            x = self.to_big(x)
+            if self.tanh:
+                x = torch.tanh(x)
+        return x
+
+    def _stage(self, r: int, x: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        """Up-block at resolution r (256/512/1024) with its SLE gate (and the output conv at im_size)."""
+        if not (self.checkpoint and self.training and torch.is_grad_enabled()):
+            return self._stage_fn(r, x, low)
+        from torch.utils.checkpoint import checkpoint
+
+        mods = [getattr(self, f"feat_{r}")] + ([getattr(self, f"se_{r}")] if low is not None else []) + \
+            ([self.to_big] if r == self.im_size else [])
+        rep = _Replay(mods)
+        args = (r, x) if low is None else (r, x, low)
+        return checkpoint(self._stage_fn if low is not None else (lambda r_, x_: self._stage_fn(r_, x_, None)),
+                          *args, use_reentrant=False, preserve_rng_state=False,
+                          context_fn=lambda: (rep.forward(), rep.recompute()))
 
     def sle_links(self) -> list[int]:
         """High resolutions of this G's SLE links: 64, 128, 256 (and 512 above 256^2)."""
