@@ -50,6 +50,19 @@ def test_train_writes_outputs(run_dir):
 
 
 @pytest.mark.slow
+def test_g_checkpoint_flag_gives_the_same_run(run_dir, tmp_path):
+    """--g-checkpoint (the memory-saving G step the benchmark counts) trains the same numbers."""
+    _ok(_run("train", *TINY, "--iters", "2", "--outdir", str(tmp_path), "--g-checkpoint"))
+    run = next(tmp_path.glob("*-fastgan"))
+    assert json.loads((run / "config.json").read_text())["g_checkpoint"] is True
+    a = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    for sa, sb in zip(a, b):
+        for k in ("d_real", "d_rec", "d_fake", "g"):
+            assert sb[k] == pytest.approx(sa[k], rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.slow
 def test_resume_auto_continues(run_dir):
     _ok(_run("train", *TINY, "--iters", "3", "--outdir", str(run_dir.parent), "--resume", "auto"))
     stats = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
@@ -93,7 +106,8 @@ def test_no_argument_run_writes_outputs(tmp_path):
 
 def test_help_shows_defaults_and_preset():
     out = _ok(_run("train", "--help"))
-    for flag in ("--recon-loss", "--step-order", "--tanh", "--ngf", "--ema-decay", "--resume", "--precision"):
+    for flag in ("--recon-loss", "--step-order", "--tanh", "--ngf", "--ema-decay", "--resume", "--precision",
+                 "--g-checkpoint"):
         assert flag in out
     assert "lpips-vgg" in out and "default: 0.999" in out
     assert "reference" in _ok(_run("--help"))
