@@ -30,14 +30,20 @@ import torch.nn.functional as F
 from ganops.models.consingan import MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer
-from ganops.train import TrainLoop, check_options, load_checkpoint, load_single_image, save_grid, train_options
+from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_grid,
+                          train_options)
 
-PRESET = "cpu: --resolution 96 (max side) --iters 200 per stage, 6 stages (paper: 250 px, 2000 per stage)"
+PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 200 per stage, 6 stages, --threads 1 "
+          "(paper: 250 px, 2000 per stage)")
+#: overrides of `train`'s defaults for the no-argument run. One thread: on a busy 2-core machine two OpenMP
+#: threads made these small convolutions up to 20x slower (see docs/consingan.md).
+PRESET_OPTS: dict = {"threads": 1}
 PAPER = {"generation": dict(resolution=250, iters=2000),
          "retarget": dict(resolution=250, iters=2000), "animation": dict(resolution=250, iters=2000),
          "harmonization": dict(resolution=250, iters=1000, stages=3, min_size=120, slope=0.3, batch_norm=True),
          "editing": dict(resolution=250, iters=1000, batch_norm=True)}
-ARCH = ["data", "resolution", "stages", "min_size", "nfc", "num_layer", "slope", "batch_norm", "mode"]
+# Must match on --resume (niter too: it places the stage boundaries and the lr milestone).
+ARCH = ["data", "resolution", "stages", "min_size", "nfc", "num_layer", "slope", "batch_norm", "mode", "niter"]
 
 
 def _cfg(o: dict) -> dict:
@@ -62,7 +68,10 @@ def load_image(spec: str, what: str = "--data") -> torch.Tensor:
                                + (" (transparency composited on white)" if "A" in im.mode else ""))
         except Exception:
             pass
-    return load_single_image(spec)[0]
+    try:
+        return load_single_image(spec)[0]
+    except DatasetError as e:
+        raise click.UsageError(str(e).replace("--data", what, 1)) from None
 
 
 def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
@@ -88,7 +97,7 @@ def _stage0(mode: str):
 def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         click.echo(f"consingan: no command given, training the default preset ({PRESET})")
-        ctx.invoke(train)
+        ctx.invoke(train, **PRESET_OPTS)
 
 
 @cli.command(help="Train all stages (generation by default; --mode harmonization|editing for those tasks).")

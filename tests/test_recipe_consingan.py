@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""recipes/consingan.py in-process (click's CliRunner) on tiny images: train outputs, generate at 2x width,
+harmonize / edit end to end, exact resume mid-stage and at a stage boundary, the no-argument path, CLI errors.
+
+The maths of one iteration (finite losses, fused vs plain penalty, ours vs reference order) is tested in
+tests/test_models_consingan.py; here the recipe around it.
+"""
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ganops.models.consingan_train import ConSinGANTrainer
+from ganops.train import load_checkpoint
+
+RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "consingan.py")
+TINY = ["--resolution", "40", "--min-size", "16", "--stages", "3", "--nfc", "8", "--iters", "2", "--snap", "1",
+        "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def recipe() -> dict:
+    return runpy.run_path(RECIPE, run_name="consingan_recipe")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _invoke(recipe: dict, *args: str, ok: bool = True):
+    res = CliRunner().invoke(recipe["cli"], list(args), catch_exceptions=not ok)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res
+
+
+def _image(path: Path, h: int = 40, w: int = 54, mode: str = "RGB", seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([(xx * 255 // max(1, w - 1)), (yy * 255 // max(1, h - 1)), ((xx + yy) * 4) % 256], -1)
+    a = np.clip(a + rng.integers(-20, 20, a.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(a).convert(mode).save(path)
+    return str(path)
+
+
+def _run_dir(out: Path) -> Path:
+    runs = sorted(out.glob("*-consingan"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _stats(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(recipe, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("cs")
+    img = _image(out / "img.png")
+    _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(out / "runs"))
+    return _run_dir(out / "runs"), img
+
+
+def test_train_writes_stage_samples_and_finite_losses(trained):
+    run, _ = trained
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "stats.jsonl", "latest", "stage0.png", "stage1.png", "stage2.png", "samples.png",
+            "samples_2x_width.png"} <= names
+    stats = _stats(run)
+    assert [s["step"] for s in stats] == list(range(1, 7)) and [s["stage"] for s in stats] == [0, 0, 1, 1, 2, 2]
+    for s in stats:
+        assert all(np.isfinite(s[k]) for k in ("loss_d", "gp", "loss_g", "rec", "stage_eta_s"))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["niter"] == 2 and cfg["iters"] == 6 and cfg["step_order"] == "ours" and cfg["gp"] == "fused"
+    w1, w2 = Image.open(run / "samples.png").size, Image.open(run / "samples_2x_width.png").size
+    assert w2[0] > w1[0] / 2 * 1.5  # one 2x-wide sample per row vs two trained-size samples per row
+
+
+def test_generate_trained_size_and_2x_width(recipe, trained):
+    run, _ = trained
+    st = load_checkpoint(run)
+    h, w = st["extra"]["stage"]["reals"][-1].shape[2:]
+    res = _invoke(recipe, "generate", "--run", str(run), "--num", "1", "--scale-w", "2", "--out",
+                  str(run / "g2.png"))
+    assert f"{h}x{2 * w}" in res.output
+    assert Image.open(run / "g2.png").size == (2 * w, h)  # one image: no grid padding
+    _invoke(recipe, "generate", "--run", str(run), "--num", "2", "--scale-h", "1.5", "--out", str(run / "g.png"))
+    assert Image.open(run / "g.png").size[1] == int(h * 1.5) + 4
+
+
+class _Killed(Exception):
+    pass
+
+
+def _interrupt_at(monkeypatch, call: int) -> None:
+    """Make the `call`-th ConSinGANTrainer.step raise (the previous iteration is checkpointed: --snap 1)."""
+    orig, n = ConSinGANTrainer.step, [0]
+
+    def step(self):
+        n[0] += 1
+        if n[0] == call:
+            raise _Killed("simulated kill")
+        return orig(self)
+
+    monkeypatch.setattr(ConSinGANTrainer, "step", step)
+
+
+@pytest.mark.parametrize("kill_at,where", [(4, "mid-stage"), (5, "stage boundary")])
+def test_resume_continues_exactly(recipe, trained, tmp_path, monkeypatch, kill_at, where):
+    """Killed during iteration `kill_at` (3 done: in stage 1; 4 done: stage 1 finished, stage 2 not started), then
+    --resume auto: same losses at every step and the same final weights as the uninterrupted run."""
+    ref_run, img = trained
+    out = tmp_path / "runs"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, kill_at)
+        res = _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(out), ok=False)
+        assert isinstance(res.exception, _Killed)
+    run = _run_dir(out)
+    assert load_checkpoint(run)["step"] == kill_at - 1
+    _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(out), "--resume", "auto")
+    assert _run_dir(out) == run
+    keys = ("loss_d", "gp", "loss_g", "rec")
+    assert [[s[k] for k in keys] for s in _stats(run)] == [[s[k] for k in keys] for s in _stats(ref_run)], where
+    a, b = load_checkpoint(run), load_checkpoint(ref_run)
+    for part in ("G", "D"):
+        for k, v in b["models"][part].items():
+            assert torch.equal(a["models"][part][k], v), (where, part, k)
+    assert a["extra"]["stage"]["amps"] == b["extra"]["stage"]["amps"]
+
+
+def test_resume_with_other_iters_is_refused(recipe, trained, tmp_path):
+    run, img = trained
+    args = [a if a != "2" else "3" for a in TINY]  # --iters 3 instead of 2
+    res = _invoke(recipe, "train", *args, "--data", img, "--resume", str(run), "--outdir", str(tmp_path), ok=False)
+    assert res.exit_code != 0 and "niter" in str(res.exception)
+
+
+@pytest.mark.parametrize("mode,task", [("harmonization", "harmonize"), ("editing", "edit")])
+def test_harmonize_and_edit_end_to_end(recipe, tmp_path, mode, task):
+    img = _image(tmp_path / "img.png")
+    naive = _image(tmp_path / "naive.png", seed=1)
+    m = np.zeros((40, 54), np.uint8)
+    m[12:24, 20:34] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    out = tmp_path / "runs"
+    opts = TINY + ["--snap", "0"]  # the last --snap wins
+    _invoke(recipe, "train", *opts, "--mode", mode, "--batch-norm", "--data", img, "--outdir", str(out))
+    run = _run_dir(out)
+    assert json.loads((run / "config.json").read_text())["mode"] == mode
+    res = _invoke(recipe, task, "--run", str(run), "--naive", naive, "--mask", str(tmp_path / "mask.png"),
+                  "--fine-tune", "1", "--out", str(tmp_path / "res.png"))
+    assert "fine-tuned the last stage" in res.output
+    h, w = load_checkpoint(run)["extra"]["stage"]["reals"][-1].shape[2:]
+    assert Image.open(tmp_path / "res.png").size == (3 * w + 8, h + 4)  # naive | G output | composite
+
+
+def test_no_argument_path_writes_outputs(recipe, tmp_path, monkeypatch):
+    """`python recipes/consingan.py` without arguments: the preset, shrunk to a few tiny iterations."""
+    assert recipe["PRESET_OPTS"] == {"threads": 1}
+    for k, v in dict(outdir=str(tmp_path), resolution=40, min_size=16, stages=2, nfc=8, iters=1, device="cpu").items():
+        monkeypatch.setitem(recipe["PRESET_OPTS"], k, v)
+    res = _invoke(recipe)
+    assert "no command given, training the default preset" in res.output and "--resolution 96" in res.output
+    run = _run_dir(tmp_path)
+    names = {p.name for p in run.iterdir()}
+    assert {"stage0.png", "stage1.png", "samples.png", "samples_2x_width.png", "config.json"} <= names
+    assert json.loads((run / "config.json").read_text())["data"] == "builtin:china"
+
+
+def test_cli_errors_are_named(recipe, tmp_path):
+    res = _invoke(recipe, "train", "--data", str(tmp_path / "nope.png"), "--outdir", str(tmp_path), ok=False)
+    assert res.exit_code == 2 and "nope.png: no such file" in res.output
+    small = _image(tmp_path / "small.png", 12, 12)
+    res = _invoke(recipe, "train", "--data", small, "--outdir", str(tmp_path), ok=False)
+    assert res.exit_code == 2 and "smaller than --min-size 25" in res.output
+    res = _invoke(recipe, "train", "--data", _image(tmp_path / "wide.png", 30, 200), "--resolution", "60",
+                  "--outdir", str(tmp_path), ok=False)
+    assert res.exit_code == 2 and "--resolution 60" in res.output
+    for missing, given in (("--mask", ["--naive", small]), ("--naive", ["--mask", small])):
+        res = _invoke(recipe, "harmonize", "--run", str(tmp_path), *given, ok=False)
+        assert res.exit_code == 2 and f"needs {missing}" in res.output
+    res = _invoke(recipe, "generate", "--run", str(tmp_path / "none"), ok=False)
+    assert res.exit_code == 2 and "--run" in res.output
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_grey_and_rgba_are_converted_with_a_note(recipe, tmp_path, mode):
+    img = _image(tmp_path / f"im_{mode}.png", mode=mode)
+    res = _invoke(recipe, "train", "--data", img, "--outdir", str(tmp_path), "--dry-run", "--resolution", "40",
+                  "--min-size", "16", "--device", "cpu")
+    assert f"is {mode}; converted to RGB" in res.output
