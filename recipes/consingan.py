@@ -2,8 +2,9 @@
 """ConSinGAN recipe (Hinz et al., WACV 2021): a single-image GAN whose stages train concurrently.
 
 `python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg with a CPU preset (max size 96 px,
-200 iterations per stage, 6 stages; the paper: 250 px and 2000; `--preset paper`) and writes a sample grid per
-stage and a 2x-width sample into the run directory.
+200 iterations per stage, 6 stages, one thread) and writes a sample grid per stage and a 2x-width sample into the
+run directory. `python recipes/consingan.py train` uses the reference's generation settings (250 px, 6 x 2000
+iterations); `--preset paper` also applies the reference's settings for --mode harmonization / editing.
 
 Commands: train (default), generate (trained size and any scale / aspect ratio), harmonize and edit (composite a
 naive image with a mask, optional fine-tuning of the last stage).
@@ -37,7 +38,7 @@ PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 200 per stage
           "(paper: 250 px, 2000 per stage)")
 #: overrides of `train`'s defaults for the no-argument run. One thread: on a busy 2-core machine two OpenMP
 #: threads made these small convolutions up to 20x slower (see docs/consingan.md).
-PRESET_OPTS: dict = {"threads": 1}
+PRESET_OPTS: dict = {"resolution": 96, "iters": 200, "threads": 1, "snap": 100}
 PAPER = {"generation": dict(resolution=250, iters=2000),
          "retarget": dict(resolution=250, iters=2000), "animation": dict(resolution=250, iters=2000),
          "harmonization": dict(resolution=250, iters=1000, stages=3, min_size=120, slope=0.3, batch_norm=True),
@@ -101,9 +102,10 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command(help="Train all stages (generation by default; --mode harmonization|editing for those tasks).")
-@train_options(data="builtin:china", resolution=96, iters=200, snap=100, sample_every=0, batch=1)
-@click.option("--preset", type=click.Choice(["cpu", "paper"]), default="cpu", show_default=True,
-              help="paper: the reference's sizes/iterations for --mode (flags given explicitly still win)")
+@train_options(data="builtin:china", resolution=250, iters=2000, snap=500, sample_every=0, batch=1)
+@click.option("--preset", type=click.Choice(["none", "paper"]), default="none", show_default=True,
+              help="paper: the reference's settings for --mode (harmonization: 3 stages, --min-size 120, --slope 0.3, "
+                   "--batch-norm, 1000 it; editing: --batch-norm, 1000 it); flags given explicitly still win")
 @click.option("--mode", type=click.Choice(MODES), default="generation", show_default=True)
 @click.option("--stages", type=click.IntRange(2, 16), default=6, show_default=True, help="train_stages")
 @click.option("--train-depth", type=click.IntRange(1), default=3, show_default=True,
@@ -180,6 +182,13 @@ def train(ctx: click.Context, **o) -> dict:
         save_grid(t.generate(2, scale_w=2.0, generator=g), Path(res["run_dir"]) / "samples_2x_width.png", nrow=1)
         click.echo(f"consingan: wrote samples.png and samples_2x_width.png to {res['run_dir']}")
     return res
+
+
+_HELP = {"iters": "iterations PER STAGE (the reference's niter; total = stages x iters)",
+         "resolution": "maximum image side in pixels (the reference's max_size; images are only downscaled)"}
+for _p in train.params:  # the shared flags' help text, as it applies to a single-image GAN
+    if _p.name in _HELP:
+        _p.help = _HELP[_p.name]
 
 
 def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict, Path]:

@@ -166,7 +166,7 @@ def test_harmonize_and_edit_end_to_end(recipe, tmp_path, mode, task):
 
 def test_no_argument_path_writes_outputs(recipe, tmp_path, monkeypatch):
     """`python recipes/consingan.py` without arguments: the preset, shrunk to a few tiny iterations."""
-    assert recipe["PRESET_OPTS"] == {"threads": 1}
+    assert recipe["PRESET_OPTS"] == {"resolution": 96, "iters": 200, "threads": 1, "snap": 100}
     for k, v in dict(outdir=str(tmp_path), resolution=40, min_size=16, stages=2, nfc=8, iters=1, device="cpu").items():
         monkeypatch.setitem(recipe["PRESET_OPTS"], k, v)
     res = _invoke(recipe)
@@ -191,6 +191,13 @@ def test_cli_errors_are_named(recipe, tmp_path):
         assert res.exit_code == 2 and f"needs {missing}" in res.output
     res = _invoke(recipe, "generate", "--run", str(tmp_path / "none"), ok=False)
     assert res.exit_code == 2 and "--run" in res.output
+
+
+def test_help_shows_per_stage_iters_and_defaults(recipe):
+    out = _invoke(recipe, "train", "--help").output
+    assert "iterations PER STAGE" in out and "default: 2000" in out and "default: 250" in out
+    for flag in ("--step-order", "--gp", "--gp-every", "--lambda-grad", "--resume", "--precision", "--preset"):
+        assert flag in out
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
