@@ -45,7 +45,8 @@ class GLU(nn.Module):
 class NoiseInjection(nn.Module):
     """``feat + w * n`` with n ~ N(0, 1) of shape (B, 1, H, W) drawn each forward; w a scalar initialised to 0.
 
-    ``self.fixed`` (set by :meth:`FastGANGenerator.replay_noise`) replays stored noise instead of drawing.
+    ``self.fixed`` (set by the activation-checkpoint replay, :class:`_Replay`) replays stored noise instead of drawing;
+    ``self.record`` (a list, when set) collects the noise drawn.
     """
 
     def __init__(self) -> None:
