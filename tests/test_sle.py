@@ -89,6 +89,28 @@ def test_third_order_matches_reference():
 
 
 @requires_ext
+def test_cpu_permuted_dense_layout_and_large_outputs():
+    """A dense input in a permutation other than NCHW/NHWC gets a contiguous output (the kernels write one of those
+    two layouts; empty_like would have kept the permutation); a large output (huge-page allocation) matches too."""
+    x = torch.randn(2, 5, 3, 4).permute(0, 2, 1, 3).requires_grad_()  # (2, 3, 5, 4), dense, neither layout
+    gate = torch.randn(2, 3, requires_grad=True)
+    y = ganops.sle(x, gate, impl="cpu")
+    torch.testing.assert_close(y, ganops.sle_ref(x, gate))
+    assert y.is_contiguous()
+    gy = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, gate), gy), torch.autograd.grad(ganops.sle_ref(x, gate), (x, gate), gy)):
+        torch.testing.assert_close(a, b)
+    torch.library.opcheck(torch.ops.ganops.sle_forward.default, (x.detach(), gate.detach()))
+    x, gate = sample_inputs((1, 2, 2049, 2048))  # 32 MiB: the huge-page path
+    y = ganops.sle(x, gate, impl="cpu")
+    torch.testing.assert_close(y, ganops.sle_ref(x, gate))
+    gx, gg = torch.ops.ganops.sle_backward(y, x, gate)
+    torch.testing.assert_close(gx, ganops.sle_ref(y, gate))
+    rg = (y.double() * x.double()).sum((2, 3)) * torch.sigmoid(gate.double()) * (1 - torch.sigmoid(gate.double()))
+    torch.testing.assert_close(gg.double(), rg, rtol=1e-5, atol=1e-5)  # 4M-element reduction, double partials
+
+
+@requires_ext
 def test_opcheck_compiled_ops():
     for layout in LAYOUTS:
         x, gate = sample_inputs((2, 3, 4, 5), dtype=torch.float32)

@@ -22,32 +22,35 @@ GANOPS_CLONES void row_forward_cl_f32(const float* __restrict__ x, const float* 
   for (int64_t i = 0; i < n; ++i) y[i] = forward<float>(x[i], s[i]);
 }
 
-GANOPS_CLONES float row_backward_f32(const float* __restrict__ gy, const float* __restrict__ x, float s,
-                                     float* __restrict__ gx, int64_t n) {
-  constexpr int K = 16;  // independent partial sums: lets the compiler keep two 8-wide accumulators
-  float acc[K] = {0};
+// The gate's reduction runs over H*W elements (up to 262144 at FastGAN's shapes): the partial sums are kept in
+// double (float partials lose ~1e-4 relative on 16k-element rows, more than torch's cascade sum). The kernel is
+// memory-bound, so the wider arithmetic costs no time.
+GANOPS_CLONES double row_backward_f32(const float* __restrict__ gy, const float* __restrict__ x, float s,
+                                      float* __restrict__ gx, int64_t n) {
+  constexpr int K = 16;  // independent partial sums: lets the compiler keep four 4-wide double accumulators
+  double acc[K] = {0};
   int64_t i = 0;
   for (; i + K <= n; i += K) {
     for (int k = 0; k < K; ++k) {
-      acc[k] += gate_partial<float>(gy[i + k], x[i + k]);
+      acc[k] += gate_partial<double>(gy[i + k], x[i + k]);
       gx[i + k] = grad_x<float>(gy[i + k], s);
     }
   }
-  float tail = 0.f;
+  double tail = 0.0;
   for (; i < n; ++i) {
-    tail += gate_partial<float>(gy[i], x[i]);
+    tail += gate_partial<double>(gy[i], x[i]);
     gx[i] = grad_x<float>(gy[i], s);
   }
-  float total = 0.f;
+  double total = 0.0;
   for (int k = 0; k < K; ++k) total += acc[k];
   return total + tail;
 }
 
 GANOPS_CLONES void row_backward_cl_f32(const float* __restrict__ gy, const float* __restrict__ x,
                                        const float* __restrict__ s, float* __restrict__ gx,
-                                       float* __restrict__ acc, int64_t n) {
+                                       double* __restrict__ acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    acc[i] += gate_partial<float>(gy[i], x[i]);
+    acc[i] += gate_partial<double>(gy[i], x[i]);
     gx[i] = grad_x<float>(gy[i], s[i]);
   }
 }

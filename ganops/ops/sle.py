@@ -2,6 +2,8 @@
 """Skip-layer excitation (FastGAN): ``x_high * sigmoid(gate_logits)``, the gate broadcast over H x W."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .. import _ext
@@ -40,6 +42,25 @@ def _check(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return g
 
 
+_RESOLVED: dict = {}
+
+
+def _backend(x: torch.Tensor, impl: str) -> str:
+    """``resolve_impl`` memoised per (impl, device, GANOPS_IMPL): the lookup costs ~15 us a call (dispatcher
+    queries), as much as the forward op itself on small tensors. Traced code calls it directly; an unavailable
+    backend raises every time; "triton" (whose availability on CPU depends on TRITON_INTERPRET) is not memoised."""
+    if torch.compiler.is_compiling():
+        return resolve_impl("sle", impl, x)
+    dev = x.device
+    key = (impl, dev.type, dev.index, os.environ.get("GANOPS_IMPL") if impl == "auto" else None)
+    backend = _RESOLVED.get(key)
+    if backend is None:
+        backend = resolve_impl("sle", impl, x)
+        if backend != "triton":
+            _RESOLVED[key] = backend
+    return backend
+
+
 def sle(x_high: torch.Tensor, gate_logits: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
     """Skip-layer excitation gate-multiply, fused: one pass forward, one pass backward.
 
@@ -59,7 +80,7 @@ def sle(x_high: torch.Tensor, gate_logits: torch.Tensor, *, impl: str = "auto") 
     float32; float64 in float64.
     """
     g = _check(x_high, gate_logits)
-    backend = resolve_impl("sle", impl, x_high)
+    backend = _backend(x_high, impl)
     if backend == "ref":
         return sle_ref(x_high, g)
     if backend == "triton":
@@ -92,17 +113,26 @@ def _sle_double_backward(ggx, ggg, gy, x, g):
     return d_gy, d_x, d_g
 
 
+def _out_like(x: torch.Tensor) -> torch.Tensor:
+    """An output in the layout the kernels write (csrc/cpu/sle.cpp ``new_output``): ``empty_like(x)`` when that is
+    NCHW- or NHWC-contiguous, else contiguous (a dense input in another permutation)."""
+    out = torch.empty_like(x)
+    if out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last):
+        return out
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 def register_sle_autograd(fwd_name: str, bwd_name: str) -> None:
     """Register fake kernels and autograd for an (sle forward, sle backward) op pair in the ganops namespace."""
     bwd_op = getattr(torch.ops.ganops, bwd_name)
 
     @torch.library.register_fake(f"ganops::{fwd_name}")
     def _fake_fwd(x, gate):
-        return torch.empty_like(x)
+        return _out_like(x)
 
     @torch.library.register_fake(f"ganops::{bwd_name}")
     def _fake_bwd(grad_out, x, gate):
-        return torch.empty_like(x), torch.empty_like(gate, memory_format=torch.contiguous_format)
+        return _out_like(x), torch.empty_like(gate, memory_format=torch.contiguous_format)
 
     def setup_fwd(ctx, inputs, output):
         x, gate = inputs
