@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Training toolkit shared by the recipes: data, run dirs, checkpoints, EMA, AMP, DDP, progress, samples, CLI."""
+"""Training toolkit for the recipes: data, run dirs, checkpoints, EMA, AMP, DDP, progress, samples, metrics, CLI."""
 from __future__ import annotations
 
 from .amp import PRECISIONS, Amp
@@ -11,7 +11,8 @@ from .data import (DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler, 
                    list_images, load_single_image, open_dataset)
 from .distributed import DistInfo, init_distributed, is_main, per_rank_batch, wrap_ddp
 from .ema import EMA
-from .loop import TrainLoop, seed_everything, set_deterministic
+from .loop import MetricsError, TrainLoop, seed_everything, set_deterministic
+from .metrics import MetricSpec, TrainMetrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter
 from .rundir import RunDirError, make_run_dir
 from .samples import fixed_noise, save_grid
@@ -23,5 +24,5 @@ __all__ = [
     "InfiniteSampler", "check_image_folder", "list_images", "load_single_image", "open_dataset", "DistInfo",
     "init_distributed", "is_main", "per_rank_batch", "wrap_ddp", "EMA", "TrainLoop", "seed_everything",
     "set_deterministic", "NonFiniteLossError", "Progress", "StatsWriter", "RunDirError", "make_run_dir",
-    "fixed_noise", "save_grid",
+    "fixed_noise", "save_grid", "MetricsError", "MetricSpec", "TrainMetrics", "parse_metrics",
 ]

@@ -22,7 +22,7 @@ LATEST = "latest"
 NON_ARCH_KEYS = frozenset({
     "data", "outdir", "resume", "iters", "kimg", "dry_run", "device", "snap", "sample_every", "impl", "compile",
     "workers", "log_every", "channels_last", "precision", "deterministic", "skip_bad", "allow_upscale", "metrics",
-    "keep", "seed", "batch",
+    "metrics_every", "keep", "seed", "batch",
 })
 
 

@@ -9,6 +9,7 @@ import click
 import torch
 
 from .amp import PRECISIONS
+from .metrics import MetricsType, parse_metrics
 
 __all__ = ["TRAIN_OPTION_DEFAULTS", "train_options", "add_train_args", "check_options"]
 
@@ -29,6 +30,9 @@ TRAIN_OPTION_DEFAULTS: dict[str, tuple[Any, str]] = {
     "impl": ("auto", "ganops kernel backend: auto | ref | cpu | cuda | triton"),
     "snap": (500, "checkpoint every N iterations (0: only at the end)"),
     "sample_every": (500, "save a fakes grid every N iterations (0: only at the end)"),
+    "metrics": ("none", "metrics during training, written to metrics.jsonl: none, or a comma list of fid<N>, kid<N>, "
+                        "pr<N>, swd<N> with N generated images (500, 1k, 50k), e.g. fid1k,kid1k,swd1k,pr1k"),
+    "metrics_every": (0, "evaluate --metrics every N iterations (0: at every --snap checkpoint); always at the end"),
     "dry_run": (False, "validate data and options, print the resolved config, and exit"),
     "device": ("auto", "auto | cpu | cuda | cuda:N"),
     "workers": (2, "DataLoader worker processes per rank"),
@@ -38,7 +42,7 @@ TRAIN_OPTION_DEFAULTS: dict[str, tuple[Any, str]] = {
     "skip_bad": (False, "skip unreadable image files instead of stopping"),
 }
 _CHOICES = {"precision": PRECISIONS, "impl": ("auto", "ref", "cpu", "cuda", "triton")}
-_MIN = {"resolution": 4, "batch": 1, "iters": 0, "snap": 0, "sample_every": 0, "workers": 0}
+_MIN = {"resolution": 4, "batch": 1, "iters": 0, "snap": 0, "sample_every": 0, "metrics_every": 0, "workers": 0}
 
 
 def train_options(**defaults: Any) -> Callable:
@@ -66,6 +70,8 @@ def train_options(**defaults: Any) -> Callable:
                 typ = click.Choice(_CHOICES[name])
             elif name in _MIN:
                 typ = click.IntRange(min=_MIN[name])
+            elif name == "metrics":
+                typ = MetricsType()
             elif name == "seed":
                 typ = click.IntRange(min=0)
             else:
@@ -108,6 +114,11 @@ def check_options(opts: dict[str, Any], *, power_of_two: bool = False) -> dict[s
     for k, choices in _CHOICES.items():
         if k in opts and opts[k] not in choices:
             raise click.UsageError(f"--{k} must be one of {', '.join(choices)}, got {opts[k]!r}")
+    if "metrics" in opts:  # canonical names (fid1000 -> fid1k); swd's size limit; assets are checked by TrainLoop
+        specs = parse_metrics(opts["metrics"])
+        opts["metrics"] = ",".join(s.name for s in specs) or "none"
+        if specs and any(s.kind == "swd" for s in specs) and 0 < r < 16:
+            raise click.UsageError(f"--metrics {opts['metrics']}: swd needs --resolution >= 16, got {r}")
     dev = str(opts.get("device", "auto"))
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise click.UsageError(f"--device {dev}: CUDA is not available on this machine (use --device cpu or auto)")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import click
 import torch
 from torch import nn
 
@@ -16,16 +17,21 @@ from .amp import Amp
 from .checkpoint import (check_config, config_diff, get_rng_state, latest_checkpoint, load_checkpoint,
                          resolve_checkpoint, save_checkpoint, set_rng_state)
 from .data import InfiniteLoader, open_dataset
+from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
 from .rundir import RunDirError, _jsonable, find_run_dirs, make_run_dir, write_text
 from .runtime import any_rank_bad, ganops_version, git_sha, seed_everything, set_deterministic
 from .samples import save_grid
 from .signals import StopRequest
 
-__all__ = ["TrainLoop", "set_deterministic", "seed_everything"]
+__all__ = ["TrainLoop", "MetricsError", "set_deterministic", "seed_everything"]
 
 StepFn = Callable[[Any, int], Mapping[str, Any]]
 SampleFn = Callable[[int], torch.Tensor]
+
+
+class MetricsError(RuntimeError):
+    """Evaluating ``--metrics`` failed during training (a checkpoint of that step was written first)."""
 
 
 class TrainLoop:
@@ -59,6 +65,11 @@ class TrainLoop:
         self.iters = int(c.get("iters", 1000))
         self.snap, self.sample_every = int(c.get("snap", 0)), int(c.get("sample_every", 0))
         self.dry_run = bool(c.get("dry_run", False))
+        # --metrics: names, a data set to compare with and the Inception weights are checked before anything else.
+        self.metric_specs = parse_metrics(c.get("metrics", "none"))
+        self.metrics_every = int(c.get("metrics_every", 0))
+        check_metrics(self.metric_specs, resolution=c.get("resolution"), has_dataset=dataset is not None,
+                      recipe=f"recipe '{name}'")
         if c.get("impl", "auto") != "auto":
             os.environ["GANOPS_IMPL"] = str(c["impl"])
         self.dist = ddp.init_distributed(str(c.get("device", "auto")))
@@ -223,7 +234,7 @@ class TrainLoop:
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, step: StepFn, sample: SampleFn | None = None, *, models: Mapping[str, nn.Module],
             optimizers: Mapping[str, torch.optim.Optimizer], ema: Mapping[str, Any] | None = None,
-            extra: Mapping[str, Any] | None = None) -> dict:
+            extra: Mapping[str, Any] | None = None, fakes: FakesFn | None = None) -> dict:
         """Train from the start (or the resumed step) to ``config["iters"]``.
 
         Args:
@@ -238,6 +249,10 @@ class TrainLoop:
                 live: entries added or replaced during the run (e.g. new optimizers for a ConSinGAN stage) are
                 checkpointed. On resume ``extra`` is restored first (so it can rebuild structure, e.g. a stage
                 counter that grows G and fills the optimizers dict), then models, optimizers, EMA.
+            fakes: ``fakes(n, seed) -> (n, 3, H, W)`` images in [-1, 1] for ``--metrics`` (e.g. the EMA generator
+                on latents drawn from ``seed`` with its own generator); called on rank 0 under no_grad in chunks
+                of 32 with ``seed`` = index of the chunk's first image, so every evaluation uses the same latents.
+                Must be deterministic in (n, seed). Required when ``--metrics`` is not ``none``.
 
         Returns:
             ``{"run_dir", "step", "losses", "checkpoint"}``.
@@ -245,11 +260,14 @@ class TrainLoop:
         live = lambda d: d if isinstance(d, dict) else dict(d or {})  # noqa: E731
         self._models, self._optimizers = live(models), live(optimizers)
         self._ema, self._extra = live(ema), live(extra)
+        if self.metric_specs and fakes is None:
+            raise click.UsageError(f"--metrics {self.config.get('metrics')}: recipe '{self.name}' does not pass "
+                                   "fakes= to TrainLoop.run, so it cannot evaluate metrics; use --metrics none")
         self._sha = git_sha() if self.is_main else ""
         self._stepped = False
         self._hooks: dict[int, Any] = {}
         try:
-            return self._run(step, sample)
+            return self._run(step, sample, fakes)
         finally:
             for h in self._hooks.values():
                 h.remove()
@@ -264,7 +282,7 @@ class TrainLoop:
             if id(o) not in self._hooks and hasattr(o, "register_step_pre_hook"):
                 self._hooks[id(o)] = o.register_step_pre_hook(self._mark_stepped)
 
-    def _run(self, step: StepFn, sample: SampleFn | None) -> dict:
+    def _run(self, step: StepFn, sample: SampleFn | None, fakes: FakesFn | None = None) -> dict:
         if self.dry_run:
             return self._dry_run_report()
         if self._resume_state is not None:
@@ -280,6 +298,15 @@ class TrainLoop:
         stats = StatsWriter(self.run_dir / "stats.jsonl",
                             truncate_after=self.start_step) if self.is_main else None
         prog = Progress(self.iters, self.start_step, enabled=self.is_main, device=self.device)
+        self._metrics, self._metrics_log, self._last_metrics = None, None, {}
+        if self.is_main and (self.metric_specs or (self.run_dir / "metrics.jsonl").exists()):
+            self._metrics_log = StatsWriter(self.run_dir / "metrics.jsonl", truncate_after=self.start_step)
+        if self.is_main and self.metric_specs:
+            self._metrics = TrainMetrics(self.metric_specs, self.dataset, device=self.device)
+            every = (f"every {self.metrics_every} iterations" if self.metrics_every else
+                     f"at every checkpoint (--snap {self.snap})" if self.snap else "")
+            print(f"[ganops.train] metrics: {self._metrics.describe()}; {every + ' and ' if every else ''}"
+                  f"at the end -> {self.run_dir / 'metrics.jsonl'}")
         last_ckpt, losses = (str(self.resume_path) if self.resume_path else None), {}
         last_saved, last_sampled = self.start_step, -1
         stop = StopRequest()
@@ -306,12 +333,14 @@ class TrainLoop:
                 if bad:  # the optimizers stepped on it: weights may be corrupt, the last file stays the good one
                     raise NonFiniteLossError(it, bad[0], bad[1], last_ckpt)
                 done = it + 1
-                timing = prog.update(done, losses)
-                if done % self.log_every == 0 or done == self.iters:
+                timing = prog.update(done, {**losses, **self._last_metrics})
+                due = self._metrics_due(done)  # before the checkpoint: a kill during metrics resumes before them
+                measured = self._eval_metrics(fakes, done, prog) if due else {}
+                if done % self.log_every == 0 or done == self.iters or due:
                     logged = ddp.reduce_mean(losses)
                     if stats is not None:
-                        kimg = done * self.batch_per_rank * self.world_size / 1000
-                        stats.write({"step": done, "kimg": kimg, **logged, **timing, "time": time.time()})
+                        stats.write({"step": done, "kimg": self._kimg(done), **logged, **timing, **measured,
+                                     "time": time.time()})
                 if self.snap and done % self.snap == 0:
                     last_ckpt, last_saved = str(self.save(done)), done
                 if sample is not None and self.sample_every and done % self.sample_every == 0:
@@ -333,7 +362,45 @@ class TrainLoop:
             prog.close()
             if stats is not None:
                 stats.close()
+            if self._metrics_log is not None:
+                self._metrics_log.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "losses": losses, "checkpoint": last_ckpt}
+
+    def _kimg(self, done: int) -> float:
+        return done * self.batch_per_rank * self.world_size / 1000
+
+    def _metrics_due(self, done: int) -> bool:
+        every = self.metrics_every or self.snap
+        return bool(self.metric_specs) and (done == self.iters or bool(every and done % every == 0))
+
+    def _eval_metrics(self, fakes: FakesFn | None, done: int, prog: Progress) -> dict[str, float]:
+        """Rank 0 evaluates (no_grad, RNG state restored after); the other ranks wait in a broadcast of the
+        outcome, so a failure stops every rank (after a checkpoint of this step) instead of deadlocking."""
+        vals: dict[str, float] = {}
+        exc: BaseException | None = None
+        t = time.time()
+        if self._metrics is not None:
+            prog.write(f"[ganops.train] step {done}: evaluating {self.config.get('metrics')} ...")
+            rng = get_rng_state()
+            try:
+                vals = self._metrics.evaluate(fakes, log=prog.write)
+            except Exception as e:  # noqa: BLE001 - reported to every rank below
+                exc = e
+            finally:
+                set_rng_state(rng)
+        err = ddp.broadcast_object(None if exc is None else f"{type(exc).__name__}: {exc}")
+        if err is not None:
+            ck = self.save(done)
+            raise MetricsError(f"--metrics failed at step {done}: {err}\ncheckpoint {ck} written; continue with "
+                               "--resume auto (add --metrics none to train without them)") from exc
+        dt = time.time() - t
+        prog.exclude(dt)
+        if self._metrics_log is not None:
+            self._metrics_log.write({"step": done, "kimg": self._kimg(done), **vals, "time_s": dt, "time": time.time()})
+            prog.write(f"[ganops.train] step {done}: " + "  ".join(f"{k}={v:.4g}" for k, v in vals.items())
+                       + f"  ({dt:.1f} s)")
+        self._last_metrics = {k: v for k, v in vals.items() if not k.endswith("_std")}
+        return vals
 
     @torch.no_grad()
     def _sample(self, sample: SampleFn, step: int) -> None:

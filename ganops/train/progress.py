@@ -140,6 +140,10 @@ class Progress:
             out["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return out
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` (e.g. a metrics evaluation) out of it/s and the ETA."""
+        self.start_time += seconds
+
     def write(self, msg: str) -> None:
         if self.enabled:
             from tqdm import tqdm
