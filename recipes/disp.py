@@ -179,8 +179,14 @@ def train(**opts) -> dict:
         ema.update(G)
         return {"loss_d": loss_d, "loss_g": loss_g}
 
+    def fakes(n: int, seed: int) -> torch.Tensor:  # --metrics: G_ema on vicinal priors, latents fixed by seed
+        table = priors if priors is not None else ema.module.condition.instance_embed.weight.detach()
+        c = vicinal_sample(table, n, law=opts["vicinal"], alpha=opts["vicinal_alpha"],
+                           generator=torch.Generator().manual_seed(1_000_003 + seed))[0]
+        return ema.module(fixed_noise(n, opts["z_dim"], seed=seed, device=dev), c.to(dev))
+
     out = loop.run(step, lambda it: ema.module(z_fixed, **cond(idx_fixed)), models={"G": G, "D": D},
-                   optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema})
+                   optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema}, fakes=fakes)
     if loop.is_main:
         run = Path(out["run_dir"])
         table = priors if priors is not None else ema.module.condition.instance_embed.weight.detach()
