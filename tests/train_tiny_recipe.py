@@ -67,7 +67,8 @@ def main(nz: int, nan_at: int, nan_g_at: int, **opts) -> None:
         return {"loss_d": loss_d, "loss_g": loss_g}
 
     result = loop.run(step, lambda it: ema.module(z_fixed), models={"G": G, "D": D},
-                      optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema})
+                      optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema},
+                      fakes=lambda n, seed: ema.module(fixed_noise(n, nz, seed=seed, device=loop.device)))
     if os.environ.get("TINY_PROBE"):  # test hook: what each rank saw and ended with
         probe["g_sum"] = float(sum(p.double().sum() for p in G.parameters()))
         with open(os.path.join(os.environ["TINY_PROBE"], f"rank{loop.rank}.json"), "w") as f:
