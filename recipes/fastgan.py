@@ -121,8 +121,12 @@ def train(**opts) -> dict:
         with batch_stat_bn(ema.module):
             return ema.module(z_fixed)[0].clamp(-1, 1)
 
+    def fakes(n: int, seed: int) -> torch.Tensor:  # --metrics: G_ema on latents fixed by seed
+        with batch_stat_bn(ema.module):
+            return ema.module(fixed_noise(n, cfg["nz"], seed=seed, device=dev))[0].clamp(-1, 1)
+
     return loop.run(lambda reals, it: stepper(reals), sample, models={"G": G, "D": D},
-                    optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema})
+                    optimizers={"G": opt_g, "D": opt_d}, ema={"G_ema": ema}, fakes=fakes)
 
 
 def load_generator(run: str, device: str = "cpu") -> tuple[FastGANGenerator, dict, Path]:

@@ -118,3 +118,13 @@ def test_bad_resolution_and_run_errors(tmp_path):
     assert p.returncode != 0 and "--resolution" in p.stderr
     p = _run("generate", "--run", str(tmp_path / "nope"))
     assert p.returncode != 0 and "--run" in p.stderr
+
+
+@pytest.mark.slow
+def test_metrics_during_training(tmp_path):
+    """--metrics swd16 (no pretrained net): G_ema fakes vs the training set at every snapshot, in metrics.jsonl."""
+    _ok(_run("train", *TINY, "--iters", "2", "--snap", "2", "--outdir", str(tmp_path), "--metrics", "swd16"))
+    run = next(tmp_path.glob("*-fastgan"))
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2]
+    assert rows[0]["swd16"] > 0 and rows[0]["swd16"] == rows[0]["swd16"]  # positive, not NaN
