@@ -193,6 +193,13 @@ def test_cli_errors_are_named(recipe, tmp_path):
     assert res.exit_code == 2 and "--run" in res.output
 
 
+def test_bf16_autocast_trains(recipe, trained, tmp_path):
+    _, img = trained
+    _invoke(recipe, "train", *TINY, "--snap", "0", "--precision", "bf16", "--data", img, "--outdir", str(tmp_path))
+    stats = _stats(_run_dir(tmp_path))
+    assert len(stats) == 6 and all(np.isfinite(s["loss_d"]) and np.isfinite(s["rec"]) for s in stats)
+
+
 def test_help_shows_per_stage_iters_and_defaults(recipe):
     out = _invoke(recipe, "train", "--help").output
     assert "iterations PER STAGE" in out and "default: 2000" in out and "default: 250" in out
