@@ -2,6 +2,7 @@
 """Fused spectral normalisation: power iteration, sigma and W / sigma for one weight or a whole group of weights."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -110,6 +111,24 @@ def _check(weights, us, vs, dims, n_power_iterations, eps) -> list[int]:
     return dims
 
 
+_RESOLVED: dict = {}
+
+
+def _backend(w: torch.Tensor, impl: str) -> str:
+    """``resolve_impl`` memoised per (impl, device, GANOPS_IMPL): the lookup (~15 us of dispatcher queries) is
+    as much as the fused op on a small layer. Traced code calls it directly; "triton" is not memoised."""
+    if torch.compiler.is_compiling():
+        return resolve_impl("spectral_norm", impl, w)
+    dev = w.device
+    key = (impl, dev.type, dev.index, os.environ.get("GANOPS_IMPL") if impl == "auto" else None)
+    backend = _RESOLVED.get(key)
+    if backend is None:
+        backend = resolve_impl("spectral_norm", impl, w)
+        if backend != "triton":
+            _RESOLVED[key] = backend
+    return backend
+
+
 def spectral_norm_weights(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
                           dims: Sequence[int] | None = None, *, n_power_iterations: int = 1, eps: float = 1e-12,
                           impl: str = "auto") -> tuple[Tensors, torch.Tensor, Tensors, Tensors]:
@@ -141,7 +160,7 @@ def spectral_norm_weights(weights: Sequence[torch.Tensor], us: Sequence[torch.Te
     """
     weights, us, vs = list(weights), list(us), list(vs)
     dims = _check(weights, us, vs, dims, n_power_iterations, eps)
-    backend = resolve_impl("spectral_norm", impl, weights[0])
+    backend = _backend(weights[0], impl)
     if backend == "ref":
         return spectral_norm_ref(weights, us, vs, dims, n_power_iterations, eps)
     if backend == "triton":
@@ -170,8 +189,12 @@ def spectral_norm_weight(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
 # Autograd, shared by the compiled and the Triton op pairs: forward -> backward op -> differentiable composite.
 
 
-def register_spectral_norm_autograd(fwd_name: str, bwd_name: str) -> None:
-    """Register fake kernels and autograd for a (spectral norm forward, backward) op pair in the ganops namespace."""
+def register_spectral_norm_autograd(fwd_name: str, bwd_name: str, cpp_fwd_autograd: bool = False) -> None:
+    """Register fake kernels and autograd for a (spectral norm forward, backward) op pair in the ganops namespace.
+
+    ``cpp_fwd_autograd``: the forward op already has a C++ Autograd kernel (csrc/cpu/spectral_norm.cpp, same
+    semantics as ``backward_fwd`` below; its backward calls ``bwd_name``, whose autograd is registered here).
+    """
     bwd_op = getattr(torch.ops.ganops, bwd_name)
 
     @torch.library.register_fake(f"ganops::{fwd_name}")
@@ -233,9 +256,11 @@ def register_spectral_norm_autograd(fwd_name: str, bwd_name: str) -> None:
         res = list(res)
         return res[:n], res[n], res[n + 1:2 * n + 1], [None] * n, [None] * n, None, res[-1]
 
-    torch.library.register_autograd(f"ganops::{fwd_name}", backward_fwd, setup_context=setup_fwd)
+    if not cpp_fwd_autograd:
+        torch.library.register_autograd(f"ganops::{fwd_name}", backward_fwd, setup_context=setup_fwd)
     torch.library.register_autograd(f"ganops::{bwd_name}", backward_bwd, setup_context=setup_bwd)
 
 
 if _ext.loaded and _ext.has_kernel("spectral_norm_forward", "CPU"):
-    register_spectral_norm_autograd("spectral_norm_forward", "spectral_norm_backward")
+    register_spectral_norm_autograd("spectral_norm_forward", "spectral_norm_backward",
+                                    cpp_fwd_autograd=_ext.has_kernel("spectral_norm_forward", "Autograd"))
