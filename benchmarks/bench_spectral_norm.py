@@ -10,6 +10,11 @@ every layer; backward: the gradient through W / sigma of every layer):
     weights). On CPU this is the CPU time spent on SN; on a GPU the same call is synchronised.
 "ref" is torch's legacy hook (``torch.nn.utils.spectral_norm``), so "vs ref" is the speed-up against it.
 Targets (issue 4): launches constant in the number of layers; >= 3x less time than torch's hook.
+
+What bounds the CPU figure (docs/spectral_norm.md): the fused op moves the weights ~8-10x per iteration (4 passes
+forward, 4 backward, + write-allocate) against torch's 21.1x (counted), so a memory-bound CPU implementation gains
+~2.1-2.6x from bytes; the rest of torch's cost is its 968 launches. The wall-time medians that ``measure`` writes
+to ops-latest.json swing by 2x on this shared 2-core machine; the CPU time printed below is steadier.
 """
 from __future__ import annotations
 

@@ -43,8 +43,7 @@ class SpectralNorm(_tsn.SpectralNorm):
                                               impl=self.impl)
         if n > 0:
             with torch.no_grad():  # in place, as torch (DataParallel replica 0 and DDP keep the same buffers)
-                u.copy_(un)
-                v.copy_(vn)
+                torch._foreach_copy_([u, v], [un, vn])  # one op for both buffers
         return out
 
     def _sync_user_weight(self, module: nn.Module) -> None:
