@@ -181,6 +181,41 @@ def test_generate_arbitrary_size():
     assert x.shape == (2, 3, t.shapes[-1][0], int(t.shapes[-1][1] * 2)) and torch.isfinite(x).all()
 
 
+def test_generate_feeds_fresh_unscaled_stage0_noise_and_scaled_feature_noise():
+    """The random-sample path (reference ``sample_random_noise`` + ``GrowingGenerator.forward``), written out by hand:
+    fresh N(0, 1) 3-channel noise at stage 0 (not z_opt, not scaled by amps[0]), nfc-channel (H+6)x(W+6) noise
+    times amps[d] added to the (H+6)x(W+6) bicubic upsample at stages >= 1, the H x W upsample added back
+    (residual), tail + tanh."""
+    torch.manual_seed(0)
+    t = ConSinGANTrainer(_reals(stages=3), _cfg())
+    for s in range(3):
+        t.start_stage(s)
+        t.step()
+    G, k = t.G, 2 * t.cfg["num_layer"]
+    with torch.no_grad():  # weights this small (N(0, 0.02), 3 iterations) make G's output nearly input-independent
+        for m in G.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(10)
+    up = lambda x, hw: F.interpolate(x, size=hw, mode="bicubic", align_corners=True)  # noqa: E731
+    g = torch.Generator().manual_seed(3)
+    zs = [torch.randn(1, 3, *t.shapes[0], generator=g)]
+    zs += [torch.randn(1, t.cfg["nfc"], h + k, w + k, generator=g) for h, w in t.shapes[1:]]
+    with torch.no_grad():
+        x = G.head(F.pad(zs[0], (1,) * 4))
+        x = G.body[0](F.pad(up(x, (x.shape[2] + 2, x.shape[3] + 2)), (2,) * 4))
+        for d in (1, 2):
+            h, w = t.shapes[d]
+            x = G.body[d](up(x, (h + k, w + k)) + zs[d] * t.amps[d]) + up(x, (h, w))
+        want = G.tail(F.pad(x, (1,) * 4))
+        got = t.generate(1, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert 0 < t.amps[1] < 1 and 0 < t.amps[2] < 1 and t.amps[0] == 1.0
+        t.amps[0] = 123.0  # amp[0] is never used: stage-0 noise enters unscaled
+        torch.testing.assert_close(t.generate(1, generator=torch.Generator().manual_seed(3)), want, rtol=0, atol=1e-6)
+        rec = G(t.z_opt, t.shapes, t.amps)
+        assert (got - rec).abs().mean() > 1e-2  # a random sample, not the reconstruction from z_opt
+
+
 def test_leaky_relu_gp_same_values_and_second_order():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
