@@ -122,6 +122,20 @@ def test_opcheck_compiled_ops():
 
 
 @requires_triton
+def test_triton_permuted_dense_layout():
+    """Same layout rule as the CPU kernel and the fake kernels: a dense input in another permutation gets a
+    contiguous output (empty_like kept the permutation and the kernel wrote it as NCHW: wrong values)."""
+    x = torch.randn(2, 5, 3, 4).permute(0, 2, 1, 3).requires_grad_()
+    gate = torch.randn(2, 3, requires_grad=True)
+    y = ganops.sle(x, gate, impl="triton")
+    torch.testing.assert_close(y, ganops.sle_ref(x, gate))
+    assert y.is_contiguous()
+    gy = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, gate), gy), torch.autograd.grad(ganops.sle_ref(x, gate), (x, gate), gy)):
+        torch.testing.assert_close(a, b)
+
+
+@requires_triton
 def test_opcheck_triton_ops():
     from ganops.triton import sle_kernels  # noqa: F401
 
