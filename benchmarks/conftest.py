@@ -26,7 +26,8 @@ RESULTS_DIR = os.path.join(HERE, "results")
 OP_TARGETS = {
     "sle": {"mode": "fwd+bwd", "vs_ref": 3.0, "vs_compiled": 1.0},
     "diff_augment": {"mode": "fwd+bwd", "vs_ref": 5.0, "vs_compiled": 1.0},
-    "spectral_norm": {"mode": "fwd+bwd", "vs_ref": 3.0, "vs_compiled": None},
+    # issue 4: ">= 3x less CPU time spent on the SN part than torch's hook" (on CPU: process CPU time, all threads)
+    "spectral_norm": {"mode": "fwd+bwd", "vs_ref": 3.0, "vs_compiled": None, "cpu_time": True},
     "gradient_penalty": {"mode": "fwd+bwd", "vs_ref": 1.5, "vs_compiled": None},
 }
 
@@ -76,9 +77,13 @@ def measure(benchmark):
     """measure(op, case, mode, provider, fn, device="cpu", rounds=5, warmup=2, bytes=None, min_bytes=None)."""
 
     def run(*, op, case, mode, provider, fn, device="cpu", rounds=5, warmup=2, bytes=None, min_bytes=None):
-        def call():
+        cpu: list[float] = []
+
+        def call():  # process CPU time too (all threads): what the SN target is stated in, robust to other jobs
+            t = time.process_time()
             fn()
             _sync(device)
+            cpu.append(time.process_time() - t)
 
         benchmark.group = f"{op} | {case} | {mode}"
         benchmark.name = provider
@@ -90,6 +95,7 @@ def measure(benchmark):
         st = benchmark.stats.stats
         RESULTS.append(dict(op=op, case=case, mode=mode, provider=provider, device=device, mean_s=st.mean,
                             min_s=st.min, median_s=st.median, bytes=bytes, min_bytes=min_bytes,
+                            cpu_median_s=sorted(cpu[-rounds:])[len(cpu[-rounds:]) // 2] if cpu else None,
                             date=time.strftime("%Y-%m-%d %H:%M:%S"), git=_GIT, load=_load()))
 
     return run
@@ -107,16 +113,19 @@ def ratio_rows(results: list[dict]) -> list[dict]:
         for p, r in provs.items():
             if p in ("ref", "ref+compile"):
                 continue
+            rc, pc = (ref or {}).get("cpu_median_s"), r.get("cpu_median_s")
             row = dict(op=op, case=case, mode=mode, device=dev, provider=p, time_s=r["median_s"],
                        vs_ref=(ref["median_s"] / r["median_s"]) if ref else None,
+                       vs_ref_cpu_time=(rc / pc) if rc and pc else None,
                        vs_compiled=(comp["median_s"] / r["median_s"]) if comp else None,
                        bytes=r.get("bytes"), min_bytes=r.get("min_bytes"))
             tgt = OP_TARGETS.get(op)
             ok = None
             if tgt and tgt["mode"] == mode:
                 ok = True
-                if tgt["vs_ref"] and row["vs_ref"] is not None:
-                    ok &= row["vs_ref"] >= tgt["vs_ref"]
+                key = "vs_ref_cpu_time" if tgt.get("cpu_time") and dev == "cpu" else "vs_ref"
+                if tgt["vs_ref"] and row[key] is not None:
+                    ok &= row[key] >= tgt["vs_ref"]
                 if tgt["vs_compiled"] and row["vs_compiled"] is not None:
                     ok &= row["vs_compiled"] >= tgt["vs_compiled"]
             row["meets_target"] = ok
