@@ -41,7 +41,7 @@ ARCH_KEYS = ["resolution", "ngf", "ndf", "nz", "tanh"]
 PRESET_OPTS = dict(ngf=8, ndf=8, iters=800, recon_loss="l1", ema_warmup=10, snap=200, sample_every=100, workers=0)
 PRESET = ("builtin:emoji (80 Twemoji smileys, CC-BY 4.0) at 256x256, the reference architecture at width "
           "ngf=ndf=8 (reference 64), batch 8, 800 iterations, --recon-loss l1 (reference: lpips-vgg), "
-          "--ema-warmup 10; about 8-9 min on an idle 2-core CPU")
+          "--ema-warmup 10; about 9-11 min on a 2-core CPU")
 _TANH = {"auto": None, "on": True, "off": False}
 
 
