@@ -51,18 +51,24 @@ def _variant_env(variant: str, meta: bool):
         os.environ["GANOPS_IMPL"] = "ref"
     else:
         os.environ.pop("GANOPS_IMPL", None)
-        if meta:
-            for name in _OP_MODULES:
+        if meta:  # the ops resolve through their module's name or through ganops._dispatch (memoised)
+            for name in (*_OP_MODULES, "ganops._dispatch"):
                 mod = importlib.import_module(name)
+                if not hasattr(mod, "resolve_impl"):
+                    continue
                 orig = mod.resolve_impl
                 patched.append((mod, orig))
                 mod.resolve_impl = (lambda o: lambda op, impl, *a, **k: "cpu" if impl == "auto" else o(op, impl, *a,
                                                                                                       **k))(orig)
+    from ganops import _dispatch
+
+    _dispatch._RESOLVED.clear()  # no backend choice memoised under another variant's environment
     try:
         yield
     finally:
         for mod, orig in patched:
             mod.resolve_impl = orig
+        _dispatch._RESOLVED.clear()
         if old is None:
             os.environ.pop("GANOPS_IMPL", None)
         else:

@@ -11,7 +11,8 @@ import torch
 
 from . import _ext
 
-__all__ = ["BACKENDS", "OpInfo", "register_op", "registry", "resolve_impl", "backend_status", "triton_status"]
+__all__ = ["BACKENDS", "OpInfo", "register_op", "registry", "resolve_impl", "resolve_impl_cached", "backend_status",
+           "triton_status"]
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
 
@@ -99,6 +100,28 @@ def backend_status(op: str, backend: str, device: torch.device | None = None) ->
 def resolve_impl(op: str, impl: str, x: torch.Tensor) -> str:
     """Pick the backend for ``op`` on tensor ``x`` (see :func:`_resolve`)."""
     return _resolve(op, impl, x.device.type, x.device.index)
+
+
+_RESOLVED: dict = {}
+
+
+def resolve_impl_cached(op: str, impl: str, x: torch.Tensor) -> str:
+    """:func:`resolve_impl` memoised per (op, impl, device, GANOPS_IMPL), for the ops' per-call path.
+
+    The lookup costs ~15 us of dispatcher queries, as much as a fused op on a small tensor. Traced code calls
+    :func:`resolve_impl` directly; an unavailable backend raises every time; "triton" is not memoised (on CPU its
+    availability follows TRITON_INTERPRET).
+    """
+    if torch.compiler.is_compiling():
+        return resolve_impl(op, impl, x)
+    dev = x.device
+    key = (op, impl, dev.type, dev.index, os.environ.get("GANOPS_IMPL") if impl == "auto" else None)
+    backend = _RESOLVED.get(key)
+    if backend is None:
+        backend = resolve_impl(op, impl, x)
+        if backend != "triton":
+            _RESOLVED[key] = backend
+    return backend
 
 
 @torch.compiler.assume_constant_result  # torch.compile evaluates the choice once, at trace time

@@ -7,7 +7,7 @@ import os
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl
+from .._dispatch import OpInfo, register_op, resolve_impl, resolve_impl_cached
 
 __all__ = ["interpolate", "interpolate_ref", "norm_penalty", "norm_penalty_ref", "NORM_OVER", "REDUCTIONS"]
 
@@ -82,18 +82,8 @@ def _check_interp(real, fake, alpha):
     return fake, alpha
 
 
-_RESOLVED: dict = {}
-
-
 def _backend(op: str, impl: str, t: torch.Tensor) -> str:
-    """resolve_impl, memoised per (op, impl, device, GANOPS_IMPL): availability is fixed after import."""
-    if torch.compiler.is_compiling():
-        return resolve_impl(op, impl, t)
-    key = (op, impl, t.device.type, t.device.index, os.environ.get("GANOPS_IMPL"))
-    b = _RESOLVED.get(key)
-    if b is None:
-        b = _RESOLVED[key] = resolve_impl(op, impl, t)
-    return b
+    return resolve_impl_cached(op, impl, t)
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:

@@ -7,7 +7,7 @@ import os
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl
+from .._dispatch import OpInfo, register_op, resolve_impl, resolve_impl_cached
 
 __all__ = ["sle", "sle_ref"]
 
@@ -42,23 +42,8 @@ def _check(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return g
 
 
-_RESOLVED: dict = {}
-
-
 def _backend(x: torch.Tensor, impl: str) -> str:
-    """``resolve_impl`` memoised per (impl, device, GANOPS_IMPL): the lookup costs ~15 us a call (dispatcher
-    queries), as much as the forward op itself on small tensors. Traced code calls it directly; an unavailable
-    backend raises every time; "triton" (whose availability on CPU depends on TRITON_INTERPRET) is not memoised."""
-    if torch.compiler.is_compiling():
-        return resolve_impl("sle", impl, x)
-    dev = x.device
-    key = (impl, dev.type, dev.index, os.environ.get("GANOPS_IMPL") if impl == "auto" else None)
-    backend = _RESOLVED.get(key)
-    if backend is None:
-        backend = resolve_impl("sle", impl, x)
-        if backend != "triton":
-            _RESOLVED[key] = backend
-    return backend
+    return resolve_impl_cached("sle", impl, x)
 
 
 def sle(x_high: torch.Tensor, gate_logits: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:

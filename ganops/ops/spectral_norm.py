@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl
+from .._dispatch import OpInfo, register_op, resolve_impl, resolve_impl_cached
 
 __all__ = ["spectral_norm_weights", "spectral_norm_weight", "spectral_norm_ref", "spectral_norm_backward_ref",
            "weight_matrix"]
@@ -111,22 +111,8 @@ def _check(weights, us, vs, dims, n_power_iterations, eps) -> list[int]:
     return dims
 
 
-_RESOLVED: dict = {}
-
-
 def _backend(w: torch.Tensor, impl: str) -> str:
-    """``resolve_impl`` memoised per (impl, device, GANOPS_IMPL): the lookup (~15 us of dispatcher queries) is
-    as much as the fused op on a small layer. Traced code calls it directly; "triton" is not memoised."""
-    if torch.compiler.is_compiling():
-        return resolve_impl("spectral_norm", impl, w)
-    dev = w.device
-    key = (impl, dev.type, dev.index, os.environ.get("GANOPS_IMPL") if impl == "auto" else None)
-    backend = _RESOLVED.get(key)
-    if backend is None:
-        backend = resolve_impl("spectral_norm", impl, w)
-        if backend != "triton":
-            _RESOLVED[key] = backend
-    return backend
+    return resolve_impl_cached("spectral_norm", impl, w)
 
 
 def spectral_norm_weights(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
