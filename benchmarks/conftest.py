@@ -74,9 +74,14 @@ def _sync(device: str):
 
 @pytest.fixture
 def measure(benchmark):
-    """measure(op, case, mode, provider, fn, device="cpu", rounds=5, warmup=2, bytes=None, min_bytes=None)."""
+    """measure(op, case, mode, provider, fn, device="cpu", rounds=11, warmup=3, bytes=None, min_bytes=None).
 
-    def run(*, op, case, mode, provider, fn, device="cpu", rounds=5, warmup=2, bytes=None, min_bytes=None):
+    Ratios use each provider's *minimum* over the rounds: on the shared 2-core machines other jobs, OpenMP wake-ups
+    and the allocator's state (heap reuse vs fresh pages) make single rounds 2-10x slower at random; the minimum
+    is the figure least disturbed by them (medians are kept in the results too).
+    """
+
+    def run(*, op, case, mode, provider, fn, device="cpu", rounds=11, warmup=3, bytes=None, min_bytes=None):
         cpu: list[float] = []
 
         def call():  # process CPU time too (all threads): what the SN target is stated in, robust to other jobs
@@ -96,6 +101,7 @@ def measure(benchmark):
         RESULTS.append(dict(op=op, case=case, mode=mode, provider=provider, device=device, mean_s=st.mean,
                             min_s=st.min, median_s=st.median, bytes=bytes, min_bytes=min_bytes,
                             cpu_median_s=sorted(cpu[-rounds:])[len(cpu[-rounds:]) // 2] if cpu else None,
+                            cpu_min_s=min(cpu[-rounds:]) if cpu else None,
                             date=time.strftime("%Y-%m-%d %H:%M:%S"), git=_GIT, load=_load()))
 
     return run
@@ -113,11 +119,11 @@ def ratio_rows(results: list[dict]) -> list[dict]:
         for p, r in provs.items():
             if p in ("ref", "ref+compile"):
                 continue
-            rc, pc = (ref or {}).get("cpu_median_s"), r.get("cpu_median_s")
-            row = dict(op=op, case=case, mode=mode, device=dev, provider=p, time_s=r["median_s"],
-                       vs_ref=(ref["median_s"] / r["median_s"]) if ref else None,
+            rc, pc = (ref or {}).get("cpu_min_s"), r.get("cpu_min_s")
+            row = dict(op=op, case=case, mode=mode, device=dev, provider=p, time_s=r["min_s"],
+                       vs_ref=(ref["min_s"] / r["min_s"]) if ref else None,
                        vs_ref_cpu_time=(rc / pc) if rc and pc else None,
-                       vs_compiled=(comp["median_s"] / r["median_s"]) if comp else None,
+                       vs_compiled=(comp["min_s"] / r["min_s"]) if comp else None,
                        bytes=r.get("bytes"), min_bytes=r.get("min_bytes"))
             tgt = OP_TARGETS.get(op)
             ok = None
@@ -138,8 +144,8 @@ def pytest_terminal_summary(terminalreporter):
         return
     rows = ratio_rows(RESULTS)
     tr = terminalreporter
-    tr.section("ganops: speed-ups of each provider (median time) vs the eager and compiled reference")
-    tr.write_line(f"{'op':14} {'case':22} {'mode':8} {'provider':8} {'median':>10} {'vs ref':>8} {'vs comp':>8} "
+    tr.section("ganops: speed-ups of each provider (minimum time over the rounds) vs the eager and compiled reference")
+    tr.write_line(f"{'op':14} {'case':22} {'mode':8} {'provider':8} {'min':>10} {'vs ref':>8} {'vs comp':>8} "
                   f"{'bytes/min':>9}  target")
     for r in sorted(rows, key=lambda r: (r["op"], r["mode"], r["case"], r["provider"])):
         vr = f"{r['vs_ref']:.2f}x" if r["vs_ref"] else "-"
