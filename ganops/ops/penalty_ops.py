@@ -2,12 +2,10 @@
 """Fused gradient-penalty building blocks: the interpolation x_hat and the penalty from a gradient tensor."""
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl, resolve_impl_cached
+from .._dispatch import OpInfo, register_op, resolve_impl_cached
 
 __all__ = ["interpolate", "interpolate_ref", "norm_penalty", "norm_penalty_ref", "NORM_OVER", "REDUCTIONS"]
 
@@ -82,10 +80,6 @@ def _check_interp(real, fake, alpha):
     return fake, alpha
 
 
-def _backend(op: str, impl: str, t: torch.Tensor) -> str:
-    return resolve_impl_cached(op, impl, t)
-
-
 def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
     """Fused ``x_hat = real + alpha[n] * (fake - real)`` in one pass.
 
@@ -104,7 +98,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *, 
     Gradients of every order w.r.t. real, fake and alpha (the backward is written in differentiable torch ops).
     """
     fake, alpha = _check_interp(real, fake, alpha)
-    backend = _backend("gp_interpolate", impl, real)
+    backend = resolve_impl_cached("gp_interpolate", impl, real)
     if backend == "ref":
         return interpolate_ref(real, fake, alpha)
     if backend == "triton":
@@ -144,7 +138,7 @@ def norm_penalty(grad: torch.Tensor, *, target: float = 1.0, scale: float = 1.0,
         raise ValueError(f"ganops.norm_penalty: norm_over must be one of {NORM_OVER}, got {norm_over!r}")
     if reduce not in REDUCTIONS:
         raise ValueError(f"ganops.norm_penalty: reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    backend = _backend("gp_norm_penalty", impl, grad)
+    backend = resolve_impl_cached("gp_norm_penalty", impl, grad)
     if backend == "ref":
         return norm_penalty_ref(grad, float(target), float(scale), norm_over, reduce)
     args = (float(target), float(scale), NORM_OVER.index(norm_over), REDUCTIONS.index(reduce))

@@ -2,12 +2,11 @@
 """Skip-layer excitation (FastGAN): ``x_high * sigmoid(gate_logits)``, the gate broadcast over H x W."""
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl, resolve_impl_cached
+from .._dispatch import OpInfo, register_op, resolve_impl_cached
+from .._layout import dense_output_like
 
 __all__ = ["sle", "sle_ref"]
 
@@ -42,10 +41,6 @@ def _check(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def _backend(x: torch.Tensor, impl: str) -> str:
-    return resolve_impl_cached("sle", impl, x)
-
-
 def sle(x_high: torch.Tensor, gate_logits: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
     """Skip-layer excitation gate-multiply, fused: one pass forward, one pass backward.
 
@@ -65,7 +60,7 @@ def sle(x_high: torch.Tensor, gate_logits: torch.Tensor, *, impl: str = "auto") 
     float32; float64 in float64.
     """
     g = _check(x_high, gate_logits)
-    backend = _backend(x_high, impl)
+    backend = resolve_impl_cached("sle", impl, x_high)
     if backend == "ref":
         return sle_ref(x_high, g)
     if backend == "triton":
@@ -98,26 +93,17 @@ def _sle_double_backward(ggx, ggg, gy, x, g):
     return d_gy, d_x, d_g
 
 
-def _out_like(x: torch.Tensor) -> torch.Tensor:
-    """An output in the layout the kernels write (csrc/cpu/sle.cpp ``new_output``): ``empty_like(x)`` when that is
-    NCHW- or NHWC-contiguous, else contiguous (a dense input in another permutation)."""
-    out = torch.empty_like(x)
-    if out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last):
-        return out
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
 def register_sle_autograd(fwd_name: str, bwd_name: str) -> None:
     """Register fake kernels and autograd for an (sle forward, sle backward) op pair in the ganops namespace."""
     bwd_op = getattr(torch.ops.ganops, bwd_name)
 
     @torch.library.register_fake(f"ganops::{fwd_name}")
     def _fake_fwd(x, gate):
-        return _out_like(x)
+        return dense_output_like(x)  # the layout rule of csrc/cpu/sle.cpp new_output
 
     @torch.library.register_fake(f"ganops::{bwd_name}")
     def _fake_bwd(grad_out, x, gate):
-        return _out_like(x), torch.empty_like(gate, memory_format=torch.contiguous_format)
+        return dense_output_like(x), torch.empty_like(gate, memory_format=torch.contiguous_format)
 
     def setup_fwd(ctx, inputs, output):
         x, gate = inputs

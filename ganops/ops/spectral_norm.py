@@ -2,14 +2,13 @@
 """Fused spectral normalisation: power iteration, sigma and W / sigma for one weight or a whole group of weights."""
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl, resolve_impl_cached
+from .._dispatch import OpInfo, register_op, resolve_impl_cached
 
 __all__ = ["spectral_norm_weights", "spectral_norm_weight", "spectral_norm_ref", "spectral_norm_backward_ref",
            "weight_matrix"]
@@ -111,10 +110,6 @@ def _check(weights, us, vs, dims, n_power_iterations, eps) -> list[int]:
     return dims
 
 
-def _backend(w: torch.Tensor, impl: str) -> str:
-    return resolve_impl_cached("spectral_norm", impl, w)
-
-
 def spectral_norm_weights(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
                           dims: Sequence[int] | None = None, *, n_power_iterations: int = 1, eps: float = 1e-12,
                           impl: str = "auto") -> tuple[Tensors, torch.Tensor, Tensors, Tensors]:
@@ -146,7 +141,7 @@ def spectral_norm_weights(weights: Sequence[torch.Tensor], us: Sequence[torch.Te
     """
     weights, us, vs = list(weights), list(us), list(vs)
     dims = _check(weights, us, vs, dims, n_power_iterations, eps)
-    backend = _backend(weights[0], impl)
+    backend = resolve_impl_cached("spectral_norm", impl, weights[0])
     if backend == "ref":
         return spectral_norm_ref(weights, us, vs, dims, n_power_iterations, eps)
     if backend == "triton":

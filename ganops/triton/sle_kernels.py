@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import dense_output_like
 from ..ops.sle import register_sle_autograd
 
 __all__ = ["sle_forward_triton", "sle_backward_triton"]
@@ -51,15 +52,6 @@ def _sle_bwd_kernel(gy_ptr, x_ptr, g_ptr, gx_ptr, gg_ptr, C, HW, s_c, s_p, BLOCK
     tl.store(gg_ptr + n * C + c, (acc * s * (1.0 - s)).to(gg_ptr.dtype.element_ty), mask=cm)
 
 
-def _new_output(x: torch.Tensor) -> torch.Tensor:
-    """The layout the kernels write: empty_like(x) when that is NCHW- or NHWC-dense, else contiguous (a dense input
-    in another permutation would keep its strides under empty_like; same rule as ops/sle.py's fake kernels)."""
-    out = torch.empty_like(x)
-    if out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last):
-        return out
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
 def _layout(out: torch.Tensor):
     cl = (not out.is_contiguous()) and out.is_contiguous(memory_format=torch.channels_last)
     return cl, (torch.channels_last if cl else torch.contiguous_format)
@@ -71,7 +63,7 @@ def _strides(C: int, HW: int, cl: bool):
 
 @torch.library.custom_op("ganops::sle_forward_triton", mutates_args=())
 def sle_forward_triton(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    out = _new_output(x)
+    out = dense_output_like(x)
     cl, fmt = _layout(out)
     x = x.contiguous(memory_format=fmt)
     gate = gate.contiguous()
@@ -88,7 +80,7 @@ def sle_forward_triton(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("ganops::sle_backward_triton", mutates_args=())
 def sle_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    gx = _new_output(x)
+    gx = dense_output_like(x)
     cl, fmt = _layout(gx)
     x = x.contiguous(memory_format=fmt)
     gy = grad_out.contiguous(memory_format=fmt)
