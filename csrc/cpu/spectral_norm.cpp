@@ -279,19 +279,10 @@ spectral_norm_forward_cpu(at::TensorList weights, at::TensorList us, at::TensorL
   const auto shapes = check_sn_inputs(weights, us, vs, dims, n_power_iterations, eps, "spectral_norm_forward");
   TORCH_CHECK(weights[0].device().is_cpu(), "spectral_norm_forward (cpu): weights must be CPU tensors");
   const int64_t L = static_cast<int64_t>(weights.size());
-  std::vector<at::Tensor> outs, un, vn;
   at::Tensor sigmas = at::empty({L}, weights[0].options());
-  std::vector<at::Tensor> ws, ui, vi;
+  auto [ws, ui, vi, outs, un, vn] = sn_forward_io(weights, us, vs);
   std::vector<int64_t> sizes;
-  for (int64_t l = 0; l < L; ++l) {  // inputs and outputs are prepared here, outside any parallel region
-    ws.push_back(weights[l].contiguous());
-    ui.push_back(us[l].contiguous());
-    vi.push_back(vs[l].contiguous());
-    outs.push_back(at::empty(ws[l].sizes(), ws[l].options()));
-    un.push_back(at::empty(ui[l].sizes(), ui[l].options()));
-    vn.push_back(at::empty(vi[l].sizes(), vi[l].options()));
-    sizes.push_back(ws[l].numel());
-  }
+  for (const auto& w : ws) sizes.push_back(w.numel());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weights[0].scalar_type(), "spectral_norm_forward_cpu",
                                   [&] {
     using A = typename AccType<scalar_t>::type;

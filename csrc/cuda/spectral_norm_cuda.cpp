@@ -52,18 +52,12 @@ spectral_norm_forward_cuda(at::TensorList weights, at::TensorList us, at::Tensor
   TORCH_CHECK(weights[0].is_cuda(), "spectral_norm_forward (cuda): weights must be CUDA tensors");
   const c10::cuda::OptionalCUDAGuard guard(weights[0].device());
   const int64_t L = static_cast<int64_t>(weights.size());
-  std::vector<at::Tensor> ws, ui, vi, outs, un, vn;
+  auto [ws, ui, vi, outs, un, vn] = sn_forward_io(weights, us, vs);
   std::vector<sn::Layer> layers;
   std::vector<std::vector<sn::Tile>> tiles(3);
   int64_t t_total = 0, s_total = 0;
   for (int64_t l = 0; l < L; ++l) {
     const auto& sh = shapes[l];
-    ws.push_back(weights[l].contiguous());
-    ui.push_back(us[l].contiguous());
-    vi.push_back(vs[l].contiguous());
-    outs.push_back(at::empty(ws[l].sizes(), ws[l].options()));
-    un.push_back(at::empty(ui[l].sizes(), ui[l].options()));
-    vn.push_back(at::empty(vi[l].sizes(), vi[l].options()));
     const int64_t C = sh.P * sh.R, N = C * sh.H;
     sn::Layer m{ws[l].const_data_ptr(), outs[l].mutable_data_ptr(), ui[l].const_data_ptr(), vi[l].const_data_ptr(),
                 un[l].mutable_data_ptr(), vn[l].mutable_data_ptr(), nullptr, sh.P, sh.H, sh.R, t_total, s_total,

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Input checks for spectral norm shared by the CPU kernels and the CUDA glue; messages name the argument.
+// Input checks (messages name the argument) and the forward's buffers, shared by the CPU kernels and the CUDA glue.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <vector>
@@ -68,6 +69,24 @@ inline void check_sn_grads(at::TensorList grads, const at::Tensor& grad_sigmas, 
               op, ": sigmas and grad_sigmas must be ", weights[0].scalar_type());
   TORCH_CHECK(sigmas.device() == weights[0].device() && grad_sigmas.device() == weights[0].device(), op,
               ": sigmas and grad_sigmas must be on the weights' device");
+}
+
+// A grouped forward's contiguous inputs and fresh outputs, one per layer (prepared outside any parallel region).
+struct SnForwardIO {
+  std::vector<at::Tensor> ws, ui, vi, outs, un, vn;
+};
+
+inline SnForwardIO sn_forward_io(at::TensorList weights, at::TensorList us, at::TensorList vs) {
+  SnForwardIO io;
+  for (size_t l = 0; l < weights.size(); ++l) {
+    io.ws.push_back(weights[l].contiguous());
+    io.ui.push_back(us[l].contiguous());
+    io.vi.push_back(vs[l].contiguous());
+    io.outs.push_back(at::empty(io.ws[l].sizes(), io.ws[l].options()));
+    io.un.push_back(at::empty(io.ui[l].sizes(), io.ui[l].options()));
+    io.vn.push_back(at::empty(io.vi[l].sizes(), io.vi[l].options()));
+  }
+  return io;
 }
 
 }  // namespace ganops
