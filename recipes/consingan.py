@@ -137,9 +137,6 @@ def train(ctx: click.Context, **o) -> dict:
             if ctx.get_parameter_source(k) in (None, click.core.ParameterSource.DEFAULT):
                 o[k] = v
     check_options(o)
-    if o.get("metrics", "none") != "none":
-        raise click.UsageError("--metrics: FID/KID/PR/SWD compare image distributions, and ConSinGAN trains on one "
-                               "image (SinGAN's SIFID is not implemented); use --metrics none")
     if o["threads"]:
         torch.set_num_threads(o["threads"])
     o["niter"] = o["iters"]

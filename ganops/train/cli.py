@@ -9,7 +9,7 @@ import click
 import torch
 
 from .amp import PRECISIONS
-from .metrics import MetricsType, parse_metrics
+from .metrics import MetricsType, check_metrics, parse_metrics
 
 __all__ = ["TRAIN_OPTION_DEFAULTS", "train_options", "add_train_args", "check_options"]
 
@@ -114,11 +114,10 @@ def check_options(opts: dict[str, Any], *, power_of_two: bool = False) -> dict[s
     for k, choices in _CHOICES.items():
         if k in opts and opts[k] not in choices:
             raise click.UsageError(f"--{k} must be one of {', '.join(choices)}, got {opts[k]!r}")
-    if "metrics" in opts:  # canonical names (fid1000 -> fid1k); swd's size limit; assets are checked by TrainLoop
+    if "metrics" in opts:  # canonical names (fid1000 -> fid1k), then TrainLoop's startup checks (swd size, assets)
         specs = parse_metrics(opts["metrics"])
         opts["metrics"] = ",".join(s.name for s in specs) or "none"
-        if specs and any(s.kind == "swd" for s in specs) and 0 < r < 16:
-            raise click.UsageError(f"--metrics {opts['metrics']}: swd needs --resolution >= 16, got {r}")
+        check_metrics(specs, resolution=r or None)
     dev = str(opts.get("device", "auto"))
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise click.UsageError(f"--device {dev}: CUDA is not available on this machine (use --device cpu or auto)")
