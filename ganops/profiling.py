@@ -37,7 +37,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
 __all__ = ["Device", "DEVICES", "Efficiency", "EFFICIENCY", "OpRecord", "Counts", "CostCounter", "count",
@@ -418,8 +418,6 @@ class MetaAutocast(TorchFunctionMode):
             to = self.dtype
             for t in flat:
                 to = torch.promote_types(to, t.dtype)
-        from torch.utils._pytree import tree_map
-
         args, kwargs = tree_map(lambda t: self._cast(t, to) if isinstance(t, torch.Tensor) else t, (args, kwargs))
         return func(*args, **kwargs)
 

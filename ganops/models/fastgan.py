@@ -324,9 +324,7 @@ class FastGANGenerator(nn.Module):
         mods = [getattr(self, f"feat_{r}")] + ([getattr(self, f"se_{r}")] if low is not None else []) + \
             ([self.to_big] if r == self.im_size else [])
         rep = _Replay(mods)
-        args = (r, x) if low is None else (r, x, low)
-        return checkpoint(self._stage_fn if low is not None else (lambda r_, x_: self._stage_fn(r_, x_, None)),
-                          *args, use_reentrant=False, preserve_rng_state=False,
+        return checkpoint(self._stage_fn, r, x, low, use_reentrant=False, preserve_rng_state=False,
                           context_fn=lambda: (rep.forward(), rep.recompute()))
 
     def sle_links(self) -> list[int]:
