@@ -7,7 +7,8 @@ run directory. `python recipes/consingan.py train` uses the reference's generati
 iterations); `--preset paper` also applies the reference's settings for --mode harmonization / editing.
 
 Commands: train (default), generate (trained size and any scale / aspect ratio), harmonize and edit (composite a
-naive image with a mask, optional fine-tuning of the last stage).
+naive image with a mask, optional fine-tuning of the last stage), animate (the reference's z random-walk GIF;
+--all writes its beta x start-scale sweep).
 
 Where this code and the reference differ (methods.md §3; reference behaviour is the default):
   * --step-order ours (default) computes the same maths with less work: the fake is generated once per iteration
@@ -21,6 +22,7 @@ Where this code and the reference differ (methods.md §3; reference behaviour is
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -30,9 +32,10 @@ import torch.nn.functional as F
 
 from ganops.models.consingan import MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
-from ganops.models.consingan_train import ConSinGANTrainer
+from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
 from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_grid,
                           train_options)
+from ganops.train.metrics import _to_u8
 
 PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 200 per stage, 6 stages, --threads 1 "
           "(paper: 250 px, 2000 per stage)")
@@ -281,6 +284,80 @@ def harmonize(**o) -> str:
 @click.option("--device", default="cpu", show_default=True)
 def edit(**o) -> str:
     return _paste("edit", **o)
+
+
+#: the reference's animation sweep (methods.md §3.6): alpha 0.1, these betas x start scales, 100 frames at 10 fps
+SWEEP_BETAS, SWEEP_STARTS = (0.80, 0.85, 0.90, 0.95), (0, 1, 2)
+
+
+def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
+    """(N, 3, H, W) in [-1, 1] as a looping GIF (PIL; identical consecutive frames are merged, durations added)."""
+    from PIL import Image
+
+    ims = [Image.fromarray(a) for a in _to_u8(frames).permute(0, 2, 3, 1).numpy()]
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}.gif"
+    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=1000 / fps, loop=0)
+    os.replace(tmp, path)
+
+
+@cli.command(help="The reference's z random walk as a GIF: per moving stage z_t = a Z + (1-a)(z_{t-1} + "
+                  "b (z_{t-1} - z_{t-2}) + (1-b) e_t), Z the stage's fixed reconstruction noise; stages below "
+                  "--start-scale stay at Z. Best with a model trained with --mode animation.")
+@click.option("--run", required=True, help="run directory or checkpoint")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="pull back to Z")
+@click.option("--beta", type=float, default=0.9, show_default=True, help="momentum, 0 <= beta < 1")
+@click.option("--start-scale", type=int, default=2, show_default=True,
+              help="first moving stage (0 .. the last trained stage)")
+@click.option("--frames", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", default=None,
+              help="output GIF [default: RUN/animation-a{alpha}-b{beta}-s{start}.gif]; with --all the folder "
+                   "[default: RUN/animation]")
+@click.option("--all", "sweep", is_flag=True,
+              help="the reference's sweep: beta 0.80/0.85/0.90/0.95 x start scale 0/1/2 (up to the last stage)")
+@click.option("--device", default="cpu", show_default=True)
+@click.pass_context
+def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale: int, frames: int, fps: float,
+            seed: int, out: str | None, sweep: bool, device: str) -> list[str]:
+    if sweep:
+        given = [f for f, k in (("--beta", "beta"), ("--start-scale", "start_scale"))
+                 if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            raise click.UsageError(f"--all sweeps beta and the start scale itself; drop {' and '.join(given)}")
+    elif not 0 <= beta < 1:
+        raise click.UsageError(f"--beta {beta:g}: must be in [0, 1) (the walk's momentum; the reference uses "
+                               "0.80-0.95)")
+    t, cfg, rd = load_trainer(run, device)
+    last = t.stage
+    if not sweep and not 0 <= start_scale <= last:
+        raise click.UsageError(f"--start-scale {start_scale}: the model has stages 0..{last}, so it must be in "
+                               f"0..{last}")
+    if cfg["mode"] != "animation":
+        click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}, not animation: stage 0's "
+                   "fixed noise is built from the coarsest real image, so the walk starts at (and is pulled back to) the "
+                   "reconstruction")
+    if sweep:
+        folder = Path(out) if out else rd / "animation"
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs = [(b, s, folder / f"animation-a{alpha:g}-b{b:g}-s{s}.gif")
+                for b in SWEEP_BETAS for s in SWEEP_STARTS if s <= last]
+    else:
+        jobs = [(beta, start_scale, Path(out) if out else rd / f"animation-a{alpha:g}-b{beta:g}-s{start_scale}.gif")]
+    h, w = t.shapes[last]
+    paths = []
+    for b, s, path in jobs:
+        x = random_walk_frames(t, frames, alpha=alpha, beta=b, start_scale=s,
+                               generator=torch.Generator(device).manual_seed(seed))
+        save_gif(x, path, fps)
+        paths.append(str(path))
+        if not sweep:
+            click.echo(f"consingan: wrote {frames} frames of {h}x{w} at {fps:g} fps (alpha {alpha:g}, beta {b:g}, "
+                       f"start scale {s}) to {path}")
+    if sweep:
+        click.echo(f"consingan: wrote {len(paths)} GIFs ({frames} frames of {h}x{w} at {fps:g} fps, alpha {alpha:g}, "
+                   f"beta x start scale) to {folder}")
+    return paths
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """recipes/consingan.py in-process (click's CliRunner) on tiny images: train outputs, generate at 2x width,
-harmonize / edit end to end, exact resume mid-stage and at a stage boundary, the no-argument path, CLI errors.
+harmonize / edit end to end, exact resume mid-stage and at a stage boundary, the no-argument path, CLI errors,
+the animation random walk and its GIFs.
 
 The maths of one iteration (finite losses, fused vs plain penalty, ours vs reference order) is tested in
 tests/test_models_consingan.py; here the recipe around it.
@@ -17,7 +18,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ganops.models.consingan_train import ConSinGANTrainer
+from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
 from ganops.train import load_checkpoint
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "consingan.py")
@@ -216,3 +217,129 @@ def test_grey_and_rgba_are_converted_with_a_note(recipe, tmp_path, mode):
     res = _invoke(recipe, "train", "--data", img, "--outdir", str(tmp_path), "--dry-run", "--resolution", "40",
                   "--min-size", "16", "--device", "cpu")
     assert f"is {mode}; converted to RGB" in res.output
+
+
+# ---------------------------------------------------------------------------------------------- animation ---
+def _walk(t, frames=6, **kw):
+    kw.setdefault("generator", torch.Generator().manual_seed(0))
+    return random_walk_frames(t, frames, **kw)
+
+
+def _capture(monkeypatch, G, d: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Record (prev, z) of every ``G.run_stage(d, ...)`` call."""
+    seen, orig = [], G.run_stage
+
+    def run_stage(dd, prev, z, amp, shape):
+        if dd == d:
+            seen.append((prev.clone(), z.clone()))
+        return orig(dd, prev, z, amp, shape)
+
+    monkeypatch.setattr(G, "run_stage", run_stage)
+    return seen
+
+
+def test_random_walk_shape_range_and_seed(recipe, trained):
+    torch.set_num_threads(1)
+    t, _, _ = recipe["load_trainer"](str(trained[0]))
+    x = _walk(t, 7, chunk=3)
+    assert x.shape == (7, 3, *t.shapes[-1])
+    assert torch.isfinite(x).all() and x.abs().max() <= 1
+    assert torch.equal(x, _walk(t, 7, chunk=3))  # same seed, same frames
+    assert torch.allclose(x, _walk(t, 7, chunk=1), atol=1e-6)  # the draws do not depend on the chunking
+    assert not torch.equal(x, _walk(t, 7, generator=torch.Generator().manual_seed(1)))
+
+
+def test_random_walk_fixed_stages_and_alpha_one(recipe, trained, monkeypatch):
+    torch.set_num_threads(1)
+    t, _, _ = recipe["load_trainer"](str(trained[0]))
+    n = t.stage + 1
+    with torch.no_grad():
+        rec = t.G(t.z_opt, t.shapes, t.amps)
+    x = _walk(t, 4, start_scale=n)  # nothing moves: the reconstruction in every frame
+    assert all(torch.equal(f, rec[0]) for f in x)
+    x = _walk(t, 4, alpha=1.0, start_scale=0)  # z_t = Z at every stage
+    assert torch.allclose(x, rec.expand_as(x), atol=1e-6, rtol=0)
+    x = _walk(t, 4, start_scale=0)
+    assert all((x[i + 1] - x[i]).abs().max() > 0 for i in range(3))  # everything moves
+    seen = _capture(monkeypatch, t.G, 2)
+    with torch.no_grad():
+        fixed = t.G.features(t.z_opt, t.shapes, t.amps, 1)
+    _walk(t, 5, start_scale=2, chunk=2)
+    prev, z = torch.cat([p for p, _ in seen]), torch.cat([z for _, z in seen])
+    assert prev.shape[0] == 5 and all(torch.equal(p, fixed[0]) for p in prev)  # stages 0, 1 fixed
+    assert all(not torch.equal(z[i + 1], z[i]) for i in range(4))  # stage 2 moves
+
+
+def test_random_walk_follows_the_reference_recurrence(recipe, trained, monkeypatch):
+    """The last stage's z_t: e_t = (z_t - a Z - (1-a)(z_{t-1} + b (z_{t-1} - z_{t-2}))) / ((1-a)(1-b)) must be
+    fresh N(0, 1) draws (mean 0, std 1, uncorrelated from frame to frame)."""
+    torch.set_num_threads(1)
+    t, _, _ = recipe["load_trainer"](str(trained[0]))
+    a, b, d = 0.2, 0.8, t.stage
+    seen = _capture(monkeypatch, t.G, d)
+    _walk(t, 8, alpha=a, beta=b, start_scale=d, chunk=3)
+    z, Z = torch.cat([z for _, z in seen]).double(), t.z_opt[d][0].double()  # unscaled: G applies amps[d]
+    assert z.shape[0] == 8 and z.shape[1:] == Z.shape
+    e = (z[2:] - a * Z - (1 - a) * (z[1:-1] + b * (z[1:-1] - z[:-2]))) / ((1 - a) * (1 - b))
+    assert abs(float(e.mean())) < 0.02 and abs(float(e.std()) - 1) < 0.02
+    corr = [float(torch.corrcoef(torch.stack([e[i].flatten(), e[i + 1].flatten()]))[0, 1]) for i in range(5)]
+    assert max(abs(c) for c in corr) < 0.05
+    first = (z[0] - a * Z) / (1 - a)  # z_{-1} + b (z_{-1} - Z) + (1-b) e_1 with z_{-1} = 0.95 Z + 0.05 e_0
+    assert abs(float((first - Z).std()) - ((0.05 * (1 + b)) ** 2 + (1 - b) ** 2) ** 0.5) < 0.02
+
+
+def test_animate_writes_gif(recipe, trained, monkeypatch):
+    run, _ = trained
+    h, w = load_checkpoint(run)["extra"]["stage"]["reals"][-1].shape[2:]
+    calls, real = [], recipe["random_walk_frames"]
+
+    def walk(t, frames, **kw):  # the tiny model's frames differ by ~1e-5: make each one visibly distinct
+        calls.append(kw)
+        x = real(t, frames, **kw)
+        return (x + torch.linspace(-0.8, 0.8, frames)[:, None, None, None]).clamp(-1, 1)
+
+    monkeypatch.setitem(recipe["load_trainer"].__globals__, "random_walk_frames", walk)  # not run_path's copy
+    res = _invoke(recipe, "animate", "--run", str(run), "--frames", "5", "--fps", "20", "--beta", "0.85",
+                  "--start-scale", "1", "--alpha", "0.2", "--seed", "3")
+    path = run / "animation-a0.2-b0.85-s1.gif"
+    assert str(path) in res.output and "not animation" in res.output  # generation-mode model: a note
+    with Image.open(path) as im:
+        assert im.n_frames == 5 and im.size == (w, h) and im.info["duration"] == 50 and im.info["loop"] == 0
+    assert calls[-1]["alpha"] == 0.2 and calls[-1]["beta"] == 0.85 and calls[-1]["start_scale"] == 1
+    res = _invoke(recipe, "animate", "--run", str(run), "--frames", "2", "--all")
+    names = sorted(p.name for p in (run / "animation").iterdir())
+    assert names == sorted(f"animation-a0.1-b{b}-s{s}.gif" for b in ("0.8", "0.85", "0.9", "0.95") for s in range(3))
+    assert [(c["beta"], c["start_scale"]) for c in calls[1:]] == [(b, s) for b in (0.8, 0.85, 0.9, 0.95)
+                                                                  for s in range(3)]
+    assert "wrote 12 GIFs" in res.output
+
+
+def test_animate_rejects_bad_beta_and_start_scale(recipe, trained):
+    run = str(trained[0])
+    for beta in ("1", "-0.1"):
+        res = _invoke(recipe, "animate", "--run", run, "--beta", beta, ok=False)
+        assert res.exit_code == 2 and f"--beta {beta}: must be in [0, 1)" in res.output
+    for s in ("3", "-1"):
+        res = _invoke(recipe, "animate", "--run", run, "--start-scale", s, ok=False)
+        assert res.exit_code == 2 and f"--start-scale {s}: the model has stages 0..2" in res.output
+    res = _invoke(recipe, "animate", "--run", run, "--all", "--beta", "0.9", ok=False)
+    assert res.exit_code == 2 and "--all sweeps beta" in res.output
+    with pytest.raises(ValueError, match="beta"):
+        random_walk_frames(recipe["load_trainer"](run)[0], 2, beta=1.0)
+
+
+def test_animate_animation_mode_two_stages(recipe, tmp_path):
+    """--mode animation: random stage-0 z_opt, no note; --all clipped to the trained stages (0, 1)."""
+    img = _image(tmp_path / "img.png")
+    opts = [a if a != "3" else "2" for a in TINY] + ["--snap", "0"]  # --stages 2
+    _invoke(recipe, "train", *opts, "--mode", "animation", "--data", img, "--outdir", str(tmp_path / "runs"))
+    run = _run_dir(tmp_path / "runs")
+    ex = load_checkpoint(run)["extra"]["stage"]
+    assert ex["stage"] == 1 and ex["z_opt"][0].shape == ex["reals"][0].shape
+    assert not torch.allclose(ex["z_opt"][0], ex["reals"][0], atol=0.5)
+    res = _invoke(recipe, "animate", "--run", str(run), "--frames", "3", "--all")
+    assert "note" not in res.output
+    assert sorted(p.name for p in (run / "animation").iterdir()) == sorted(
+        f"animation-a0.1-b{b}-s{s}.gif" for b in ("0.8", "0.85", "0.9", "0.95") for s in (0, 1))
+    res = _invoke(recipe, "animate", "--run", str(run), ok=False)  # the default --start-scale 2 is too deep
+    assert res.exit_code == 2 and "the model has stages 0..1" in res.output

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """ConSinGAN stage-wise training: stage growth, per-stage optimisers, noise amplitude and one iteration in the
-reference's order or ganops' order (same maths, no regenerated fakes, cached frozen stages, batched D)."""
+reference's order or ganops' order (same maths, no regenerated fakes, cached frozen stages, batched D), and the
+z random-walk animation of a trained model."""
 from __future__ import annotations
 
 import time
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from ..ops.penalty import gradient_penalty
 from .consingan import Discriminator, GrowingGenerator, sample_noise
 
-__all__ = ["STEP_ORDERS", "gp_plain", "ConSinGANTrainer"]
+__all__ = ["STEP_ORDERS", "gp_plain", "ConSinGANTrainer", "random_walk_frames"]
 
 STEP_ORDERS = ("ours", "reference")
 
@@ -298,6 +299,72 @@ class ConSinGANTrainer:
             outs.append(self.G(noise, shapes, self.amps))
         return torch.cat(outs)
 
+
+
+@torch.no_grad()
+def random_walk_frames(trainer: ConSinGANTrainer, frames: int = 100, *, alpha: float = 0.1, beta: float = 0.9,
+                       start_scale: int = 2, generator: torch.Generator | None = None, chunk: int = 16
+                       ) -> torch.Tensor:
+    """SinGAN's ``generate_gif`` z random walk on ConSinGAN's single generator: (frames, 3, H, W) in [-1, 1].
+
+    Per stage d >= ``start_scale``, with Z = ``trainer.z_opt[d]`` and fresh N(0, 1) draws e of Z's shape:
+    z_{-2} = Z, z_{-1} = 0.95 Z + 0.05 e_0, then per frame t
+    diff = beta (z_{t-1} - z_{t-2}) + (1 - beta) e_t and z_t = alpha Z + (1 - alpha) (z_{t-1} + diff).
+    Stages below ``start_scale`` get Z in every frame (their features are computed once); frame t is
+    ``G([z_0(t), ..., z_S(t)], shapes, amps)`` (G scales stages >= 1 by their noise amplitude, stage 0 unscaled).
+    Differences from SinGAN: the stage-0 draws are 3-channel N(0, 1), as ConSinGAN's ``sample_random_noise`` (SinGAN
+    expands one channel to three), and no noise is drawn for the fixed stages. The draws go frame by frame (e_0 of
+    every moving stage first, then per frame one e_t per moving stage, coarsest first), so a generator gives the
+    same frames whatever ``chunk`` is (up to the batched convolutions' rounding).
+
+    Args:
+        trainer: a trained (or training) ConSinGANTrainer; its stages 0..``trainer.stage`` are used.
+        frames: number of frames.
+        alpha: pull back to Z (1: every frame is the reconstruction G(z_opt); the reference uses 0.1).
+        beta: momentum of the walk, 0 <= beta < 1 (the reference sweeps 0.80, 0.85, 0.90, 0.95).
+        start_scale: first moving stage, 0..number of stages (= number of stages: nothing moves).
+        generator: torch.Generator on the trainer's device for the draws (None: the global RNG).
+        chunk: frames per G forward (1 with BatchNorm, whose batch statistics would mix frames).
+    """
+    n_st = trainer.stage + 1
+    if n_st < 1:
+        raise ValueError("random_walk_frames: the trainer has no trained stage")
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    if not 0 <= start_scale <= n_st:
+        raise ValueError(f"start_scale must be in 0..{n_st} (the model has stages 0..{n_st - 1}), got {start_scale}")
+    G, shapes, amps = trainer.G, trainer.shapes[:n_st], trainer.amps[:n_st]
+    zs = trainer.z_opt[:n_st]
+    if start_scale == n_st:  # nothing moves: every frame is the reconstruction
+        rec = G(zs, shapes, amps)
+        return rec.expand(frames, *rec.shape[1:]).clone()
+    chunk = 1 if trainer.cfg.get("batch_norm") else max(1, int(chunk))
+
+    def draw(z: torch.Tensor) -> torch.Tensor:
+        return torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+
+    moving = range(start_scale, n_st)
+    prev2 = {d: zs[d] for d in moving}
+    prev1 = {d: 0.95 * zs[d] + 0.05 * draw(zs[d]) for d in moving}
+    pre = G.features(zs, shapes, amps, start_scale - 1) if start_scale > 0 else None
+    out = []
+    for t0 in range(0, frames, chunk):
+        n = min(chunk, frames - t0)
+        walk: dict[int, list[torch.Tensor]] = {d: [] for d in moving}
+        for _ in range(n):
+            for d in moving:
+                diff = beta * (prev1[d] - prev2[d]) + (1 - beta) * draw(zs[d])
+                z = alpha * zs[d] + (1 - alpha) * (prev1[d] + diff)
+                prev2[d], prev1[d] = prev1[d], z
+                walk[d].append(z)
+        noise = [torch.cat(walk[d]) if d >= start_scale else zs[d].expand(n, *zs[d].shape[1:]) for d in range(n_st)]
+        prev = pre.expand(n, *pre.shape[1:]) if pre is not None else None
+        out.append(G(noise, shapes, amps, start=start_scale, prev=prev))
+    return torch.cat(out)
 
 class _OptimState:
     def __init__(self, t: ConSinGANTrainer) -> None:
