@@ -121,7 +121,14 @@ def test_per_stage_learning_rates_and_freezing():
         assert not any(p.requires_grad for p in frozen.parameters())
     for _ in range(4):
         t.step()
-    assert t.optD.param_groups[0]["lr"] == pytest.approx(5e-5)  # x0.1 at 80% of niter (3 of 4)
+    # the reference's MultiStepLR milestone is the float 0.8 * niter: 3.2 for niter 4, never reached
+    assert t.optD.param_groups[0]["lr"] == t.optG.param_groups[-1]["lr"] == pytest.approx(5e-4)
+    t5 = ConSinGANTrainer(_reals(), _cfg(niter=5))
+    t5.start_stage(0)
+    for i in range(5):
+        assert t5.optD.param_groups[0]["lr"] == pytest.approx(5e-4 if i < 4 else 5e-5), i  # x0.1 after 4 of 5
+        assert t5.optG.param_groups[-1]["lr"] == pytest.approx(5e-4 if i < 4 else 5e-5), i
+        t5.step()
 
 
 def test_one_iteration_finite():
@@ -260,3 +267,99 @@ def test_augmentations_and_mask():
     assert soft[..., 20, 22] > 0.99 and soft[..., 20, 29] > 0.5 and soft[..., 0, 0] < 1e-3
     out = composite(x, -x, soft)
     assert torch.allclose(out[..., 0, 0], x[..., 0, 0], atol=1e-3)
+
+
+def _plain_g(W, noise, shapes, amps, slope=0.05):
+    """The official GrowingGenerator.forward (generation mode) re-stated with F.conv2d on plain weight lists."""
+    act = lambda x: F.leaky_relu(x, slope)  # noqa: E731
+    x = act(F.conv2d(F.pad(noise[0], [1] * 4), *W["head"]))
+    x = F.pad(F.interpolate(x, size=[x.shape[2] + 2, x.shape[3] + 2], mode="bicubic", align_corners=True), [2] * 4)
+    for wb in W["body"][0]:
+        x = act(F.conv2d(x, *wb))
+    for d in range(1, len(noise)):
+        (h, w), n = shapes[d], len(W["body"][d])
+        up1 = F.interpolate(x, size=[h, w], mode="bicubic", align_corners=True)
+        y = F.interpolate(x, size=[h + 2 * n, w + 2 * n], mode="bicubic", align_corners=True) + noise[d] * amps[d]
+        for wb in W["body"][d]:
+            y = act(F.conv2d(y, *wb))
+        x = y + up1
+    return torch.tanh(F.conv2d(F.pad(x, [1] * 4), *W["tail"]))
+
+
+def _plain_d(Wd, x, slope=0.05):
+    for wb in Wd[:-1]:
+        x = F.leaky_relu(F.conv2d(x, *wb), slope)
+    return F.conv2d(x, *Wd[-1])
+
+
+def _conv_copies(m):
+    return [[c.weight.detach().clone().requires_grad_(), c.bias.detach().clone().requires_grad_()]
+            for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+
+
+def test_plain_restatement_of_the_official_iteration():
+    """Stages 0 and 1 of the official training loop (training_generation.py) written out with F.conv2d, plain
+    autograd and torch.optim on copied weights, fed the same random draws: the trainer's reference order and ours
+    give the same losses and weights (float64). Pins G/D structure, the GP, the loss signs, Gsteps, the per-stage
+    learning rates and the noise amplitude against a statement that shares no ganops module."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        reals = [r.double() for r in _reals(stages=2)]
+        for order, gp, tol in (("reference", "plain", 1e-9), ("ours", "fused", 1e-6)):
+            torch.manual_seed(1)
+            t = ConSinGANTrainer(reals, _cfg(step_order=order, gp=gp, niter=5))
+            g = _conv_copies(t.G)
+            W = {"head": g[0], "body": [g[1:4]], "tail": g[4]}
+            Wd = _conv_copies(t.D)
+            for s in range(2):
+                t.start_stage(s)
+                if s == 1:  # growth: a copy of the last stage; noise amp = 0.1 RMSE of the amp-0 reconstruction
+                    W["body"].append([[p.detach().clone().requires_grad_() for p in wb] for wb in W["body"][-1]])
+                    with torch.no_grad():
+                        rec0 = _plain_g(W, t.z_opt, t.shapes, [1.0, 0.0])
+                    assert t.amps[1] == pytest.approx(0.1 * float(torch.sqrt(F.mse_loss(rec0, reals[1]))), rel=1e-12)
+                lr = 5e-4
+                groups = [{"params": [p for wb in W["body"][d] for p in wb], "lr": lr * 0.1 ** (s - d)}
+                          for d in range(s + 1)]
+                groups += [{"params": W["head"], "lr": lr * 0.1 ** s}, {"params": W["tail"], "lr": lr}]
+                optG = torch.optim.Adam(groups, lr=lr, betas=(0.5, 0.999))
+                optD = torch.optim.Adam([p for wb in Wd for p in wb], lr=lr, betas=(0.5, 0.999))
+                real, shapes, amps = reals[s], t.shapes, t.amps
+                for _ in range(3):
+                    rng = torch.get_rng_state()
+                    got = {k: float(v) for k, v in t.step().items()}
+                    torch.set_rng_state(rng)
+                    noise = [torch.randn(1, 3, *shapes[0])]
+                    noise += [torch.randn(1, 8, h + 6, w + 6) for h, w in shapes[1:s + 1]]
+                    for j in range(3):
+                        optD.zero_grad()
+                        err_real = -_plain_d(Wd, real).mean()
+                        with torch.set_grad_enabled(j == 2):
+                            fake = _plain_g(W, noise, shapes, amps)
+                        err_fake = _plain_d(Wd, fake.detach()).mean()
+                        u = torch.rand(1, 1)
+                        x = (u * real + (1 - u) * fake).detach().requires_grad_(True)
+                        o = _plain_d(Wd, x)
+                        (gx,) = torch.autograd.grad(o, x, torch.ones_like(o), create_graph=True)
+                        pen = ((gx.norm(2, dim=1) - 1) ** 2).mean() * 0.1
+                        loss_d = err_real + err_fake + pen
+                        loss_d.backward()
+                        optD.step()
+                    err_g = -_plain_d(Wd, fake).mean()
+                    rec_loss = 10 * F.mse_loss(_plain_g(W, t.z_opt, shapes, amps), real)
+                    optG.zero_grad()
+                    (err_g + rec_loss).backward()
+                    for _ in range(3):
+                        optG.step()
+                    want = {"loss_d": loss_d, "gp": pen, "loss_g": err_g, "rec": rec_loss}
+                    for k, v in want.items():
+                        assert got[k] == pytest.approx(float(v.detach()), rel=tol, abs=tol), (order, s, k)
+            mine = [p for m in (t.G, t.D) for c in m.modules() if isinstance(c, torch.nn.Conv2d)
+                    for p in (c.weight, c.bias)]
+            plain = [p for wb in [W["head"], *W["body"][0], *W["body"][1], W["tail"], *Wd] for p in wb]
+            assert len(mine) == len(plain)
+            for p, q in zip(mine, plain):
+                assert torch.allclose(p, q, rtol=tol, atol=tol), order
+    finally:
+        torch.set_default_dtype(old)
