@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUGP, adjust_to_max_size, count_params,
-                                     create_pyramid, imresize, imresize_to_shape, pyramid_sizes, sample_noise)
+from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUGP, adjust_to_max_size,
+                                     bicubic_resize, count_params, create_pyramid, imresize, imresize_to_shape,
+                                     pyramid_sizes, sample_noise)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, shuffle_grid, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, gp_plain
 
@@ -203,7 +204,7 @@ def test_generate_feeds_fresh_unscaled_stage0_noise_and_scaled_feature_noise():
         for m in G.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.mul_(10)
-    up = lambda x, hw: F.interpolate(x, size=hw, mode="bicubic", align_corners=True)  # noqa: E731
+    up = bicubic_resize  # = F.interpolate(bicubic, align_corners=True): test_bicubic_resize_is_interpolate_bicubic
     g = torch.Generator().manual_seed(3)
     zs = [torch.randn(1, 3, *t.shapes[0], generator=g)]
     zs += [torch.randn(1, t.cfg["nfc"], h + k, w + k, generator=g) for h, w in t.shapes[1:]]
@@ -363,3 +364,64 @@ def test_plain_restatement_of_the_official_iteration():
                 assert torch.allclose(p, q, rtol=tol, atol=tol), order
     finally:
         torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("src,dst", [((25, 38), (33, 46)), ((7, 5), (13, 19)), ((20, 30), (11, 17)), ((6, 9), (1, 4)),
+                                     ((1, 5), (3, 8)), ((115, 171), (173, 256))])
+def test_bicubic_resize_is_interpolate_bicubic(src, dst):
+    """The matmul resize used by G is F.interpolate(bicubic, align_corners=True): values and gradients (float64),
+    up and down, size-1 axes, channels_last input; dtype kept under autocast."""
+    g = torch.Generator().manual_seed(sum(src) + sum(dst))
+    x = torch.randn(2, 3, *src, dtype=torch.float64, generator=g)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, :, :].transpose(2, 3).transpose(2, 3)):
+        a = inp.clone().requires_grad_(True)
+        b = inp.clone().requires_grad_(True)
+        ref = F.interpolate(a, size=dst, mode="bicubic", align_corners=True)
+        got = bicubic_resize(b, dst)
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+        up = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+        ref.backward(up)
+        got.backward(up)
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-12, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert bicubic_resize(x.float(), dst).dtype == torch.float32
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        GrowingGenerator(upsample="nearest")
+
+
+def test_generator_upsample_impls_agree():
+    torch.manual_seed(0)
+    a, b = GrowingGenerator(nfc=8), GrowingGenerator(nfc=8, upsample="interpolate")
+    for G in (a, b):
+        G.init_next_stage()
+    b.load_state_dict(a.state_dict())
+    shapes = [(10, 14), (16, 22)]
+    noise = sample_noise(shapes, nfc=8)
+    torch.testing.assert_close(a(noise, shapes, [1.0, 0.3]), b(noise, shapes, [1.0, 0.3]), rtol=1e-5, atol=1e-5)
+
+
+def test_discriminator_forward_gp_same_penalty_and_weight_gradients():
+    """forward_gp: D's values, and a WGAN-GP whose value and D-weight gradients equal plain autograd through
+    nn.Conv2d/nn.LeakyReLU (float64); the transposed-conv input gradient and its dedicated weight-gradient backward
+    are checked against autograd's own second-order formulas."""
+    torch.manual_seed(0)
+    d_gp = Discriminator(nfc=6, gp_act=True).double()
+    d_ref = Discriminator(nfc=6, gp_act=False).double()
+    d_ref.load_state_dict(d_gp.state_dict())
+    real, fake = torch.randn(2, 3, 17, 19, dtype=torch.float64), torch.randn(2, 3, 17, 19, dtype=torch.float64)
+    u = torch.rand(1, dtype=torch.float64)
+    torch.testing.assert_close(d_gp.forward_gp(real), d_ref(real), rtol=1e-12, atol=1e-12)
+    grads = []
+    for D, fn in ((d_ref, d_ref), (d_gp, d_gp.forward_gp)):
+        D.zero_grad()
+        pen = gp_plain(fn, real, fake, 0.1, u)
+        pen.backward()
+        grads.append((float(pen.detach()), [torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                                   for p in D.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-12)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)  # biases: zero / none (the masks are constants)
+    assert any(g.abs().max() > 1e-6 for g in grads[0][1])
+    with pytest.raises(ValueError, match="gp_act=True"):
+        d_ref.forward_gp(real)

@@ -2,7 +2,9 @@
 """ConSinGAN networks (GrowingGenerator, patch Discriminator), SinGAN-style imresize and the image pyramids."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import math
 from typing import Sequence
 
@@ -13,7 +15,7 @@ from torch import nn
 
 __all__ = ["MODES", "GEN_MODES", "imresize", "imresize_to_shape", "pyramid_scales", "pyramid_sizes",
            "adjust_to_max_size", "create_pyramid", "ConvBlock", "LeakyReLUGP", "Discriminator", "GrowingGenerator",
-           "weights_init", "sample_noise", "count_params"]
+           "weights_init", "sample_noise", "count_params", "bicubic_resize", "UPSAMPLE_IMPLS"]
 
 MODES = ("generation", "retarget", "harmonization", "editing", "animation")
 GEN_MODES = ("generation", "animation")  # modes with the extra upsample after the head and (H+6) noise
@@ -160,6 +162,43 @@ class _LeakyGP(torch.autograd.Function):
         return torch.ops.aten.leaky_relu_backward(g, y.detach(), ctx.slope, True), None
 
 
+class _ConvGP(torch.autograd.Function):
+    """conv2d(x, w, b) (stride 1, no padding) for a gradient penalty's D(x_hat): its backward returns only the input
+    gradient, as a transposed convolution that stays differentiable in w (:class:`_ConvInputGrad`). The first-order
+    gradients of D(x_hat) w.r.t. w and b are not part of a gradient penalty and are not computed."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(w)
+        return F.conv2d(x, w, b)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (w,) = ctx.saved_tensors
+        return _ConvInputGrad.apply(g, w), None, None
+
+
+class _ConvInputGrad(torch.autograd.Function):
+    """dx = conv_transpose2d(g, w), the input gradient of a stride-1 unpadded conv; its backward uses the dedicated
+    weight-gradient primitive (autograd's double backward of a convolution forms it as a grouped convolution with a
+    feature-map-sized kernel: ~3x slower on CPU at 64 x 163 x 246)."""
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(g, w)
+        return F.conv_transpose2d(g, w)
+
+    @staticmethod
+    def backward(ctx, gg: torch.Tensor):
+        g, w = ctx.saved_tensors
+        d_g = F.conv2d(gg, w) if ctx.needs_input_grad[0] else None
+        d_w = None
+        if ctx.needs_input_grad[1]:
+            d_w = torch.ops.aten.convolution_backward(g, gg, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                                      [False, True, False])[1]
+        return d_g, d_w
+
+
 class LeakyReLUGP(nn.Module):
     """LeakyReLU with the same values and gradients of every order as ``nn.LeakyReLU``, whose second-order graph
     stops at the (constant) slope mask: a WGAN-GP double backward skips D's forward graph entirely."""
@@ -218,8 +257,60 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.body(self.head(x)))
 
+    def forward_gp(self, x: torch.Tensor) -> torch.Tensor:
+        """D(x) for a gradient penalty only: the same values, and a gradient w.r.t. x that is differentiable in the
+        weights (the penalty's weight gradients are those of plain autograd), but no first-order weight gradients
+        of D(x) itself. Needs the :class:`LeakyReLUGP` activations (the slope mask is a constant of the penalty)."""
+        blocks = [self.head, *self.body]
+        if any(len(b) != 2 or not isinstance(b.lrelu, LeakyReLUGP) for b in blocks):
+            raise ValueError("forward_gp needs Discriminator(gp_act=True) without normalisation")
+        for b in blocks:
+            x = b.lrelu(_ConvGP.apply(x, b.conv.weight, b.conv.bias))
+        return _ConvGP.apply(x, self.tail.weight, self.tail.bias)
 
-def _up(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+
+UPSAMPLE_IMPLS = ("matmul", "interpolate")
+
+
+@functools.lru_cache(maxsize=256)
+def _cubic_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n_out, n_in) matrix of PyTorch's 1-D bicubic resize with ``align_corners=True``: source x = i (n_in - 1) /
+    (n_out - 1), Keys' cubic with A = -0.75 on the taps floor(x) - 1 ... floor(x) + 2, taps clamped to the border."""
+    a = -0.75
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    x = torch.arange(n_out, dtype=torch.float64) * scale
+    i0 = x.floor()
+    t = x - i0
+
+    def near(u: torch.Tensor) -> torch.Tensor:  # |u| <= 1
+        return ((a + 2) * u - (a + 3)) * u * u + 1
+
+    def far(u: torch.Tensor) -> torch.Tensor:  # 1 < |u| < 2
+        return ((a * u - 5 * a) * u + 8 * a) * u - 4 * a
+
+    w = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], 1)
+    taps = (i0.long()[:, None] + torch.arange(-1, 3)[None]).clamp(0, n_in - 1)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64).scatter_add_(1, taps, w)
+    return m.to(device=device, dtype=dtype)
+
+
+def bicubic_resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bicubic", align_corners=True)`` as two matrix products, M_h @ x @ M_w^T.
+
+    The same weights and taps (equal to ~1e-14 in float64), computed in x's dtype also under autocast. On one CPU
+    thread forward + backward is 4-8x faster at ConSinGAN's sizes (64 x 115 x 171 -> 173 x 256: 26 ms vs 96 ms):
+    PyTorch's bicubic backward scatters per output pixel, the product's backward is two more matmuls."""
+    (h, w), (oh, ow) = x.shape[-2:], (int(size[0]), int(size[1]))
+    dev = x.device.type
+    off = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev)
+    with torch.autocast(dev, enabled=False) if off else contextlib.nullcontext():
+        mh, mw = _cubic_matrix(h, oh, x.dtype, x.device), _cubic_matrix(w, ow, x.dtype, x.device)
+        if oh * h * w + oh * w * ow <= h * w * ow + oh * h * ow:  # the cheaper order
+            return torch.matmul(torch.matmul(mh, x), mw.t())
+        return torch.matmul(mh, torch.matmul(x, mw.t()))
+
+
+def _up_interpolate(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bicubic", align_corners=True)
 
 
@@ -230,6 +321,8 @@ class GrowingGenerator(nn.Module):
         nfc: filters (64). num_layer: convs per stage (3). slope: LeakyReLU slope (0.05; harmonization uses 0.3).
         batch_norm: BatchNorm2d in every block (harmonization/editing). mode: one of :data:`MODES`; generation and
             animation upsample after the head and feed stages (H+6)x(W+6) noise, the others pad by num_layer.
+        upsample: "matmul" (:func:`bicubic_resize`, default) or "interpolate" (``F.interpolate``, as the
+            reference): the same bicubic resize, the first 4-8x faster with its backward on CPU.
 
     Shape:
         ``forward(noise, shapes, amps)``: noise[0] (N, 3, H0, W0), noise[d] (N, nfc, H_d(+6), W_d(+6)); shapes the
@@ -237,10 +330,13 @@ class GrowingGenerator(nn.Module):
     """
 
     def __init__(self, nfc: int = 64, num_layer: int = 3, slope: float = 0.05, batch_norm: bool = False,
-                 mode: str = "generation") -> None:
+                 mode: str = "generation", upsample: str = "matmul") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if upsample not in UPSAMPLE_IMPLS:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_IMPLS}, got {upsample!r}")
+        self._up = bicubic_resize if upsample == "matmul" else _up_interpolate
         self.nfc, self.num_layer, self.mode = nfc, num_layer, mode
         self.slope, self.batch_norm = slope, batch_norm
         self.head = ConvBlock(3, nfc, slope=slope, batch_norm=batch_norm)
@@ -270,7 +366,7 @@ class GrowingGenerator(nn.Module):
         """Head + stage 0 (block padding after the head's upsample in generation modes)."""
         x = self.head(F.pad(z0, (1, 1, 1, 1)))
         if self.gen_mode:
-            x = _up(x, (x.shape[2] + 2, x.shape[3] + 2))
+            x = self._up(x, (x.shape[2] + 2, x.shape[3] + 2))
             p = self.num_layer - 1
         else:
             p = self.num_layer
@@ -279,10 +375,10 @@ class GrowingGenerator(nn.Module):
     def run_stage(self, d: int, prev: torch.Tensor, z: torch.Tensor | None, amp: float | torch.Tensor,
                   shape: Sequence[int]) -> torch.Tensor:
         """Stage d >= 1: residual block on the upsampled previous features plus scaled feature noise."""
-        up1 = _up(prev, shape)
+        up1 = self._up(prev, shape)
         if self.gen_mode:
             k = 2 * self.num_layer
-            up2 = _up(prev, (shape[0] + k, shape[1] + k))
+            up2 = self._up(prev, (shape[0] + k, shape[1] + k))
             return self.body[d](up2 + z * amp if z is not None else up2) + up1
         p = self.num_layer
         x = up1 + z * amp if z is not None else up1

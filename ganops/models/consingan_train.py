@@ -49,7 +49,9 @@ class ConSinGANTrainer:
         self.reals = [r.to(self.device) for r in reals]
         self.shapes = [tuple(r.shape[2:]) for r in self.reals]
         c = self.cfg
-        self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"]).to(self.device)
+        ref = c.get("step_order", "ours") == "reference"
+        self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"],
+                                  upsample="interpolate" if ref else "matmul").to(self.device)
         self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"],
                                gp_act=c.get("step_order", "ours") == "ours").to(self.device)
         self.stage, self.amps, self.z_opt = -1, [], []
@@ -263,7 +265,10 @@ class ConSinGANTrainer:
             with self._autocast():
                 o2 = D(torch.cat([real, fake_d.to(real.dtype)]))  # real and fake in one call
             if j % gp_every == 0:
-                gp = self._penalty(D, real, fake_d.float())[0] * gp_every
+                # forward_gp: same penalty and weight gradients, cheaper double backward (fp32 only: its custom
+                # backward does not follow autocast's dtypes)
+                d_gp = D.forward_gp if self.amp is None or not self.amp.enabled else D
+                gp = self._penalty(d_gp, real, fake_d.float())[0] * gp_every
             else:
                 gp = torch.zeros((), device=real.device)
             err_real, err_fake = -o2[0:1].mean(), o2[1:2].mean()
