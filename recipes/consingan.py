@@ -369,6 +369,8 @@ def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale
         if not sweep:
             click.echo(f"consingan: wrote {frames} frames of {h}x{w} at {fps:g} fps (alpha {alpha:g}, beta {b:g}, "
                        f"start scale {s}) to {path}")
+        else:  # the sweep takes minutes at 250 px: one line per GIF
+            click.echo(f"consingan: [{len(paths)}/{len(jobs)}] {path.name}")
     if sweep:
         click.echo(f"consingan: wrote {len(paths)} GIFs ({frames} frames of {h}x{w} at {fps:g} fps, alpha {alpha:g}, "
                    f"beta x start scale) to {folder}")

@@ -323,6 +323,7 @@ def test_animate_writes_gif(recipe, trained, monkeypatch):
     assert [(c["beta"], c["start_scale"]) for c in calls[1:]] == [(b, s) for b in (0.8, 0.85, 0.9, 0.95)
                                                                   for s in range(3)]
     assert "wrote 12 GIFs" in res.output
+    assert "[1/12] animation-a0.1-b0.8-s0.gif" in res.output and "[12/12] animation-a0.1-b0.95-s2.gif" in res.output
 
 
 def test_animate_rejects_bad_beta_and_start_scale(recipe, trained):
