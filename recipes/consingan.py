@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from ganops.models.consingan import MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
-from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_grid,
-                          train_options)
-from ganops.train.metrics import _to_u8
+from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_gif,
+                          save_grid, train_options)
 
 PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 400 per stage, 6 stages, --threads {threads} "
           "(paper: 250 px, 2000 per stage)")
@@ -303,16 +302,6 @@ def edit(**o) -> str:
 
 #: the reference's animation sweep (methods.md §3.6): alpha 0.1, these betas x start scales, 100 frames at 10 fps
 SWEEP_BETAS, SWEEP_STARTS = (0.80, 0.85, 0.90, 0.95), (0, 1, 2)
-
-
-def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
-    """(N, 3, H, W) in [-1, 1] as a looping GIF (PIL; identical consecutive frames are merged, durations added)."""
-    from PIL import Image
-
-    ims = [Image.fromarray(a) for a in _to_u8(frames).permute(0, 2, 3, 1).numpy()]
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}.gif"
-    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=1000 / fps, loop=0)
-    os.replace(tmp, path)
 
 
 @cli.command(help="The reference's z random walk as a GIF: per moving stage z_t = a Z + (1-a)(z_{t-1} + "

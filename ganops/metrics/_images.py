@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["ImageSource", "open_images", "IMAGE_SUFFIXES"]
+__all__ = ["ImageSource", "open_images", "IMAGE_SUFFIXES", "to_uint8"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -22,6 +22,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, im).convert("RGB")
     return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (clamped) -> uint8 in [0, 255], rounded, on the CPU; same shape."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class ImageSource:
@@ -37,7 +42,7 @@ class ImageSource:
             if items.dim() != 4 or items.shape[1] not in (1, 3):
                 raise ValueError(f"ganops.metrics: image tensor must be (N, 3, H, W), got {tuple(items.shape)}")
             if items.dtype != torch.uint8:
-                items = ((items.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                items = to_uint8(items)
             items = items.expand(-1, 3, -1, -1).contiguous()
         elif len(items) == 0:
             raise ValueError(f"ganops.metrics: {name} has no images")

@@ -15,7 +15,7 @@ from .loop import MetricsError, TrainLoop, seed_everything, set_deterministic
 from .metrics import MetricSpec, TrainMetrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter
 from .rundir import RunDirError, make_run_dir
-from .samples import fixed_noise, save_grid
+from .samples import fixed_noise, save_gif, save_grid
 
 __all__ = [
     "Amp", "PRECISIONS", "BUILTINS", "TWEMOJI_ATTRIBUTION", "load_builtin", "ConfigMismatchError", "check_config",
@@ -24,5 +24,5 @@ __all__ = [
     "InfiniteSampler", "check_image_folder", "list_images", "load_single_image", "open_dataset", "DistInfo",
     "init_distributed", "is_main", "per_rank_batch", "wrap_ddp", "EMA", "TrainLoop", "seed_everything",
     "set_deterministic", "NonFiniteLossError", "Progress", "StatsWriter", "RunDirError", "make_run_dir",
-    "fixed_noise", "save_grid", "MetricsError", "MetricSpec", "TrainMetrics", "parse_metrics",
+    "fixed_noise", "save_gif", "save_grid", "MetricsError", "MetricSpec", "TrainMetrics", "parse_metrics",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..metrics._assets import AssetMissingError, asset_path
-from ..metrics._images import ImageSource
+from ..metrics._images import ImageSource, to_uint8
 
 __all__ = ["MetricSpec", "MetricsAssetError", "MetricsType", "METRIC_KINDS", "parse_metrics", "check_metrics",
            "TrainMetrics", "FakesFn"]
@@ -119,8 +119,7 @@ class _U8Items(Sequence):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
-        x = self.dataset[self.indices[i]]
-        return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return to_uint8(self.dataset[self.indices[i]])
 
 
 class _DatasetSource(ImageSource):
@@ -139,10 +138,6 @@ class _DatasetSource(ImageSource):
                 h.update(x.numpy().tobytes())
             self._fp = h.hexdigest()
         return self._fp
-
-
-def _to_u8(x: torch.Tensor) -> torch.Tensor:
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
 class TrainMetrics:
@@ -217,7 +212,7 @@ class TrainMetrics:
             if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != b or x.shape[1] != 3:
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"fakes({b}, seed={s}) must return ({b}, 3, H, W) images in [-1, 1], got {got}")
-            x8 = _to_u8(x)
+            x8 = to_uint8(x)
             if s < n_inc:
                 feats.append(inception_features(x8[: n_inc - s], batch_size=self.batch, device=self.device))
             if s < n_swd:

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Sample grids (``torchvision.utils.save_image``) and fixed-seed latents for comparable fakes across a run."""
+"""Sample grids (``torchvision.utils.save_image``), GIFs, and fixed-seed latents for comparable fakes across a run."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,9 @@ import os
 
 import torch
 
-__all__ = ["save_grid", "fixed_noise"]
+from ..metrics._images import to_uint8
+
+__all__ = ["save_grid", "save_gif", "fixed_noise"]
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None,
@@ -28,6 +30,17 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None
     nrow = nrow or max(1, int(math.ceil(math.sqrt(x.shape[0]))))
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}.png"
     save_image(x, tmp, nrow=nrow, padding=2, pad_value=1.0)
+    os.replace(tmp, path)
+
+
+def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
+    """(N, 3, H, W) in [-1, 1] as a looping GIF (PIL; identical consecutive frames are merged, durations added),
+    written to a temporary name and renamed, so an interrupted write leaves no partial file."""
+    from PIL import Image
+
+    ims = [Image.fromarray(a) for a in to_uint8(frames).permute(0, 2, 3, 1).numpy()]
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}.gif"
+    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=1000 / fps, loop=0)
     os.replace(tmp, path)
 
 
