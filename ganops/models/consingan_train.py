@@ -49,11 +49,11 @@ class ConSinGANTrainer:
         self.reals = [r.to(self.device) for r in reals]
         self.shapes = [tuple(r.shape[2:]) for r in self.reals]
         c = self.cfg
-        ref = c.get("step_order", "ours") == "reference"
+        self.reference_order = ref = c.get("step_order", "ours") == "reference"
         self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"],
                                   upsample="interpolate" if ref else "matmul").to(self.device)
         self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"],
-                               gp_act=c.get("step_order", "ours") == "ours").to(self.device)
+                               gp_act=not ref).to(self.device)
         self.stage, self.amps, self.z_opt = -1, [], []
         self.optG = self.optD = self.schedG = self.schedD = None
         self._rec_cache: torch.Tensor | None = None
@@ -92,11 +92,11 @@ class ConSinGANTrainer:
                   for i, b in enumerate(trainable)]
         if s - c["train_depth"] < 0 and not self.only_last:
             groups.append({"params": list(G.head.parameters()), "lr": c["lr_g"] * c["lr_scale"] ** s})
-        elif c.get("step_order", "ours") == "ours":
+        elif not self.reference_order:
             G.head.requires_grad_(False)  # not optimised: skip its weight gradients (the reference computes them)
         groups.append({"params": list(G.tail.parameters()), "lr": c["lr_g"]})
         betas = (c["beta1"], 0.999)
-        foreach = None if c.get("step_order", "ours") == "reference" else True
+        foreach = None if self.reference_order else True
         self.optG = torch.optim.Adam(groups, lr=c["lr_g"], betas=betas, foreach=foreach)
         self.optD = torch.optim.Adam(self.D.parameters(), lr=c["lr_d"], betas=betas, foreach=foreach)
         # The reference's float milestone 0.8 * niter: the decay happens only when it is a whole number of
@@ -173,7 +173,7 @@ class ConSinGANTrainer:
 
     def step(self) -> dict[str, float]:
         """One iteration (3 D steps with WGAN-GP, one G backward with ``g_steps`` Adam steps on it)."""
-        if self.cfg.get("step_order", "ours") == "reference":
+        if self.reference_order:
             out = self._step_reference()
         else:
             out = self._step_ours()
