@@ -14,7 +14,8 @@ Where this code and the reference differ (methods.md §3; reference behaviour is
   * --step-order ours (default) computes the same maths with less work: the fake is generated once per iteration
     (the reference regenerates it for every D step), frozen stages run without autograd and their
     reconstruction is cached, real and fake go through D in one call, the G backward skips D's weight gradients;
-    --step-order reference runs the official order;
+    --step-order reference runs the official order; with ours, the 3x3 convolutions on CPU use ganops'
+    Winograd kernels (--conv aten: nn.Conv2d as the reference);
   * --iters is iterations per stage and --resolution the maximum image side (the reference's max_size);
   * --gp-every N (lazy GP, N x weight every N-th D step) is not in the reference (default 1 = reference);
   * harmonisation's albumentations strong_aug and the editing shuffle_grid are torch re-implementations
@@ -68,7 +69,7 @@ def _cfg(o: dict) -> dict:
                 mode=o["mode"], train_depth=o["train_depth"], lr_g=o["lr"], lr_d=o["lr"], lr_scale=o["lr_scale"],
                 beta1=0.5, niter=o["niter"], gamma=o["gamma"], d_steps=o["d_steps"], g_steps=o["g_steps"],
                 lambda_grad=o["lambda_grad"], alpha=o["alpha"], noise_amp=o["noise_amp"], gp=o["gp"],
-                gp_every=o["gp_every"], step_order=o["step_order"])
+                gp_every=o["gp_every"], step_order=o["step_order"], conv=o.get("conv", "winograd"))
 
 
 def load_image(spec: str, what: str = "--data") -> torch.Tensor:
@@ -145,6 +146,9 @@ def cli(ctx: click.Context) -> None:
               help="ganops.gradient_penalty or a plain-autograd copy of the reference")
 @click.option("--gp-every", type=click.IntRange(1), default=1, show_default=True, help="lazy GP (1 = reference)")
 @click.option("--step-order", type=click.Choice(["ours", "reference"]), default="ours", show_default=True)
+@click.option("--conv", type=click.Choice(["winograd", "aten"]), default="winograd", show_default=True,
+              help="3x3 convolutions with --step-order ours on CPU in float32: Winograd F(4x4,3x3) kernels (same "
+                   "convolution, ~1e-5 rounding, ~2-3x faster) or nn.Conv2d (oneDNN); GPU and AMP always use aten")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="torch CPU threads (0: leave torch's default)")
 @click.pass_context

@@ -216,10 +216,12 @@ def test_generate_feeds_fresh_unscaled_stage0_noise_and_scaled_feature_noise():
             x = G.body[d](up(x, (h + k, w + k)) + zs[d] * t.amps[d]) + up(x, (h, w))
         want = G.tail(F.pad(x, (1,) * 4))
         got = t.generate(1, generator=torch.Generator().manual_seed(3))
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        # atol: the trainer's G convolves with Winograd (float32 rounding ~1e-5), the hand forward with nn.Conv2d;
+        # a wrong noise, amplitude or residual moves the output by O(0.1)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
         assert 0 < t.amps[1] < 1 and 0 < t.amps[2] < 1 and t.amps[0] == 1.0
         t.amps[0] = 123.0  # amp[0] is never used: stage-0 noise enters unscaled
-        torch.testing.assert_close(t.generate(1, generator=torch.Generator().manual_seed(3)), want, rtol=0, atol=1e-6)
+        torch.testing.assert_close(t.generate(1, generator=torch.Generator().manual_seed(3)), want, rtol=0, atol=1e-4)
         rec = G(t.z_opt, t.shapes, t.amps)
         assert (got - rec).abs().mean() > 1e-2  # a random sample, not the reconstruction from z_opt
 

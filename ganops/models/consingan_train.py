@@ -51,9 +51,10 @@ class ConSinGANTrainer:
         c = self.cfg
         self.reference_order = ref = c.get("step_order", "ours") == "reference"
         self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"],
-                                  upsample="interpolate" if ref else "matmul").to(self.device)
-        self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"],
-                               gp_act=not ref).to(self.device)
+                                  upsample="interpolate" if ref else "matmul",
+                                  conv_impl="aten" if ref else c.get("conv", "winograd")).to(self.device)
+        self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"], gp_act=not ref,
+                               conv_impl="aten" if ref else c.get("conv", "winograd")).to(self.device)
         self.stage, self.amps, self.z_opt = -1, [], []
         self.optG = self.optD = self.schedG = self.schedD = None
         self._rec_cache: torch.Tensor | None = None
