@@ -142,6 +142,15 @@ GANOPS_WINO_SPAN(at6)
 GANOPS_WINO_SPAN(a4)
 #undef GANOPS_WINO_SPAN
 
+// Per-thread workspaces, kept between calls: a fresh 0.6 MB std::vector per call is an mmap with page faults on
+// first touch, which dominates at ConSinGAN's small stages. Slot i of thread t only ever serves one call at a time.
+template <typename T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> buf[5];
+  if (buf[slot].size() < n) buf[slot].resize(n);
+  return buf[slot].data();
+}
+
 struct Geom {
   int64_t N, H, W, C;  // input (NHWC)
   int64_t Ho, Wo, K;   // output
@@ -275,16 +284,21 @@ void fwd_impl(const at::Tensor& x, const at::Tensor& u, const c10::optional<at::
   const int64_t C = g.C, K = g.K, total = g.N * g.blocks;
   const bool blas = std::getenv("GANOPS_WINO_ATEN_GEMM") == nullptr;
   at::parallel_for(0, total, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> V(36 * kTB * C), M(36 * kTB * K), zero(std::max(C, K), T(0)), tmp(36 * std::max(C, K)),
-        tile(16 * K);
+    const int64_t mx = std::max(C, K);
+    T* V = workspace<T>(0, 36 * kTB * C);
+    T* M = workspace<T>(1, 36 * kTB * K);
+    T* zero = workspace<T>(2, mx);
+    T* tmp = workspace<T>(3, 36 * mx);
+    T* tile = workspace<T>(4, 16 * K);
+    std::fill(zero, zero + mx, T(0));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n = b / g.blocks, t0 = (b % g.blocks) * kTB, nt = std::min<int64_t>(kTB, g.ty * g.tx - t0);
-      input_block<T>(xp, g, n, t0, nt, V.data(), zero.data(), tmp.data());
+      input_block<T>(xp, g, n, t0, nt, V, zero, tmp);
       for (int e = 0; e < 36; ++e)  // M_e^T (K x nt) = U_e^T (K x C) . V_e^T (C x nt), column-major
         gemm<T>(blas, 'N', 'N', static_cast<int>(K), static_cast<int>(nt), static_cast<int>(C), up + e * C * K,
-                static_cast<int>(K), V.data() + e * kTB * C, static_cast<int>(C), T(0), M.data() + e * kTB * K,
+                static_cast<int>(K), V + e * kTB * C, static_cast<int>(C), T(0), M + e * kTB * K,
                 static_cast<int>(K));
-      output_block<T>(M.data(), g, n, t0, nt, bp, yp, tmp.data(), tile.data());
+      output_block<T>(M, g, n, t0, nt, bp, yp, tmp, tile);
     }
   });
 }
@@ -298,15 +312,21 @@ void wgrad_impl(const at::Tensor& x, const at::Tensor& gy, at::Tensor& du, const
   const bool blas = std::getenv("GANOPS_WINO_ATEN_GEMM") == nullptr;
   std::mutex mu;
   at::parallel_for(0, total, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> V(36 * kTB * C), Yh(36 * kTB * K), zero(std::max(C, K), T(0)), tmp(36 * std::max(C, K)),
-        acc(36 * C * K, T(0));
+    const int64_t mx = std::max(C, K);
+    T* V = workspace<T>(0, 36 * kTB * C);
+    T* Yh = workspace<T>(1, 36 * kTB * K);
+    T* zero = workspace<T>(2, mx);
+    T* tmp = workspace<T>(3, 36 * mx);
+    T* acc = workspace<T>(4, 36 * C * K);
+    std::fill(zero, zero + mx, T(0));
+    std::fill(acc, acc + 36 * C * K, T(0));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n = b / g.blocks, t0 = (b % g.blocks) * kTB, nt = std::min<int64_t>(kTB, g.ty * g.tx - t0);
-      input_block<T>(xp, g, n, t0, nt, V.data(), zero.data(), tmp.data());
-      grad_block<T>(gp, g, n, t0, nt, Yh.data(), zero.data(), tmp.data());
+      input_block<T>(xp, g, n, t0, nt, V, zero, tmp);
+      grad_block<T>(gp, g, n, t0, nt, Yh, zero, tmp);
       for (int e = 0; e < 36; ++e)  // dU_e^T (K x C) += Yh_e^T (K x nt) . V_e (nt x C), column-major
-        gemm<T>(blas, 'N', 'T', static_cast<int>(K), static_cast<int>(C), static_cast<int>(nt), Yh.data() + e * kTB * K,
-                static_cast<int>(K), V.data() + e * kTB * C, static_cast<int>(C), T(1), acc.data() + e * C * K,
+        gemm<T>(blas, 'N', 'T', static_cast<int>(K), static_cast<int>(C), static_cast<int>(nt), Yh + e * kTB * K,
+                static_cast<int>(K), V + e * kTB * C, static_cast<int>(C), T(1), acc + e * C * K,
                 static_cast<int>(K));
     }
     std::lock_guard<std::mutex> lock(mu);

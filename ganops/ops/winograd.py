@@ -29,8 +29,10 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24,
 
 
 @functools.lru_cache(maxsize=8)
-def _g(dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor(_G, dtype=torch.float64).to(dtype)
+def _gg(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """kron(G, G), (36, 9): U[6r + s] = sum_ij G[r, i] G[s, j] w[3i + j] as one matrix product."""
+    g = torch.tensor(_G, dtype=torch.float64)
+    return torch.kron(g, g).to(device=device, dtype=dtype)
 
 
 def usable(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -43,15 +45,15 @@ def usable(x: torch.Tensor, w: torch.Tensor) -> bool:
 def weight_transform(w: torch.Tensor) -> torch.Tensor:
     """(K, C, 3, 3) -> U (36, C, K), U[6r + s, c, k] = (G w[k, c] G^T)[r, s]; differentiable."""
     k, c = w.shape[:2]
-    g = _g(w.dtype).to(w.device)
-    return torch.matmul(torch.matmul(g, w), g.t()).permute(2, 3, 1, 0).reshape(36, c, k).contiguous()
+    u = torch.mm(_gg(w.dtype, w.device), w.reshape(k * c, 9).t())  # (36, K*C): one product, not K*C tiny ones
+    return u.reshape(36, k, c).transpose(1, 2).contiguous()
 
 
 def weight_untransform(du: torch.Tensor) -> torch.Tensor:
     """dU (36, C, K) -> dW (K, C, 3, 3) = G^T dU G, the adjoint of :func:`weight_transform`; differentiable."""
     c, k = du.shape[1:]
-    g = _g(du.dtype).to(du.device)
-    return torch.matmul(torch.matmul(g.t(), du.reshape(6, 6, c, k).permute(3, 2, 0, 1)), g)
+    dw = torch.mm(_gg(du.dtype, du.device).t(), du.transpose(1, 2).reshape(36, k * c))  # (9, K*C)
+    return dw.t().reshape(k, c, 3, 3)
 
 
 def _cl(t: torch.Tensor) -> torch.Tensor:
