@@ -151,6 +151,22 @@ T* workspace(int slot, size_t n) {
   return buf[slot].data();
 }
 
+// One thread's block buffers: V (input tiles, 36 x kTB x C), W (output or gradient tiles, 36 x kTB x K), a zero
+// channel vector for taps outside the map, transform scratch, and `extra` elements (output tile / dU accumulator).
+template <typename T>
+struct Work {
+  T *V, *W, *zero, *tmp, *extra;
+  Work(int64_t C, int64_t K, int64_t extra_n) {
+    const int64_t mx = std::max(C, K);
+    V = workspace<T>(0, 36 * kTB * C);
+    W = workspace<T>(1, 36 * kTB * K);
+    zero = workspace<T>(2, mx);
+    tmp = workspace<T>(3, 36 * mx);
+    extra = workspace<T>(4, extra_n);
+    std::fill(zero, zero + mx, T(0));
+  }
+};
+
 struct Geom {
   int64_t N, H, W, C;  // input (NHWC)
   int64_t Ho, Wo, K;   // output
@@ -284,13 +300,8 @@ void fwd_impl(const at::Tensor& x, const at::Tensor& u, const c10::optional<at::
   const int64_t C = g.C, K = g.K, total = g.N * g.blocks;
   const bool blas = std::getenv("GANOPS_WINO_ATEN_GEMM") == nullptr;
   at::parallel_for(0, total, 1, [&](int64_t b0, int64_t b1) {
-    const int64_t mx = std::max(C, K);
-    T* V = workspace<T>(0, 36 * kTB * C);
-    T* M = workspace<T>(1, 36 * kTB * K);
-    T* zero = workspace<T>(2, mx);
-    T* tmp = workspace<T>(3, 36 * mx);
-    T* tile = workspace<T>(4, 16 * K);
-    std::fill(zero, zero + mx, T(0));
+    Work<T> w(C, K, 16 * K);
+    T *V = w.V, *M = w.W, *zero = w.zero, *tmp = w.tmp, *tile = w.extra;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n = b / g.blocks, t0 = (b % g.blocks) * kTB, nt = std::min<int64_t>(kTB, g.ty * g.tx - t0);
       input_block<T>(xp, g, n, t0, nt, V, zero, tmp);
@@ -312,13 +323,8 @@ void wgrad_impl(const at::Tensor& x, const at::Tensor& gy, at::Tensor& du, const
   const bool blas = std::getenv("GANOPS_WINO_ATEN_GEMM") == nullptr;
   std::mutex mu;
   at::parallel_for(0, total, 1, [&](int64_t b0, int64_t b1) {
-    const int64_t mx = std::max(C, K);
-    T* V = workspace<T>(0, 36 * kTB * C);
-    T* Yh = workspace<T>(1, 36 * kTB * K);
-    T* zero = workspace<T>(2, mx);
-    T* tmp = workspace<T>(3, 36 * mx);
-    T* acc = workspace<T>(4, 36 * C * K);
-    std::fill(zero, zero + mx, T(0));
+    Work<T> w(C, K, 36 * C * K);
+    T *V = w.V, *Yh = w.W, *zero = w.zero, *tmp = w.tmp, *acc = w.extra;
     std::fill(acc, acc + 36 * C * K, T(0));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n = b / g.blocks, t0 = (b % g.blocks) * kTB, nt = std::min<int64_t>(kTB, g.ty * g.tx - t0);
