@@ -18,6 +18,7 @@ Where this code and the reference differ (methods.md §3; reference behaviour is
     Winograd kernels (--conv aten: nn.Conv2d as the reference);
   * --iters is iterations per stage and --resolution the maximum image side (the reference's max_size);
   * --gp-every N (lazy GP, N x weight every N-th D step) is not in the reference (default 1 = reference);
+  * --cuda-graphs-upto S replays each iteration of stages 0..S as a CUDA graph (same maths; default off);
   * harmonisation's albumentations strong_aug and the editing shuffle_grid are torch re-implementations
     (docs/consingan.md lists them); mask dilation radii are in pixels of the trained size as in the reference.
 """
@@ -69,7 +70,8 @@ def _cfg(o: dict) -> dict:
                 mode=o["mode"], train_depth=o["train_depth"], lr_g=o["lr"], lr_d=o["lr"], lr_scale=o["lr_scale"],
                 beta1=0.5, niter=o["niter"], gamma=o["gamma"], d_steps=o["d_steps"], g_steps=o["g_steps"],
                 lambda_grad=o["lambda_grad"], alpha=o["alpha"], noise_amp=o["noise_amp"], gp=o["gp"],
-                gp_every=o["gp_every"], step_order=o["step_order"], conv=o.get("conv", "winograd"))
+                gp_every=o["gp_every"], step_order=o["step_order"], conv=o.get("conv", "winograd"),
+                cuda_graphs_upto=o.get("cuda_graphs_upto", -1))
 
 
 def load_image(spec: str, what: str = "--data") -> torch.Tensor:
@@ -149,6 +151,10 @@ def cli(ctx: click.Context) -> None:
 @click.option("--conv", type=click.Choice(["winograd", "aten"]), default="winograd", show_default=True,
               help="3x3 convolutions with --step-order ours on CPU in float32: Winograd F(4x4,3x3) kernels (same "
                    "convolution, ~1e-5 rounding, ~2-3x faster) or nn.Conv2d (oneDNN); GPU and AMP always use aten")
+@click.option("--cuda-graphs-upto", type=click.IntRange(-1), default=-1, show_default=True,
+              help="replay each iteration of stages 0..S as a CUDA graph (the launch-bound small stages; -1: off). "
+                   "Needs CUDA, generation/animation mode, --step-order ours, no AMP. Same maths; not yet run on "
+                   "a GPU in ganops' development (bash benchmarks/gpu_check.sh tests it)")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="torch CPU threads (0: leave torch's default)")
 @click.pass_context
@@ -158,6 +164,14 @@ def train(ctx: click.Context, **o) -> dict:
             if ctx.get_parameter_source(k) in (None, click.core.ParameterSource.DEFAULT):
                 o[k] = v
     check_options(o)
+    if o["cuda_graphs_upto"] >= 0:
+        why = [w for w, bad in (("a CUDA device", not torch.cuda.is_available() or o.get("device", "auto") == "cpu"),
+                                ("--step-order ours", o["step_order"] != "ours"),
+                                ("fp32 (no --precision fp16/bf16)", o.get("precision", "fp32") != "fp32"),
+                                ("--mode generation or animation", o["mode"] not in ("generation", "animation")))
+               if bad]
+        if why:
+            raise click.UsageError(f"--cuda-graphs-upto {o['cuda_graphs_upto']} needs {', '.join(why)}")
     if o["threads"]:
         torch.set_num_threads(o["threads"])
     o["niter"] = o["iters"]

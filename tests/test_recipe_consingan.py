@@ -355,3 +355,10 @@ def test_animate_animation_mode_two_stages(recipe, tmp_path):
         f"animation-a0.1-b{b}-s{s}.gif" for b in ("0.8", "0.85", "0.9", "0.95") for s in (0, 1))
     res = _invoke(recipe, "animate", "--run", str(run), ok=False)  # the default --start-scale 2 is too deep
     assert res.exit_code == 2 and "the model has stages 0..1" in res.output
+
+
+def test_cuda_graphs_flag_explains_what_it_needs(recipe, tmp_path):
+    img = _image(tmp_path / "a.png")
+    res = _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(tmp_path), "--device", "cpu",
+                  "--cuda-graphs-upto", "1", "--step-order", "reference", ok=False)
+    assert res.exit_code == 2 and "--cuda-graphs-upto 1 needs a CUDA device, --step-order ours" in res.output

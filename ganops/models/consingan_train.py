@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..ops.penalty import gradient_penalty
 from .consingan import Discriminator, GrowingGenerator, sample_noise
 
-__all__ = ["STEP_ORDERS", "gp_plain", "ConSinGANTrainer", "random_walk_frames"]
+__all__ = ["STEP_ORDERS", "gp_plain", "ConSinGANTrainer", "random_walk_frames", "GraphedIteration", "CudaGraph"]
 
 STEP_ORDERS = ("ours", "reference")
 
@@ -29,6 +29,55 @@ def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float 
     return ((g.norm(2, dim=1) - 1) ** 2).mean() * weight
 
 
+class CudaGraph:
+    """``fn()`` captured once into a ``torch.cuda.CUDAGraph``; :meth:`replay` reruns its kernels and returns the
+    same (static) output tensors, now holding this replay's values."""
+
+    def __init__(self, fn: Callable[[], dict]) -> None:
+        torch.cuda.synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = fn()
+
+    def replay(self) -> dict:
+        self.graph.replay()
+        return self.out
+
+
+class GraphedIteration:
+    """One training iteration replayed as a CUDA graph, for ConSinGAN's launch-bound small stages.
+
+    The first ``warmup`` calls run ``fn`` eagerly (on a side stream on CUDA, as capture requires: it lets autograd,
+    cuDNN and the optimisers create their state), the next call captures ``fn`` with ``graph_cls`` (default
+    :class:`CudaGraph`) and replays it, and every later call only replays. A capture does not execute the work, so
+    the capturing call replays too: each call is one iteration. Outputs (a dict of tensors in the graph's static
+    memory) are returned as clones. ``graph_cls`` is the seam the CPU tests use (a stand-in that reruns ``fn``).
+    """
+
+    def __init__(self, fn: Callable[[], dict], warmup: int = 3, graph_cls: type | None = None) -> None:
+        self.fn, self.warmup = fn, int(warmup)
+        self.graph_cls = CudaGraph if graph_cls is None else graph_cls
+        self.calls, self.graph = 0, None
+
+    def __call__(self) -> dict:
+        if self.graph is None and self.calls < self.warmup:
+            self.calls += 1
+            return self._eager()
+        if self.graph is None:
+            self.graph = self.graph_cls(self.fn)
+        return {k: v.clone() for k, v in self.graph.replay().items()}
+
+    def _eager(self) -> dict:
+        if self.graph_cls is not CudaGraph:
+            return self.fn()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self.fn()
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+
 class ConSinGANTrainer:
     """Holds G, D, the pyramid and the per-stage state, and runs iterations.
 
@@ -36,7 +85,9 @@ class ConSinGANTrainer:
         reals: the pyramid (coarsest first), each (1, 3, H_d, W_d) in [-1, 1].
         cfg: options: nfc, num_layer, slope, batch_norm, mode, train_depth, lr_g, lr_d, lr_scale, beta1, niter,
             gamma, d_steps, g_steps, lambda_grad, alpha, noise_amp, gp ("fused" | "plain"), gp_every (lazy GP,
-            1 = reference), step_order ("ours" | "reference").
+            1 = reference), step_order ("ours" | "reference"), conv ("winograd" | "aten"), cuda_graphs_upto (-1:
+            off; S: stages 0..S replay each iteration as a CUDA graph, see :class:`GraphedIteration`; generation or
+            animation mode, step_order "ours", no AMP).
         device: torch device.
         amp: a ``ganops.train.Amp`` or None.
         stage0: optional ``fn(reals[0]) -> stage-0 input`` per iteration (harmonization/editing augmentations);
@@ -57,6 +108,15 @@ class ConSinGANTrainer:
                                conv_impl="aten" if ref else c.get("conv", "winograd")).to(self.device)
         self.stage, self.amps, self.z_opt = -1, [], []
         self.optG = self.optD = self.schedG = self.schedD = None
+        self.graphs_upto = int(c.get("cuda_graphs_upto", -1))
+        self.graph_cls: type | None = None  # None: CudaGraph (tests put a CPU stand-in here)
+        self._graphed: GraphedIteration | None = None
+        if self.graphs_upto >= 0:
+            why = [w for w, bad in (("--step-order ours", ref), ("no AMP", amp is not None and amp.enabled),
+                                    ("generation or animation mode (no stage-0 augmentation)", stage0 is not None))
+                   if bad]
+            if why:
+                raise ValueError(f"cuda_graphs_upto needs {', '.join(why)}")
         self._rec_cache: torch.Tensor | None = None
         self._t0, self._n0 = time.time(), 0
         self.only_last = False
@@ -98,14 +158,36 @@ class ConSinGANTrainer:
         groups.append({"params": list(G.tail.parameters()), "lr": c["lr_g"]})
         betas = (c["beta1"], 0.999)
         foreach = None if self.reference_order else True
-        self.optG = torch.optim.Adam(groups, lr=c["lr_g"], betas=betas, foreach=foreach)
-        self.optD = torch.optim.Adam(self.D.parameters(), lr=c["lr_d"], betas=betas, foreach=foreach)
+        cap = self._capturable()
+        self.optG = torch.optim.Adam(groups, lr=c["lr_g"], betas=betas, foreach=foreach, capturable=cap)
+        self.optD = torch.optim.Adam(self.D.parameters(), lr=c["lr_d"], betas=betas, foreach=foreach, capturable=cap)
+        self.fix_lr_types()
         # The reference's float milestone 0.8 * niter: the decay happens only when it is a whole number of
         # iterations (every niter that is a multiple of 5, the paper's 2000 included; never for e.g. niter 333).
         ms = [0.8 * c["niter"]]
         self.schedG = torch.optim.lr_scheduler.MultiStepLR(self.optG, milestones=ms, gamma=c["gamma"])
         self.schedD = torch.optim.lr_scheduler.MultiStepLR(self.optD, milestones=ms, gamma=c["gamma"])
         self._rec_cache = None
+        self._graphed = (GraphedIteration(self._step_ours, graph_cls=self.graph_cls)
+                         if self.graphs_now() else None)
+
+    def graphs_now(self) -> bool:
+        """True when this stage's iterations are replayed as a graph (on CUDA, or with a test stand-in)."""
+        return (0 <= self.stage <= self.graphs_upto
+                and (self.device.type == "cuda" or self.graph_cls not in (None, CudaGraph)))
+
+    def _capturable(self) -> bool:
+        return self.graphs_now() and self.device.type == "cuda"
+
+    def fix_lr_types(self) -> None:
+        """Learning rates as device tensors for capturable Adam (a graph replays the kernels, so the schedulers
+        must change a tensor's value, not the Python float baked into the capture), floats otherwise; also after
+        loading an optimiser state saved the other way."""
+        cap = self._capturable()
+        for opt in (self.optG, self.optD):
+            for g in opt.param_groups:
+                lr = float(g["lr"])
+                g["lr"] = torch.tensor(lr, device=self.device) if cap else lr
 
     def start_stage(self, s: int) -> None:
         """Build stage s (0 or the next one): grow G (copy of the last stage), D fresh-initialised and loaded with
@@ -174,7 +256,9 @@ class ConSinGANTrainer:
 
     def step(self) -> dict[str, float]:
         """One iteration (3 D steps with WGAN-GP, one G backward with ``g_steps`` Adam steps on it)."""
-        if self.reference_order:
+        if self._graphed is not None:
+            out = self._graphed()
+        elif self.reference_order:
             out = self._step_reference()
         else:
             out = self._step_ours()
@@ -389,3 +473,6 @@ class _OptimState:
         t.optD.load_state_dict(st["D"])
         t.schedG.load_state_dict(st["sG"])
         t.schedD.load_state_dict(st["sD"])
+        t.fix_lr_types()
+        if t._graphed is not None:  # new state tensors: capture again (after a fresh warm-up)
+            t._graphed = GraphedIteration(t._step_ours, graph_cls=t.graph_cls)
