@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import LAYOUTS, make_layout, requires_ext
 from torch.autograd import gradcheck
 
-from conftest import LAYOUTS, make_layout, requires_ext
 from ganops.ops import winograd as W
 
 pytestmark = requires_ext
@@ -18,7 +18,7 @@ pytestmark = requires_ext
 # (the vector lanes' scalar tails)
 SHAPES = [(1, 1, 1, 3, 3), (2, 3, 64, 9, 11), (1, 64, 1, 6, 7), (2, 17, 5, 37, 50), (1, 16, 32, 70, 41),
           (3, 8, 8, 5, 19)]
-TOL = {torch.float32: dict(rtol=0, atol=3e-5), torch.float64: dict(rtol=0, atol=1e-12)}
+TOL = {torch.float32: {"rtol": 0, "atol": 3e-5}, torch.float64: {"rtol": 0, "atol": 1e-12}}
 
 
 def _rel_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:

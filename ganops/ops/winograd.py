@@ -20,8 +20,14 @@ import torch
 
 from .. import _ext
 
-__all__ = ["usable", "conv3x3", "conv3x3_input_grad", "conv3x3_weight_grad", "weight_transform",
-           "weight_untransform"]
+__all__ = [
+    "conv3x3",
+    "conv3x3_input_grad",
+    "conv3x3_weight_grad",
+    "usable",
+    "weight_transform",
+    "weight_untransform",
+]
 
 # F(4x4, 3x3) with the points 0, +-1, +-2, inf (Lavin & Gray 2016); B^T and A^T are in the C++ kernels.
 _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
@@ -39,7 +45,12 @@ def usable(x: torch.Tensor, w: torch.Tensor) -> bool:
     """True where the kernels apply: the extension loaded, CPU, float32/float64, a 3x3 kernel, autocast off."""
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and w.dtype == x.dtype
             and x.dim() == 4 and tuple(w.shape[2:]) == (3, 3) and x.shape[2] >= 3 and x.shape[3] >= 3
-            and not torch.is_autocast_enabled("cpu") and _ext.has_kernel("wino3x3_forward", "CPU"))
+            and not torch.is_autocast_enabled("cpu") and _has_kernels())
+
+
+@functools.lru_cache(maxsize=1)
+def _has_kernels() -> bool:
+    return _ext.has_kernel("wino3x3_forward", "CPU") and _ext.has_kernel("wino3x3_wgrad", "CPU")
 
 
 def weight_transform(w: torch.Tensor) -> torch.Tensor:
@@ -79,7 +90,7 @@ def conv3x3_weight_grad(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _register_fakes() -> None:
-    if not (_ext.has_kernel("wino3x3_forward", "CPU") and _ext.has_kernel("wino3x3_wgrad", "CPU")):
+    if not _has_kernels():
         return
 
     @torch.library.register_fake("ganops::wino3x3_forward")
