@@ -524,3 +524,34 @@ def test_cuda_graphs_match_eager_on_gpu():
         runs.append(losses)
         assert abs(float(t.optD.param_groups[0]["lr"]) - 5e-5) < 1e-12  # decayed at 8 of 10
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-4, atol=1e-6)
+
+
+def test_graphed_iteration_has_no_host_sync_or_dynamic_shape():
+    """What a CUDA-graph capture forbids, checked on CPU: the iteration ours replays reads no tensor value on the
+    host (.item(), float(t), bool(t): aten::_local_scalar_dense) and has no data-dependent output shapes."""
+    import traceback
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = set()
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            # CPU Adam (capturable=False, CUDA-only otherwise) reads its step count on the host; the graphed
+            # path's capturable Adam keeps it on the device, so syncs inside torch.optim are not the step's own
+            if not (name == "_local_scalar_dense"
+                    and any("torch/optim/" in f.filename.replace("\\", "/") for f in traceback.extract_stack())):
+                seen.add(name)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    t = ConSinGANTrainer(_reals(stages=4), _cfg())
+    for s in range(4):
+        t.start_stage(s)
+        t.step()  # warm-up (fills the frozen-stage cache from stage 3 on, as GraphedIteration's warm-up does)
+        with Ops():
+            t._step_ours()
+    assert "convolution" in seen or "wino3x3_forward" in seen  # the mode saw the iteration
+    bad = seen & {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "item"}
+    assert not bad, bad
