@@ -276,6 +276,12 @@ def weights_init(m: nn.Module) -> None:
 CONV_IMPLS = ("aten", "winograd")
 
 
+def _use_winograd(conv_impl: str, x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether a network with ``conv_impl`` runs its convolutions of x (weights like w) through the Winograd
+    kernels: asked for, and :func:`ganops.ops.winograd.usable` (CPU, float32/float64, autocast off)."""
+    return conv_impl == "winograd" and winograd.usable(x, w)
+
+
 def _conv(conv: nn.Conv2d, x: torch.Tensor, wino: bool) -> torch.Tensor:
     """``conv(x)`` for the networks' unpadded 3x3 stride-1 convolutions, through :class:`_ConvWino` if ``wino``."""
     return _ConvWino.apply(x, conv.weight, conv.bias) if wino else conv(x)
@@ -315,19 +321,10 @@ class Discriminator(nn.Module):
         self.tail = nn.Conv2d(nfc, 1, 3, 1, 0)
         self.apply(weights_init)
 
-    def _wino(self, x: torch.Tensor) -> bool:
-        return self.conv_impl == "winograd" and winograd.usable(x, self.tail.weight)
-
-    def _blocks(self) -> list[nn.Module]:
-        blocks = [self.head, *self.body]
-        if any(len(b) != 2 for b in blocks):
-            raise ValueError("Discriminator: the Winograd and penalty paths need blocks without normalisation")
-        return blocks
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._wino(x):
+        if not _use_winograd(self.conv_impl, x, self.tail.weight):
             return self.tail(self.body(self.head(x)))
-        for b in self._blocks():
+        for b in (self.head, *self.body):
             x = _block(b, x, True)
         return _conv(self.tail, x, True)
 
@@ -338,7 +335,7 @@ class Discriminator(nn.Module):
         blocks = [self.head, *self.body]
         if any(len(b) != 2 or not isinstance(b.lrelu, LeakyReLUGP) for b in blocks):
             raise ValueError("forward_gp needs Discriminator(gp_act=True) without normalisation")
-        wino = self._wino(x)
+        wino = _use_winograd(self.conv_impl, x, self.tail.weight)
         for b in blocks:
             x = b.lrelu(_ConvGP.apply(x, b.conv.weight, b.conv.bias, wino))
         return _ConvGP.apply(x, self.tail.weight, self.tail.bias, wino)
@@ -443,7 +440,7 @@ class GrowingGenerator(nn.Module):
         return self.mode in GEN_MODES
 
     def _wino(self, x: torch.Tensor) -> bool:
-        return self.conv_impl == "winograd" and winograd.usable(x, self.tail[0].weight)
+        return _use_winograd(self.conv_impl, x, self.tail[0].weight)
 
     def _stage_fwd(self, d: int, x: torch.Tensor) -> torch.Tensor:
         wino = self._wino(x)

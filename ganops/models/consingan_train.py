@@ -168,8 +168,11 @@ class ConSinGANTrainer:
         self.schedG = torch.optim.lr_scheduler.MultiStepLR(self.optG, milestones=ms, gamma=c["gamma"])
         self.schedD = torch.optim.lr_scheduler.MultiStepLR(self.optD, milestones=ms, gamma=c["gamma"])
         self._rec_cache = None
-        self._graphed = (GraphedIteration(self._step_ours, graph_cls=self.graph_cls)
-                         if self.graphs_now() else None)
+        self._graphed = self._new_graphed()
+
+    def _new_graphed(self) -> GraphedIteration | None:
+        """A fresh (not yet captured) graph wrapper for this stage's iteration, or None when it runs eagerly."""
+        return GraphedIteration(self._step_ours, graph_cls=self.graph_cls) if self.graphs_now() else None
 
     def graphs_now(self) -> bool:
         """True when this stage's iterations are replayed as a graph (on CUDA, or with a test stand-in)."""
@@ -474,5 +477,4 @@ class _OptimState:
         t.schedG.load_state_dict(st["sG"])
         t.schedD.load_state_dict(st["sD"])
         t.fix_lr_types()
-        if t._graphed is not None:  # new state tensors: capture again (after a fresh warm-up)
-            t._graphed = GraphedIteration(t._step_ours, graph_cls=t.graph_cls)
+        t._graphed = t._new_graphed()  # new state tensors: capture again (after a fresh warm-up)
