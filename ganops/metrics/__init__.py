@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Offline GAN metrics: LPIPS, FID/KID (standard Inception), precision/recall, SWD, memorisation check."""
+"""Offline GAN metrics: LPIPS, FID/KID (standard Inception), precision/recall, SWD, memorisation check, SIFID."""
 from __future__ import annotations
 
 from ._assets import AssetMissingError
@@ -12,6 +12,7 @@ from .inception import FIDInceptionV3
 from .lpips import LPIPS, VGG16Features, vgg16_features
 from .memorization import memorization_check, nearest_training_images, pairwise_lpips
 from .prdc import compute_precision_recall, prdc, precision_recall
+from .sifid import diversity, sifid
 from .swd import compute_swd, swd
 
 __all__ = [
@@ -19,5 +20,5 @@ __all__ = [
     "EfficientNetLite0", "efficientnet_features", "FIDInceptionV3", "inception_features", "cached_features",
     "feature_statistics", "frechet_distance", "sqrtm_psd", "fid_from_features", "kid_from_features",
     "compute_fid", "compute_kid", "precision_recall", "prdc", "compute_precision_recall", "swd", "compute_swd",
-    "pairwise_lpips", "nearest_training_images", "memorization_check",
+    "pairwise_lpips", "nearest_training_images", "memorization_check", "sifid", "diversity",
 ]
