@@ -97,7 +97,7 @@ def sifid(real: torch.Tensor, fakes: torch.Tensor, *, layer: str = "conv_4", inp
         raise ValueError(f"sifid: real must be one image, got a batch of {real.shape[0]}")
     (fr,) = sifid_features(real, layer=layer, input_range=input_range, device=device)
     ff = sifid_features(fakes, layer=layer, input_range=input_range, device=device)
-    return np.array([fid_from_features(fr, f, method="eigen") for f in ff])
+    return np.array([fid_from_features(fr, f) for f in ff])  # svd when positions < channels
 
 
 def diversity(fakes: torch.Tensor, real: torch.Tensor, *, input_range: str = "[-1,1]") -> float:
