@@ -48,6 +48,24 @@ def test_primitives_match_aten(shape, dtype, layout):
     _rel_close(W.conv3x3_weight_grad(x, gy), _cb(gy, x, w, [False, True, False])[1], dtype)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_block_split_over_threads(threads):
+    """Small maps are split into equal blocks so every thread gets work (70 tiles on 2 threads: 35 + 35, not 64 + 6);
+    every split must give the same convolution. Shapes: 70 tiles, 12 tiles, 5 tiles with batch 3, 1 tile."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, c, k, h, w_ in [(1, 8, 8, 30, 40), (1, 4, 4, 7, 26), (3, 5, 6, 5, 19), (1, 3, 3, 4, 4)]:
+            g = torch.Generator().manual_seed(n * h + w_)
+            x = torch.randn(n, c, h, w_, dtype=torch.float64, generator=g).to(memory_format=torch.channels_last)
+            w = torch.randn(k, c, 3, 3, dtype=torch.float64, generator=g)
+            gy = torch.randn(n, k, h - 2, w_ - 2, dtype=torch.float64, generator=g)
+            _rel_close(W.conv3x3(x, w), F.conv2d(x, w), torch.float64)
+            _rel_close(W.conv3x3_weight_grad(x, gy), _cb(gy, x, w, [False, True, False])[1], torch.float64)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_aten_gemm_path(monkeypatch):
     """The fallback GEMM (used where libtorch has no Fortran BLAS) gives the same results as the BLAS one."""
     x = torch.randn(2, 17, 37, 50, dtype=torch.float64)

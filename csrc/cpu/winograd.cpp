@@ -173,6 +173,7 @@ struct Geom {
   int64_t pad;
   int64_t ty, tx;      // tiles per image along H, W
   int64_t blocks;      // blocks per image
+  int64_t tb;          // tiles per block (<= kTB; the last block of an image may have fewer)
 };
 
 // Input tiles of block b of image n: V[e][t][C] (e = 6 r + s), zeros outside the (virtually padded) input.
@@ -277,7 +278,15 @@ Geom geometry(const at::Tensor& x, int64_t K, int64_t pad, int64_t Ho, int64_t W
   g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);
   g.K = K, g.pad = pad, g.Ho = Ho, g.Wo = Wo;
   g.ty = (Ho + 3) / 4, g.tx = (Wo + 3) / 4;
-  g.blocks = (g.ty * g.tx + kTB - 1) / kTB;
+  const int64_t tiles = g.ty * g.tx, nth = at::get_num_threads();
+  int64_t b = (tiles + kTB - 1) / kTB;
+  // at::parallel_for hands each thread ceil(total / threads) consecutive blocks. When there are few blocks (small
+  // maps, batch 1 or 2), a total that is not a multiple of the thread count leaves one thread with a short block
+  // and the other idle (70 tiles: blocks of 64 + 6 tiles). Split into more, equal blocks instead.
+  if (nth > 1 && g.N * b < 8 * nth)
+    while ((g.N * b) % nth != 0 && b < tiles) ++b;
+  g.tb = (tiles + b - 1) / b;
+  g.blocks = (tiles + g.tb - 1) / g.tb;  // no empty block (5 tiles in 4 blocks would give tb 2: 3 blocks)
   return g;
 }
 
@@ -303,7 +312,7 @@ void fwd_impl(const at::Tensor& x, const at::Tensor& u, const c10::optional<at::
     Work<T> w(C, K, 16 * K);
     T *V = w.V, *M = w.W, *zero = w.zero, *tmp = w.tmp, *tile = w.extra;
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t n = b / g.blocks, t0 = (b % g.blocks) * kTB, nt = std::min<int64_t>(kTB, g.ty * g.tx - t0);
+      const int64_t n = b / g.blocks, t0 = (b % g.blocks) * g.tb, nt = std::min<int64_t>(g.tb, g.ty * g.tx - t0);
       input_block<T>(xp, g, n, t0, nt, V, zero, tmp);
       for (int e = 0; e < 36; ++e)  // M_e^T (K x nt) = U_e^T (K x C) . V_e^T (C x nt), column-major
         gemm<T>(blas, 'N', 'N', static_cast<int>(K), static_cast<int>(nt), static_cast<int>(C), up + e * C * K,
@@ -327,7 +336,7 @@ void wgrad_impl(const at::Tensor& x, const at::Tensor& gy, at::Tensor& du, const
     T *V = w.V, *Yh = w.W, *zero = w.zero, *tmp = w.tmp, *acc = w.extra;
     std::fill(acc, acc + 36 * C * K, T(0));
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t n = b / g.blocks, t0 = (b % g.blocks) * kTB, nt = std::min<int64_t>(kTB, g.ty * g.tx - t0);
+      const int64_t n = b / g.blocks, t0 = (b % g.blocks) * g.tb, nt = std::min<int64_t>(g.tb, g.ty * g.tx - t0);
       input_block<T>(xp, g, n, t0, nt, V, zero, tmp);
       grad_block<T>(gp, g, n, t0, nt, Yh, zero, tmp);
       for (int e = 0; e < 36; ++e)  // dU_e^T (K x C) += Yh_e^T (K x nt) . V_e (nt x C), column-major
