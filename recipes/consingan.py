@@ -2,8 +2,8 @@
 """ConSinGAN recipe (Hinz et al., WACV 2021): a single-image GAN whose stages train concurrently.
 
 `python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg with a CPU preset (max size 96 px,
-400 iterations per stage, 6 stages; 2 threads when the machine is idle, else 1) and writes a sample grid per stage
-and a 2x-width sample into the run directory. `python recipes/consingan.py train` uses the reference's generation settings (250 px, 6 x 2000
+600 iterations per stage, 6 stages; 2 threads when the machine is idle, else 1) and writes a sample grid per stage,
+a 2x-width sample and the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the reference's generation settings (250 px, 6 x 2000
 iterations); `--preset paper` also applies the reference's settings for --mode harmonization / editing.
 
 Commands: train (default), generate (trained size and any scale / aspect ratio), evaluate (SIFID and diversity of
@@ -41,10 +41,10 @@ from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
 from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_gif,
                           save_grid, train_options)
 
-PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 400 per stage, 6 stages, --threads {threads} "
+PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 600 per stage, 6 stages, --threads {threads} "
           "(paper: 250 px, 2000 per stage)")
 #: overrides of `train`'s defaults for the no-argument run; "threads" is filled in by `preset_threads()`.
-PRESET_OPTS: dict = {"resolution": 96, "iters": 400, "snap": 200}
+PRESET_OPTS: dict = {"resolution": 96, "iters": 600, "snap": 300}
 
 
 def preset_threads(cores: int | None = None, load: float | None = None) -> int:

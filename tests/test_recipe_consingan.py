@@ -196,13 +196,13 @@ def test_harmonize_and_edit_end_to_end(recipe, tmp_path, mode, task):
 
 def test_no_argument_path_writes_outputs(recipe, tmp_path, monkeypatch):
     """`python recipes/consingan.py` without arguments: the preset, shrunk to a few tiny iterations."""
-    assert recipe["PRESET_OPTS"] == {"resolution": 96, "iters": 400, "snap": 200}
+    assert recipe["PRESET_OPTS"] == {"resolution": 96, "iters": 600, "snap": 300}
     for k, v in dict(outdir=str(tmp_path), resolution=40, min_size=16, stages=2, nfc=8, iters=1, device="cpu",
                      threads=1).items():
         monkeypatch.setitem(recipe["PRESET_OPTS"], k, v)
     res = _invoke(recipe)
     assert "no command given, training the default preset" in res.output and "--resolution 96" in res.output
-    assert "--iters 400 per stage" in res.output and "--threads 1 " in res.output  # the threads actually used
+    assert "--iters 600 per stage" in res.output and "--threads 1 " in res.output  # the threads actually used
     run = _run_dir(tmp_path)
     names = {p.name for p in run.iterdir()}
     assert {"stage0.png", "stage1.png", "samples.png", "samples_2x_width.png", "config.json"} <= names
