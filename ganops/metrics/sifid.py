@@ -104,7 +104,8 @@ def diversity(fakes: torch.Tensor, real: torch.Tensor, *, input_range: str = "[-
     """SinGAN's diversity score: per-pixel std over the samples, averaged, over the std of the real image.
 
     Computed on 8-bit levels of the grey intensity (mean of R, G, B) so that it matches the paper's "intensity
-    values"; both standard deviations are population ones (``np.std``). 0 means every sample is the same image; about 1 means samples vary as much as the image's own pixels.
+    values"; both standard deviations are population ones (``np.std``). 0 means every sample is the same image;
+    about 1 means the samples vary as much as the image's own pixels.
 
     Args:
         fakes: (N, 3, H, W), N >= 2, at the real image's size.
