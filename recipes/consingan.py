@@ -270,6 +270,8 @@ def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int,
 
 
 _HELP = {"iters": "iterations PER STAGE (the reference's niter; total = stages x iters)",
+         "metrics": "none only: FID/KID/PR/SWD compare image sets, and this is a single image; SIFID and diversity "
+                    "come at the end of training and from the evaluate command",
          "resolution": "maximum image side in pixels (the reference's max_size; images are only downscaled)"}
 for _p in train.params:  # the shared flags' help text, as it applies to a single-image GAN
     if _p.name in _HELP:

@@ -261,6 +261,8 @@ def test_help_shows_per_stage_iters_and_defaults(recipe):
     assert "iterations PER STAGE" in out and "default: 2000" in out and "default: 250" in out
     for flag in ("--step-order", "--gp", "--gp-every", "--lambda-grad", "--resume", "--precision", "--preset"):
         assert flag in out
+    assert "none only" in " ".join(out.split()) and "evaluate command" in " ".join(out.split())  # --metrics
+    assert "SIFID" in _invoke(recipe, "--help").output and "SIFID" in _invoke(recipe, "evaluate", "--help").output
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
