@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._images import to_uint8
 from .features import get_inception
 from .fid import fid_from_features
 from .inception import _max3s2
@@ -28,7 +29,7 @@ SIFID_LAYERS = {"conv_4": (192, "before the second max pool, SinGAN's SIFID"),
 
 
 def _as_u8_float(images: torch.Tensor, input_range: str, name: str) -> torch.Tensor:
-    """(N, 3, H, W) or (3, H, W) images -> float32 0..255 on 8-bit levels."""
+    """(N, 3, H, W) or (3, H, W) images -> float32 0..255 on 8-bit levels, on the CPU."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(images).__name__}")
     if images.dim() == 3:
@@ -39,9 +40,7 @@ def _as_u8_float(images: torch.Tensor, input_range: str, name: str) -> torch.Ten
         return images.float()
     if input_range not in ("[-1,1]", "[0,1]"):
         raise ValueError(f"{name}: input_range must be '[-1,1]' or '[0,1]', got {input_range!r}")
-    x = images.detach().float()
-    x = (x + 1) * 127.5 if input_range == "[-1,1]" else x * 255
-    return x.clamp(0, 255).round()
+    return to_uint8(images if input_range == "[-1,1]" else images * 2 - 1).float()  # as inception_features does
 
 
 def _tap_size(n: int, layer: str) -> int:
