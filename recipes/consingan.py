@@ -246,11 +246,11 @@ def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int,
     copies = {"mirrored": ("mirrored", real.flip(3)), "blurred": ("blurred (2x down and up)", blurred)}
     try:
         res: dict = {"num": num, "seed": seed, "size": [h, w], "diversity": diversity(x, real)}
+        every = torch.cat([x, *(c for _, c in copies.values())])  # one pass: the real's statistics once per layer
         for layer in SIFID_LAYERS:
-            v = sifid(real, x, layer=layer, device=device)
-            res[f"sifid_{layer}"] = {"mean": float(v.mean()), "std": float(v.std()),
-                                     **{k: float(sifid(real, c, layer=layer, device=device)[0])
-                                        for k, (_, c) in copies.items()}}
+            v = sifid(real, every, layer=layer, device=device)
+            res[f"sifid_{layer}"] = {"mean": float(v[:num].mean()), "std": float(v[:num].std()),
+                                     **{k: float(c) for k, c in zip(copies, v[num:])}}
     except (AssetMissingError, ValueError) as e:  # no Inception package, or an image too small for SIFID
         if not quiet_missing:
             raise click.ClickException(str(e)) from None
