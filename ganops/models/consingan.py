@@ -276,6 +276,12 @@ def weights_init(m: nn.Module) -> None:
 CONV_IMPLS = ("aten", "winograd")
 
 
+def _check_conv_impl(conv_impl: str) -> str:
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+    return conv_impl
+
+
 def _use_winograd(conv_impl: str, x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether a network with ``conv_impl`` runs its convolutions of x (weights like w) through the Winograd
     kernels: asked for, and :func:`ganops.ops.winograd.usable` (CPU, float32/float64, autocast off)."""
@@ -313,9 +319,7 @@ class Discriminator(nn.Module):
     def __init__(self, nfc: int = 64, num_layer: int = 3, slope: float = 0.05, gp_act: bool = True,
                  conv_impl: str = "aten") -> None:
         super().__init__()
-        if conv_impl not in CONV_IMPLS:
-            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
-        self.conv_impl = conv_impl
+        self.conv_impl = _check_conv_impl(conv_impl)
         self.head = ConvBlock(3, nfc, slope=slope, gp_act=gp_act)
         self.body = nn.Sequential(*[ConvBlock(nfc, nfc, slope=slope, gp_act=gp_act) for _ in range(num_layer)])
         self.tail = nn.Conv2d(nfc, 1, 3, 1, 0)
@@ -406,9 +410,7 @@ class GrowingGenerator(nn.Module):
     def __init__(self, nfc: int = 64, num_layer: int = 3, slope: float = 0.05, batch_norm: bool = False,
                  mode: str = "generation", upsample: str = "matmul", conv_impl: str = "aten") -> None:
         super().__init__()
-        if conv_impl not in CONV_IMPLS:
-            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
-        self.conv_impl = conv_impl
+        self.conv_impl = _check_conv_impl(conv_impl)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if upsample not in UPSAMPLE_IMPLS:

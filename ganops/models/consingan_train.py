@@ -101,11 +101,10 @@ class ConSinGANTrainer:
         self.shapes = [tuple(r.shape[2:]) for r in self.reals]
         c = self.cfg
         self.reference_order = ref = c.get("step_order", "ours") == "reference"
+        conv = "aten" if ref else c.get("conv", "winograd")
         self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"],
-                                  upsample="interpolate" if ref else "matmul",
-                                  conv_impl="aten" if ref else c.get("conv", "winograd")).to(self.device)
-        self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"], gp_act=not ref,
-                               conv_impl="aten" if ref else c.get("conv", "winograd")).to(self.device)
+                                  upsample="interpolate" if ref else "matmul", conv_impl=conv).to(self.device)
+        self.D = Discriminator(c["nfc"], c["num_layer"], c["slope"], gp_act=not ref, conv_impl=conv).to(self.device)
         self.stage, self.amps, self.z_opt = -1, [], []
         self.optG = self.optD = self.schedG = self.schedD = None
         self.graphs_upto = int(c.get("cuda_graphs_upto", -1))
