@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ganops.metrics._assets import install_command
-from ganops.models.consingan import MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
+from ganops.models.consingan import GEN_MODES, MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
 from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_gif,
@@ -171,7 +171,7 @@ def train(ctx: click.Context, **o) -> dict:
         why = [w for w, bad in (("a CUDA device", not torch.cuda.is_available() or o.get("device", "auto") == "cpu"),
                                 ("--step-order ours", o["step_order"] != "ours"),
                                 ("fp32 (no --precision fp16/bf16)", o.get("precision", "fp32") != "fp32"),
-                                ("--mode generation or animation", o["mode"] not in ("generation", "animation")))
+                                ("--mode generation or animation", o["mode"] not in GEN_MODES))
                if bad]
         if why:
             raise click.UsageError(f"--cuda-graphs-upto {o['cuda_graphs_upto']} needs {', '.join(why)}")
