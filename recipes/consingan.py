@@ -3,8 +3,9 @@
 
 `python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg with a CPU preset (max size 96 px,
 600 iterations per stage, 6 stages; 2 threads when the machine is idle, else 1) and writes a sample grid per stage,
-a 2x-width sample and the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the reference's generation settings (250 px, 6 x 2000
-iterations); `--preset paper` also applies the reference's settings for --mode harmonization / editing.
+a 2x-width sample and the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the
+reference's generation settings (250 px, 6 x 2000 iterations); `--preset paper` also applies the reference's
+settings for --mode harmonization / editing.
 
 Commands: train (default), generate (trained size and any scale / aspect ratio), evaluate (SIFID and diversity of
 the samples; train prints them at the end too), harmonize and edit (composite a
@@ -35,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from ganops.metrics._assets import install_command
-from ganops.models.consingan import GEN_MODES, MODES, adjust_to_max_size, count_params, create_pyramid, imresize_to_shape
+from ganops.models.consingan import (GEN_MODES, MODES, adjust_to_max_size, count_params, create_pyramid,
+                                     imresize_to_shape)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
 from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_gif,
@@ -264,7 +266,8 @@ def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int,
         r = res[f"sifid_{layer}"]
         scale = ", ".join(f"{label} real {r[k]:.2f}" for k, (label, _) in copies.items())
         click.echo(f"  SIFID {layer} ({c} ch, {where}): {r['mean']:.2f} +- {r['std']:.2f}   [{scale}]")
-    click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; SinGAN's score)")
+    click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; "
+               "SinGAN's score)")
     (run_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 

@@ -132,7 +132,8 @@ def test_sifid_on_an_image_too_small_is_skipped_with_a_note(recipe, tmp_path):
     """A 16 px image gives no conv_4 positions: train still finishes and says why; evaluate stops with the reason."""
     img = _image(tmp_path / "tiny.png", 16, 20)
     res = _invoke(recipe, "train", "--data", img, "--resolution", "20", "--min-size", "12", "--stages", "2", "--nfc",
-                  "4", "--iters", "1", "--snap", "0", "--device", "cpu", "--threads", "1", "--outdir", str(tmp_path / "r"))
+                  "4", "--iters", "1", "--snap", "0", "--device", "cpu", "--threads", "1",
+                  "--outdir", str(tmp_path / "r"))
     assert "SIFID skipped" in res.output and "positions at conv_4" in res.output
     run = _run_dir(tmp_path / "r")
     assert (run / "samples.png").exists() and not (run / "eval.json").exists()
