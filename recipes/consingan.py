@@ -13,6 +13,8 @@ naive image with a mask, optional fine-tuning of the last stage), animate (the r
 --all writes its beta x start-scale sweep).
 
 Where this code and the reference differ (methods.md §3; reference behaviour is the default):
+
+\b
   * --step-order ours (default) computes the same maths with less work: the fake is generated once per iteration
     (the reference regenerates it for every D step), frozen stages run without autograd and their
     reconstruction is cached, real and fake go through D in one call, the G backward skips D's weight gradients;

@@ -6,6 +6,8 @@ Twemoji smileys on the CPU (preset printed at start), writing samples, checkpoin
 `python recipes/fastgan.py train` uses the reference's hyper-parameters (256^2 here; the reference defaults to 1024).
 
 Where this code and the reference code (odegeasslbc/FastGAN-pytorch, methods.md §1) differ:
+
+\b
   * the step order: by default D's real pass runs before G's forward (--step-order ours), so G's graph is not
     alive during the largest peak, and D is frozen during the G step; --step-order reference restores the
     reference's order. The losses are the same (all random draws are made up front in a fixed order);

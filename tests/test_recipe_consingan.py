@@ -264,6 +264,8 @@ def test_help_shows_per_stage_iters_and_defaults(recipe):
         assert flag in out
     assert "none only" in " ".join(out.split()) and "evaluate command" in " ".join(out.split())  # --metrics
     assert "SIFID" in _invoke(recipe, "--help").output and "SIFID" in _invoke(recipe, "evaluate", "--help").output
+    top = _invoke(recipe, "--help").output.splitlines()
+    assert any(ln.startswith("    * --gp-every") for ln in top)  # the deviation list keeps one item per line
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])

@@ -181,6 +181,7 @@ def test_help_and_usage_errors():
         assert s in r.output, s
     top = CliRunner().invoke(m.cli, ["--help"])
     assert "differ" in top.output and "generate" in top.output and "eval" in top.output
+    assert any(ln.startswith("    * priors:") for ln in top.output.splitlines())  # one deviation per line
     bad = CliRunner().invoke(m.cli, ["train", "--resolution", "16", "--dry-run"])
     assert bad.exit_code != 0 and "--resolution must be 32, 64 or 128" in bad.output
     r = CliRunner().invoke(m.cli, ["generate", "--run", "/nonexistent/run"])

@@ -110,7 +110,9 @@ def test_help_shows_defaults_and_preset():
                  "--g-checkpoint"):
         assert flag in out
     assert "lpips-vgg" in out and "default: 0.999" in out
-    assert "reference" in _ok(_run("--help"))
+    top = _ok(_run("--help"))
+    assert "reference" in top
+    assert any(ln.startswith("    * --tanh auto") for ln in top.splitlines())  # one deviation per line
 
 
 def test_bad_resolution_and_run_errors(tmp_path):
