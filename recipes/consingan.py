@@ -217,7 +217,7 @@ def train(ctx: click.Context, **o) -> dict:
         return t.generate(4, generator=torch.Generator(device=loop.device).manual_seed(0))
 
     res = loop.run(step, sample, models={"G": t.G, "D": t.D}, optimizers={"opt": t.optim_state()},
-                   extra={"stage": t})
+                   extra={"stage": t}, eta=lambda done: t.run_eta(done - t.stage * niter))
     if loop.is_main and not o["dry_run"]:
         g = torch.Generator(device=loop.device).manual_seed(1)
         save_grid(t.generate(4, generator=g), Path(res["run_dir"]) / "samples.png", nrow=2)

@@ -13,7 +13,7 @@ from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUG
                                      bicubic_resize, count_params, create_pyramid, imresize, imresize_to_shape,
                                      pyramid_sizes, sample_noise)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, shuffle_grid, strong_aug
-from ganops.models.consingan_train import ConSinGANTrainer, gp_plain
+from ganops.models.consingan_train import ConSinGANTrainer, gp_plain, project_seconds_left
 
 
 def _cfg(**kw):
@@ -179,6 +179,28 @@ def test_batch_norm_mode_and_editing_inputs():
         assert all(np.isfinite(float(v)) for v in t.step().values())
     x = t.generate(1, stage0=reals[0])
     assert x.shape == reals[-1].shape
+
+
+def test_projected_seconds_left_scale_with_padded_area():
+    """The run's ETA: seconds per padded pixel from the newest stage measured over min_iters iterations, times
+    each stage's (H + 2L)(W + 2L) and iterations left; not the uniform rate of the current stage."""
+    shapes, L, niter = [(10, 14), (20, 24), (40, 44)], 3, 100
+    area = [16 * 20, 26 * 30, 46 * 50]
+    assert np.isnan(project_seconds_left(shapes, L, niter, 0, 0, {}))
+    k0 = 0.01 / area[0]
+    got = project_seconds_left(shapes, L, niter, 0, 40, {0: (0.01, 40)})
+    assert got == pytest.approx(k0 * (area[0] * 60 + area[1] * 100 + area[2] * 100), rel=1e-12)
+    assert got > 0.01 * (60 + 200) * 2  # far above the uniform rate's remaining steps x 0.01 s
+    # stage 1 after 5 iterations: too few, k still from stage 0 (the first iteration of a stage is slow)
+    got = project_seconds_left(shapes, L, niter, 1, 5, {0: (0.01, 100), 1: (0.5, 5)})
+    assert got == pytest.approx(k0 * (area[1] * 95 + area[2] * 100), rel=1e-12)
+    k1 = 0.03 / area[1]
+    got = project_seconds_left(shapes, L, niter, 1, 10, {0: (0.01, 100), 1: (0.03, 10)})
+    assert got == pytest.approx(k1 * (area[1] * 90 + area[2] * 100), rel=1e-12)
+    assert project_seconds_left(shapes, L, niter, 2, 100, {2: (1.0, 1)}) == 0
+    # a resumed run: only the current stage is measured (few iterations): it is used
+    assert project_seconds_left(shapes, L, niter, 1, 50, {1: (0.03, 2)}) == pytest.approx(
+        k1 * (area[1] * 50 + area[2] * 100), rel=1e-12)
 
 
 def test_generate_arbitrary_size():

@@ -82,6 +82,13 @@ def test_train_writes_stage_samples_and_finite_losses(trained):
     assert [s["step"] for s in stats] == list(range(1, 7)) and [s["stage"] for s in stats] == [0, 0, 1, 1, 2, 2]
     for s in stats:
         assert all(np.isfinite(s[k]) for k in ("loss_d", "gp", "loss_g", "rec", "stage_eta_s"))
+    # the run's ETA (eta_s) projects the later, larger stages from this stage's speed per padded pixel
+    # (project_seconds_left); after 1 of 2 iterations of a stage, stage_eta_s is one iteration at that speed
+    area = [(h + 6) * (w + 6) for h, w in (r.shape[2:] for r in load_checkpoint(run)["extra"]["stage"]["reals"])]
+    for i, s in ((0, stats[0]), (1, stats[2]), (2, stats[4])):
+        want = (area[i] + 2 * sum(area[i + 1:])) / area[i]
+        assert s["eta_s"] / s["stage_eta_s"] == pytest.approx(want, rel=0.05), (i, s)
+    assert stats[-1]["eta_s"] == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["niter"] == 2 and cfg["iters"] == 6 and cfg["step_order"] == "ours" and cfg["gp"] == "fused"
     w1, w2 = Image.open(run / "samples.png").size, Image.open(run / "samples_2x_width.png").size

@@ -252,6 +252,35 @@ def test_progress_plain_tick_lines(capsys):
     assert t["it_per_s"] > 0
 
 
+def test_progress_eta_function_replaces_the_uniform_eta(capsys, monkeypatch):
+    """eta= (ConSinGAN's growing stages): its value is printed, returned for stats.jsonl and, on a terminal, shown
+    in the bar instead of tqdm's uniform remaining; a non-finite value falls back to the uniform ETA."""
+    import io
+    import sys
+
+    from ganops.train import Progress
+
+    p = Progress(10, 0, enabled=True, print_every=5, eta=lambda s: 3725.0 if s < 10 else float("nan"))
+    a = p.update(5, {"loss": 1.0})
+    b = p.update(10, {"loss": 1.0})
+    p.close()
+    err = capsys.readouterr().err.splitlines()
+    assert "ETA 1:02:05" in err[0] and a["eta_s"] == 3725.0 and b["eta_s"] == 0.0  # uniform: 0 steps left
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Tty()
+    monkeypatch.setattr(sys, "stderr", buf)
+    p = Progress(10, 0, enabled=True, eta=lambda s: 3725.0)
+    for s in range(1, 11):
+        p.update(s, {"loss_d": 0.5})
+    p.close()
+    bar = [x for x in buf.getvalue().replace("\r", "\n").splitlines() if "10/10" in x][-1]
+    assert "ETA=1:02:05" in bar and "<" not in bar and "loss_d=0.5" in bar and "it/s" in bar, bar
+
+
 def test_progress_tqdm_bar_in_a_terminal(monkeypatch):
     """On a terminal the progress is a tqdm bar: rate in it/s, elapsed<remaining (the ETA) and the losses."""
     import io

@@ -13,9 +13,35 @@ import torch.nn.functional as F
 from ..ops.penalty import gradient_penalty
 from .consingan import Discriminator, GrowingGenerator, sample_noise
 
-__all__ = ["STEP_ORDERS", "gp_plain", "ConSinGANTrainer", "random_walk_frames", "GraphedIteration", "CudaGraph"]
+__all__ = ["STEP_ORDERS", "project_seconds_left", "gp_plain", "ConSinGANTrainer", "random_walk_frames",
+           "GraphedIteration", "CudaGraph"]
 
 STEP_ORDERS = ("ours", "reference")
+
+
+def project_seconds_left(shapes: list[tuple[int, int]], num_layer: int, niter: int, stage: int, done: int,
+                         rates: dict[int, tuple[float, int]], min_iters: int = 10) -> float:
+    """Seconds left in a run of ``len(shapes)`` stages of ``niter`` iterations, ``done`` of them done in ``stage``.
+
+    An iteration's cost grows with its stage, so the uniform-rate ETA (steps left / it/s) of stage 0 is far too
+    short: at 250 px stage 5 takes ~35x stage 0's time on a CPU. Here an iteration of stage j takes
+    ``k * (H_j + 2 num_layer) * (W_j + 2 num_layer)`` seconds: G's padded map area (the discriminator's and the
+    trained stages' work scale with the stage's area too). ``k`` (seconds per padded pixel) is measured: from the
+    newest stage with ``min_iters`` or more iterations this session (else the newest measured), so it follows
+    what the larger stages cost on this machine. On the benchmark's 1-thread CPU figures (250 px, docs/consingan.md)
+    ``k`` of the six stages ranges over 50-68 us; the whole run projected from stage 0 comes out 7% short, from a
+    later stage at most 26% long. On a GPU the small stages are launch-bound, so the projection from them is too
+    long until a larger stage runs.
+
+    Args:
+        rates: ``{stage: (seconds per iteration, iterations measured)}``.
+    """
+    if not rates:
+        return float("nan")
+    area = [(h + 2 * num_layer) * (w + 2 * num_layer) for h, w in shapes]
+    ref = max((s for s, (_, n) in rates.items() if n >= min_iters), default=max(rates))
+    k = rates[ref][0] / area[ref]
+    return k * (area[stage] * max(0, niter - done) + sum(area[j] * niter for j in range(stage + 1, len(shapes))))
 
 
 def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float = 0.1,
@@ -118,6 +144,7 @@ class ConSinGANTrainer:
                 raise ValueError(f"cuda_graphs_upto needs {', '.join(why)}")
         self._rec_cache: torch.Tensor | None = None
         self._t0, self._n0 = time.time(), 0
+        self._rates: dict[int, tuple[float, int]] = {}  # stage -> (seconds per iteration, iterations) this session
         self.only_last = False
 
     # ---- stage structure ---------------------------------------------------------------------------------------
@@ -267,6 +294,7 @@ class ConSinGANTrainer:
         self.schedD.step()
         self.schedG.step()
         self._n0 += 1
+        self._rates[self.stage] = ((time.time() - self._t0) / self._n0, self._n0)
         return out
 
     def _g_steps(self, loss: torch.Tensor) -> None:
@@ -377,6 +405,12 @@ class ConSinGANTrainer:
             return float("nan")
         rate = (time.time() - self._t0) / self._n0
         return rate * max(0, self.cfg["niter"] - done_in_stage)
+
+    def run_eta(self, done_in_stage: int) -> float:
+        """Seconds left in the whole run: the rest of the current stage at its measured speed, then every later
+        stage from ``project_seconds_left``'s cost model (nan before the first iteration)."""
+        return project_seconds_left(self.shapes, self.cfg["num_layer"], self.cfg["niter"], self.stage,
+                                    done_in_stage, self._rates)
 
     @torch.no_grad()
     def generate(self, n: int = 1, *, scale_h: float = 1.0, scale_w: float = 1.0,

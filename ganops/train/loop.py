@@ -234,7 +234,8 @@ class TrainLoop:
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, step: StepFn, sample: SampleFn | None = None, *, models: Mapping[str, nn.Module],
             optimizers: Mapping[str, torch.optim.Optimizer], ema: Mapping[str, Any] | None = None,
-            extra: Mapping[str, Any] | None = None, fakes: FakesFn | None = None) -> dict:
+            extra: Mapping[str, Any] | None = None, fakes: FakesFn | None = None,
+            eta: Callable[[int], float] | None = None) -> dict:
         """Train from the start (or the resumed step) to ``config["iters"]``.
 
         Args:
@@ -253,6 +254,8 @@ class TrainLoop:
                 on latents drawn from ``seed`` with its own generator); called on rank 0 under no_grad in chunks
                 of 32 with ``seed`` = index of the chunk's first image, so every evaluation uses the same latents.
                 Must be deterministic in (n, seed). Required when ``--metrics`` is not ``none``.
+            eta: ``eta(done) -> seconds left in the run``, shown and logged (``eta_s``) instead of the uniform-rate
+                ETA, for runs whose iterations get costlier (ConSinGAN's growing stages); non-finite: the uniform one.
 
         Returns:
             ``{"run_dir", "step", "losses", "checkpoint"}``.
@@ -267,7 +270,7 @@ class TrainLoop:
         self._stepped = False
         self._hooks: dict[int, Any] = {}
         try:
-            return self._run(step, sample, fakes)
+            return self._run(step, sample, fakes, eta)
         finally:
             for h in self._hooks.values():
                 h.remove()
@@ -282,7 +285,8 @@ class TrainLoop:
             if id(o) not in self._hooks and hasattr(o, "register_step_pre_hook"):
                 self._hooks[id(o)] = o.register_step_pre_hook(self._mark_stepped)
 
-    def _run(self, step: StepFn, sample: SampleFn | None, fakes: FakesFn | None = None) -> dict:
+    def _run(self, step: StepFn, sample: SampleFn | None, fakes: FakesFn | None = None,
+             eta: Callable[[int], float] | None = None) -> dict:
         if self.dry_run:
             return self._dry_run_report()
         if self._resume_state is not None:
@@ -297,7 +301,7 @@ class TrainLoop:
             save_grid(torch.stack([self.dataset[i] for i in range(n)]), self.run_dir / "reals.png")
         stats = StatsWriter(self.run_dir / "stats.jsonl",
                             truncate_after=self.start_step) if self.is_main else None
-        prog = Progress(self.iters, self.start_step, enabled=self.is_main, device=self.device)
+        prog = Progress(self.iters, self.start_step, enabled=self.is_main, device=self.device, eta=eta)
         self._metrics, self._metrics_log, self._last_metrics = None, None, {}
         if self.is_main and (self.metric_specs or (self.run_dir / "metrics.jsonl").exists()):
             self._metrics_log = StatsWriter(self.run_dir / "metrics.jsonl", truncate_after=self.start_step)

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -103,27 +103,37 @@ class Progress:
         enabled: False on ranks > 0.
         device: GPU memory is shown for CUDA devices.
         print_every: tick interval for the plain (non-terminal) output.
+        eta: ``eta(step) -> seconds left`` replacing the uniform-rate ETA (remaining steps / it/s) for runs whose
+            iterations do not all cost the same (ConSinGAN's stages grow); a non-finite value falls back to the
+            uniform one. With it, the terminal bar shows this ETA in its postfix instead of tqdm's own remaining.
     """
 
     def __init__(self, total: int, start: int = 0, *, enabled: bool = True, device: torch.device | str = "cpu",
-                 print_every: int = 100) -> None:
+                 print_every: int = 100, eta: Callable[[int], float] | None = None) -> None:
         from tqdm import tqdm
 
         self.device = torch.device(device)
         self.enabled = enabled
         self.start_time, self.start, self.total = time.time(), start, total
         self.print_every = max(1, print_every)
+        self.eta_fn = eta
         self.plain = enabled and not sys.stderr.isatty()
+        fmt = None if eta is None else "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
         self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, unit="it", file=sys.stderr,
-                        mininterval=0.5) if enabled and not self.plain else None
+                        mininterval=0.5, bar_format=fmt) if enabled and not self.plain else None
 
     def update(self, step: int, losses: Mapping[str, float]) -> dict[str, float]:
         """Advance to ``step`` (completed iterations); returns timing figures for the stats line."""
         elapsed = time.time() - self.start_time
         rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("inf")
+        if self.eta_fn is not None:
+            own = float(self.eta_fn(step))
+            eta = own if math.isfinite(own) else eta
         if self.bar is not None:
             post = {k: f"{v:.4g}" for k, v in losses.items()}
+            if self.eta_fn is not None:
+                post = {"ETA": _hms(int(eta) if math.isfinite(eta) else -1), **post}
             mem = _gpu_mem(self.device)
             if mem:
                 post["mem"] = mem
