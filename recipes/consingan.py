@@ -199,6 +199,7 @@ def train(ctx: click.Context, **o) -> dict:
             if loop.is_main:
                 click.echo(f"consingan: stage {t.stage}: {t.shapes[t.stage][0]}x{t.shapes[t.stage][1]}, "
                            f"G {count_params(t.G):,} params, noise amp {t.amps[-1]:.4f}")
+        times.setdefault(s, time.time())  # a resumed run's stage starts its clock at the first step of this session
         out = dict(t.step())
         done = it + 1 - s * niter
         out["stage"] = float(s)
@@ -209,7 +210,7 @@ def train(ctx: click.Context, **o) -> dict:
                 rec = t.G(t.z_opt, t.shapes, t.amps)
                 imgs = torch.cat([t.reals[s], rec, t.generate(4, generator=g)])
             save_grid(imgs, loop.run_dir / f"stage{s}.png", nrow=6)
-            click.echo(f"consingan: stage {s} done ({done} it, {time.time() - times.get(s, time.time()):.0f} s "
+            click.echo(f"consingan: stage {s} done ({done} it, {time.time() - times[s]:.0f} s "
                        f"this session); wrote stage{s}.png (real, reconstruction, 4 samples)")
         return out
 

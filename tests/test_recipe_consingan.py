@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -177,8 +178,11 @@ def test_resume_continues_exactly(recipe, trained, tmp_path, monkeypatch, kill_a
         assert isinstance(res.exception, _Killed)
     run = _run_dir(out)
     assert load_checkpoint(run)["step"] == kill_at - 1
-    _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(out), "--resume", "auto")
+    res = _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(out), "--resume", "auto")
     assert _run_dir(out) == run
+    done = re.findall(r"stage (\d) done \(2 it, (\S+) s this session\)", res.output)
+    assert [d[0] for d in done] == (["1", "2"] if kill_at == 4 else ["2"]), res.output
+    assert all(not d[1].startswith("-") for d in done), res.output  # the resumed stage's clock starts now
     keys = ("loss_d", "gp", "loss_g", "rec")
     assert [[s[k] for k in keys] for s in _stats(run)] == [[s[k] for k in keys] for s in _stats(ref_run)], where
     a, b = load_checkpoint(run), load_checkpoint(ref_run)
