@@ -285,7 +285,9 @@ for _p in train.params:  # the shared flags' help text, as it applies to a singl
 
 
 def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict, Path]:
-    """Rebuild a trained ConSinGAN from a run directory or checkpoint."""
+    """Rebuild a trained ConSinGAN from a run directory or checkpoint. A run stopped before its end is cut to the
+    stages it has (the newest one partly trained), with a note: its samples, SIFID and composites are then at that
+    stage's size."""
     try:
         st = load_checkpoint(run)
     except FileNotFoundError as e:
@@ -296,6 +298,16 @@ def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict,
     t.load_state_dict(ex)
     t.G.load_state_dict(st["models"]["G"])
     t.D.load_state_dict(st["models"]["D"])
+    if st["step"] < cfg["iters"]:
+        if t.stage < 0:
+            raise click.UsageError(f"--run {run}: the run has no trained stage yet (step {st['step']})")
+        n, part = t.stage + 1, st["step"] - t.stage * cfg["niter"]
+        t.reals, t.shapes = t.reals[:n], t.shapes[:n]
+        h, w = t.shapes[-1]
+        click.echo(f"consingan: note: this run stopped at step {st['step']} of {cfg['iters']}; using its {n} of "
+                   f"{len(ex['reals'])} stages" + (f" (stage {t.stage} after {part} of {cfg['niter']} iterations)"
+                                                  if part < cfg["niter"] else "")
+                   + f", so outputs are {h}x{w}; `train --resume auto` with the run's --outdir continues it")
     p = Path(run)
     return t, cfg, (p if p.is_dir() else p.parent)
 

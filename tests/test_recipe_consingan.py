@@ -192,6 +192,29 @@ def test_resume_continues_exactly(recipe, trained, tmp_path, monkeypatch, kill_a
     assert a["extra"]["stage"]["amps"] == b["extra"]["stage"]["amps"]
 
 
+def test_a_stopped_run_samples_and_composites_at_its_newest_stage(recipe, tmp_path, monkeypatch):
+    """generate / evaluate / edit on a run stopped in stage 1 of 0..2: outputs at stage 1's size, with a note."""
+    img = _image(tmp_path / "img.png")
+    for mode in ("generation", "editing"):
+        out = tmp_path / mode
+        with monkeypatch.context() as m:
+            _interrupt_at(m, 4)  # 3 iterations done: stage 0 (2) and 1 of stage 1's 2
+            _invoke(recipe, "train", *TINY, "--mode", mode, "--data", img, "--outdir", str(out), ok=False)
+        run = _run_dir(out)
+        h, w = load_checkpoint(run)["extra"]["stage"]["reals"][1].shape[2:]
+        note = f"stopped at step 3 of 6; using its 2 of 3 stages (stage 1 after 1 of 2 iterations), so outputs are "
+        if mode == "generation":
+            res = _invoke(recipe, "generate", "--run", str(run), "--num", "1", "--out", str(tmp_path / "g.png"))
+            assert note + f"{h}x{w}" in res.output and Image.open(tmp_path / "g.png").size == (w, h)
+            res = _invoke(recipe, "evaluate", "--run", str(run), "--num", "2")
+            assert note in res.output and json.loads((run / "eval.json").read_text())["size"] == [h, w]
+        else:
+            Image.fromarray(np.full((40, 54), 255, np.uint8)).save(tmp_path / "mask.png")
+            res = _invoke(recipe, "edit", "--run", str(run), "--naive", img, "--mask", str(tmp_path / "mask.png"),
+                          "--fine-tune", "1", "--out", str(tmp_path / "e.png"))
+            assert note in res.output and Image.open(tmp_path / "e.png").size == (3 * w + 8, h + 4)
+
+
 def test_resume_with_other_iters_is_refused(recipe, trained, tmp_path):
     run, img = trained
     args = [a if a != "2" else "3" for a in TINY]  # --iters 3 instead of 2
