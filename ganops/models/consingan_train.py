@@ -407,8 +407,8 @@ class ConSinGANTrainer:
         return rate * max(0, self.cfg["niter"] - done_in_stage)
 
     def run_eta(self, done_in_stage: int) -> float:
-        """Seconds left in the whole run: the rest of the current stage at its measured speed, then every later
-        stage from ``project_seconds_left``'s cost model (nan before the first iteration)."""
+        """Seconds left in the whole run, the rest of this stage and every later one, from ``project_seconds_left``
+        on this session's measured speeds (nan before the first iteration)."""
         return project_seconds_left(self.shapes, self.cfg["num_layer"], self.cfg["niter"], self.stage,
                                     done_in_stage, self._rates)
 
