@@ -42,7 +42,7 @@ from ganops.models.consingan import (GEN_MODES, MODES, adjust_to_max_size, count
                                      imresize_to_shape)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
-from ganops.train import (DatasetError, TrainLoop, check_options, load_checkpoint, load_single_image, save_gif,
+from ganops.train import (DatasetError, TrainLoop, check_options, load_run_checkpoint, load_single_image, save_gif,
                           save_grid, train_options)
 
 PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 600 per stage, 6 stages, --threads {threads} "
@@ -288,10 +288,7 @@ def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict,
     """Rebuild a trained ConSinGAN from a run directory or checkpoint. A run stopped before its end is cut to the
     stages it has (the newest one partly trained), with a note: its samples, SIFID and composites are then at that
     stage's size."""
-    try:
-        st = load_checkpoint(run)
-    except FileNotFoundError as e:
-        raise click.UsageError(f"--run {run}: no checkpoint found ({e})") from None
+    st, rd = load_run_checkpoint(run)
     cfg = st["config"]
     ex = st["extra"]["stage"]
     t = ConSinGANTrainer(ex["reals"], _cfg(cfg), device)
@@ -308,8 +305,7 @@ def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict,
                    f"{len(ex['reals'])} stages" + (f" (stage {t.stage} after {part} of {cfg['niter']} iterations)"
                                                   if part < cfg["niter"] else "")
                    + f", so outputs are {h}x{w}; `train --resume auto` with the run's --outdir continues it")
-    p = Path(run)
-    return t, cfg, (p if p.is_dir() else p.parent)
+    return t, cfg, rd
 
 
 @cli.command(help="Random samples at the trained size, or scaled per axis (arbitrary sizes/aspect ratios).")

@@ -29,7 +29,8 @@ from ganops.models.gmm import GaussianMixture
 from ganops.models.priors import (EXTRACTORS, VICINAL_LAWS, ImageIndex, cached_priors, compute_priors,
                                   vicinal_sample)
 from ganops.ops.diffaug import diff_augment
-from ganops.train import EMA, TrainLoop, check_options, fixed_noise, load_checkpoint, save_grid, train_options
+from ganops.train import (EMA, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
+                          train_options)
 
 ARCH_KEYS = ["resolution", "prior", "prior_norm", "ch", "z_dim", "embed_dim", "hierarchical", "baseline", "g_sn"]
 PRESET = ("builtin:emoji (80 Twemoji smileys, CC-BY 4.0) at 32x32, batch 8, --ch 8, 600 iterations, VGG16 priors at "
@@ -209,9 +210,8 @@ def _generate_after_training(run: Path, g: DispGenerator, priors: torch.Tensor, 
 
 
 def _load_run(run: str, device: str) -> tuple[DispGenerator, torch.Tensor, dict, Path]:
-    ck = load_checkpoint(run)
+    ck, run_dir = load_run_checkpoint(run)
     cfg = ck["config"]
-    run_dir = Path(run) if Path(run).is_dir() else Path(run).resolve().parent
     pf = run_dir / "priors.pt"
     if not pf.is_file():
         raise click.UsageError(f"--run {run}: no priors.pt in {run_dir} (written at the end of training)")

@@ -35,7 +35,8 @@ from ganops.models.fastgan import (RESOLUTIONS, FastGANDiscriminator, FastGANGen
                                    count_parameters, weights_init)
 from ganops.models.fastgan_step import RECON_LOSSES, STEP_ORDERS, FastGANStep, make_recon_loss
 from ganops.nn.spectral_norm import spectral_norm_group
-from ganops.train import EMA, TrainLoop, check_options, fixed_noise, load_checkpoint, save_grid, train_options
+from ganops.train import (EMA, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
+                          train_options)
 from ganops.train.distributed import wrap_ddp
 
 ARCH_KEYS = ["resolution", "ngf", "ndf", "nz", "tanh"]
@@ -133,14 +134,11 @@ def train(**opts) -> dict:
 
 def load_generator(run: str, device: str = "cpu") -> tuple[FastGANGenerator, dict, Path]:
     """The EMA generator of a run directory or checkpoint, its config and run dir."""
-    p = Path(run)
-    if not p.exists():
-        raise click.UsageError(f"--run {run}: no such run directory or checkpoint")
-    ck = load_checkpoint(run)
+    ck, run_dir = load_run_checkpoint(run)
     cfg = ck["config"]
     g = build_generator(cfg)
     g.load_state_dict(ck["ema"]["G_ema"]["module"])
-    return g.to(device).eval(), cfg, (p if p.is_dir() else p.resolve().parent)
+    return g.to(device).eval(), cfg, run_dir
 
 
 def _run_g(g: FastGANGenerator, bn: str, *args, **kw):

@@ -185,4 +185,4 @@ def test_help_and_usage_errors():
     bad = CliRunner().invoke(m.cli, ["train", "--resolution", "16", "--dry-run"])
     assert bad.exit_code != 0 and "--resolution must be 32, 64 or 128" in bad.output
     r = CliRunner().invoke(m.cli, ["generate", "--run", "/nonexistent/run"])
-    assert r.exit_code != 0
+    assert r.exit_code == 2 and "--run /nonexistent/run: no such checkpoint file" in r.output  # no traceback

@@ -43,6 +43,25 @@ def test_checkpoint_weights_only_roundtrip_and_latest(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
+def test_load_run_checkpoint_names_run_in_click_errors(tmp_path):
+    """What the recipes' generate/eval/... --run get: the checkpoint and run dir, or a click error naming --run."""
+    from ganops.train import load_run_checkpoint
+
+    (tmp_path / "run").mkdir()
+    p = save_checkpoint({"step": 7}, tmp_path / "run" / "checkpoint-7.pt")
+    for arg in (tmp_path / "run", p):
+        ck, rd = load_run_checkpoint(str(arg))
+        assert ck == {"step": 7} and rd.resolve() == (tmp_path / "run").resolve()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.pt").write_text("not a checkpoint")
+    for arg, cls, msg in ((tmp_path / "nowhere", click.UsageError, "no such checkpoint file or run directory"),
+                          (tmp_path / "empty", click.UsageError, "has no 'latest' checkpoint pointer"),
+                          (tmp_path / "bad.pt", click.ClickException, "cannot load checkpoint")):
+        with pytest.raises(cls, match=msg) as e:
+            load_run_checkpoint(str(arg))
+        assert str(e.value.message).startswith(f"--run {arg}")
+
+
 def test_checkpoint_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
     save_checkpoint(_state(1.0), tmp_path / "checkpoint-1.pt")
     before = (tmp_path / "checkpoint-1.pt").read_bytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .amp import PRECISIONS, Amp
 from .builtin import BUILTINS, TWEMOJI_ATTRIBUTION, load_builtin
 from .checkpoint import (ConfigMismatchError, check_config, config_diff, get_rng_state, latest_checkpoint,
-                         load_checkpoint, save_checkpoint, set_rng_state)
+                         load_checkpoint, load_run_checkpoint, save_checkpoint, set_rng_state)
 from .cli import add_train_args, check_options, train_options
 from .data import (DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler, check_image_folder,
                    list_images, load_single_image, open_dataset)
@@ -19,7 +19,8 @@ from .samples import fixed_noise, save_gif, save_grid
 
 __all__ = [
     "Amp", "PRECISIONS", "BUILTINS", "TWEMOJI_ATTRIBUTION", "load_builtin", "ConfigMismatchError", "check_config",
-    "config_diff", "get_rng_state", "set_rng_state", "latest_checkpoint", "load_checkpoint", "save_checkpoint",
+    "config_diff", "get_rng_state", "set_rng_state", "latest_checkpoint", "load_checkpoint",
+    "load_run_checkpoint", "save_checkpoint",
     "add_train_args", "check_options", "train_options", "DatasetError", "ImageDataset", "InfiniteLoader",
     "InfiniteSampler", "check_image_folder", "list_images", "load_single_image", "open_dataset", "DistInfo",
     "init_distributed", "is_main", "per_rank_batch", "wrap_ddp", "EMA", "TrainLoop", "seed_everything",

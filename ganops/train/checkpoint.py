@@ -7,13 +7,15 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+import click
 import numpy as np
 import torch
 
 from .rundir import write_text
 
 __all__ = [
-    "ConfigMismatchError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "latest_checkpoint",
+    "ConfigMismatchError", "save_checkpoint", "load_checkpoint", "load_run_checkpoint", "resolve_checkpoint",
+    "latest_checkpoint",
     "get_rng_state", "set_rng_state", "config_diff", "check_config", "NON_ARCH_KEYS",
 ]
 
@@ -97,26 +99,41 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return target if target.is_file() else None
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (its ``latest``); raises FileNotFoundError naming --resume."""
+def resolve_checkpoint(path: str | os.PathLike, flag: str = "--resume") -> Path:
+    """A checkpoint file, or a run directory (its ``latest``); raises FileNotFoundError naming ``flag``."""
     p = Path(path)
     if p.is_dir():
         ck = latest_checkpoint(p)
         if ck is None:
-            raise FileNotFoundError(f"--resume {p}: run directory has no '{LATEST}' checkpoint pointer")
+            raise FileNotFoundError(f"{flag} {p}: run directory has no '{LATEST}' checkpoint pointer")
         return ck
     if not p.is_file():
-        raise FileNotFoundError(f"--resume {p}: no such checkpoint file or run directory")
+        raise FileNotFoundError(f"{flag} {p}: no such checkpoint file or run directory")
     return p
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint (file or run directory) with ``weights_only=True``."""
-    p = resolve_checkpoint(path)
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    flag: str = "--resume") -> dict:
+    """Load a checkpoint (file or run directory) with ``weights_only=True``; errors name ``flag``."""
+    p = resolve_checkpoint(path, flag)
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"--resume {p}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+        raise RuntimeError(f"{flag} {p}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+
+
+def load_run_checkpoint(run: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, Path]:
+    """The checkpoint a recipe's ``--run`` names (a run directory's latest, or a file) and its run directory.
+    A missing path is a click usage error and an unreadable file a click error, both naming --run (no traceback).
+    """
+    try:
+        ck = load_checkpoint(run, map_location, flag="--run")
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from None
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    p = Path(run)
+    return ck, (p if p.is_dir() else p.resolve().parent)
 
 
 def config_diff(saved: dict, current: dict, keys: Iterable[str] | None = None) -> dict[str, tuple[Any, Any]]:
