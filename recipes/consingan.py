@@ -437,8 +437,8 @@ def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale
                                f"0..{last}")
     if cfg["mode"] != "animation":
         click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}, not animation: stage 0's "
-                   "fixed noise is built from the coarsest real image, so the walk starts at (and is pulled back to) the "
-                   "reconstruction")
+                   "fixed noise is built from the coarsest real image, so the walk starts at (and is pulled back "
+                   "to) the reconstruction")
     if sweep:
         folder = Path(out) if out else rd / "animation"
         folder.mkdir(parents=True, exist_ok=True)
