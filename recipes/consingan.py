@@ -41,7 +41,7 @@ from ganops.metrics._assets import install_command
 from ganops.models.consingan import (GEN_MODES, MODES, adjust_to_max_size, count_params, create_pyramid,
                                      imresize_to_shape)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
-from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
+from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, random_walk_frames
 from ganops.train import (DatasetError, TrainLoop, check_options, load_run_checkpoint, load_single_image, save_gif,
                           save_grid, train_options)
 
@@ -164,6 +164,10 @@ def cli(ctx: click.Context) -> None:
                    "a GPU in ganops' development (bash benchmarks/gpu_check.sh tests it)")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="torch CPU threads (0: leave torch's default)")
+@click.option("--reseed", type=click.IntRange(0), default=0, show_default=True,
+              help="with --resume: draw the random numbers from this seed instead of the checkpoint's saved state, "
+                   "so the run takes another random path from there (e.g. past a stage that diverged: train warns "
+                   "and names the checkpoint before it); 0: the exact continuation")
 @click.pass_context
 def train(ctx: click.Context, **o) -> dict:
     if o["preset"] == "paper":
@@ -179,6 +183,8 @@ def train(ctx: click.Context, **o) -> dict:
                if bad]
         if why:
             raise click.UsageError(f"--cuda-graphs-upto {o['cuda_graphs_upto']} needs {', '.join(why)}")
+    if o["reseed"] and not o["resume"]:
+        raise click.UsageError("--reseed applies to --resume (a new run draws from --seed)")
     if o["threads"]:
         torch.set_num_threads(o["threads"])
     o["niter"] = o["iters"]
@@ -189,13 +195,19 @@ def train(ctx: click.Context, **o) -> dict:
     if loop.is_main:
         click.echo(f"consingan: {o['mode']}, {o['stages']} stages x {o['niter']} iterations, pyramid "
                    + ", ".join(f"{h}x{w}" for h, w in t.shapes) + f"; D {count_params(t.D):,} params")
-    niter, times = o["niter"], {}
+    niter, times, watch = o["niter"], {}, DivergenceWatch()
 
     def step(_batch, it: int) -> dict:
         s = it // niter
+        if not times and o["reseed"]:  # the session's first step, after the checkpoint's RNG state was restored
+            torch.manual_seed(o["reseed"])
+            if loop.is_main:
+                click.echo(f"consingan: --reseed {o['reseed']}: random draws from step {it} on come from seed "
+                           f"{o['reseed']}, not from the checkpoint (another path than the original run)")
         while t.stage < s:
             t.start_stage(t.stage + 1)
             times[t.stage] = time.time()
+            watch.reset()
             if loop.is_main:
                 click.echo(f"consingan: stage {t.stage}: {t.shapes[t.stage][0]}x{t.shapes[t.stage][1]}, "
                            f"G {count_params(t.G):,} params, noise amp {t.amps[-1]:.4f}")
@@ -204,6 +216,9 @@ def train(ctx: click.Context, **o) -> dict:
         done = it + 1 - s * niter
         out["stage"] = float(s)
         out["stage_eta_s"] = t.stage_eta(done)
+        hit = watch.update(done, float(out["rec"]))
+        if hit and loop.is_main:
+            _warn_diverged(loop, s, niter, hit, float(out["rec"]))
         if done == niter and loop.is_main:
             g = torch.Generator(device=loop.device).manual_seed(0)
             with torch.no_grad():
@@ -227,6 +242,21 @@ def train(ctx: click.Context, **o) -> dict:
         if o["mode"] in SAMPLE_MODES:
             evaluate_samples(t, Path(res["run_dir"]), num=20, seed=1, device=loop.device, quiet_missing=True)
     return res
+
+
+def _warn_diverged(loop: TrainLoop, stage: int, niter: int, hit: tuple[int, float], rec: float) -> None:
+    """The divergence warning, naming the newest checkpoint from before it (this run's, or the one it resumed)."""
+    first, healthy = hit
+    saved = [(int(p.stem.split("-")[1]), p) for p in loop.run_dir.glob("checkpoint-*.pt")]
+    if loop.resume_path:
+        saved.append((loop.start_step, Path(loop.resume_path)))
+    ck = max(((n, p) for n, p in saved if n < stage * niter + first), default=(0, None))[1]
+    retry = (f"`train ... --resume {ck} --reseed 1` retries from its step on another random path" if ck else
+             "no checkpoint precedes it (--snap sets how often they are written)")
+    click.echo(f"consingan: warning: stage {stage} diverged at its iteration {first}: the reconstruction loss "
+               f"went from {healthy:.4g} to {rec:.4g} and stays there. This is the reference's known collapse "
+               f"(black samples; tohinz/ConSinGAN issues #23, #35), and the later stages build on it. {retry}; "
+               "the reference's author suggests --batch-norm for it.")
 
 
 #: modes whose random samples are meant to look like the training image (SIFID and diversity apply)

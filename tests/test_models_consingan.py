@@ -13,7 +13,7 @@ from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUG
                                      bicubic_resize, count_params, create_pyramid, imresize, imresize_to_shape,
                                      pyramid_sizes, sample_noise)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, shuffle_grid, strong_aug
-from ganops.models.consingan_train import ConSinGANTrainer, gp_plain, project_seconds_left
+from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, gp_plain, project_seconds_left
 
 
 def _cfg(**kw):
@@ -201,6 +201,25 @@ def test_projected_seconds_left_scale_with_padded_area():
     # a resumed run: only the current stage is measured (few iterations): it is used
     assert project_seconds_left(shapes, L, niter, 1, 50, {1: (0.03, 2)}) == pytest.approx(
         k1 * (area[1] * 50 + area[2] * 100), rel=1e-12)
+
+
+def test_divergence_watch_reports_a_lasting_jump_once_not_a_spike():
+    """The shape of the collapse seen at stage 3 of a 250 px run (rec ~0.02, then 0.85 ... 15, staying > 1.4) is
+    reported once, 20 iterations after it starts; a 1-5 iteration spike (0.31, then back) and a falling loss are
+    not; reset() starts a new stage."""
+    rng = np.random.default_rng(0)
+    w = DivergenceWatch()
+    healthy = list(0.02 * (1 + 0.3 * rng.random(300)))
+    for i, r in enumerate(healthy):
+        assert w.update(i + 1, r) is None
+    for i, r in enumerate([0.31, 0.11, 0.13, 0.14, 0.09] + healthy[:100]):  # a transient spike: recovers
+        assert w.update(301 + i, r) is None
+    hits = [w.update(406 + i, r) for i, r in enumerate([0.85, 1.6, 1.5, 12.2, 5.5, 15.5] + [2.6] * 100)]
+    assert [h for h in hits if h] == [(406, pytest.approx(np.median(healthy[-200:]), rel=0.2))]
+    assert hits.index(next(h for h in hits if h)) == 19  # the 20th high iteration in a row
+    w.reset()
+    assert all(w.update(i + 1, 1.0 / (i + 1)) is None for i in range(500))  # a new stage whose loss falls
+    assert DivergenceWatch(warmup=50).update(1, 1e6) is None  # nothing judged before the warm-up
 
 
 def test_generate_arbitrary_size():

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ganops.models.consingan_train import ConSinGANTrainer, random_walk_frames
+from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, random_walk_frames
 from ganops.train import load_checkpoint
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "consingan.py")
@@ -213,6 +213,44 @@ def test_a_stopped_run_samples_and_composites_at_its_newest_stage(recipe, tmp_pa
             res = _invoke(recipe, "edit", "--run", str(run), "--naive", img, "--mask", str(tmp_path / "mask.png"),
                           "--fine-tune", "1", "--out", str(tmp_path / "e.png"))
             assert note in res.output and Image.open(tmp_path / "e.png").size == (3 * w + 8, h + 4)
+
+
+def test_divergence_warns_with_the_checkpoint_before_it_and_reseed_takes_another_path(recipe, tmp_path,
+                                                                                      monkeypatch):
+    """A stage whose reconstruction loss jumps and stays up gets one warning naming the newest checkpoint from
+    before the jump (also the resumed one); --resume FILE --reseed N continues from it with other draws."""
+    img = _image(tmp_path / "img.png")
+    opts = TINY + ["--iters", "40", "--snap", "10", "--stages", "2"]  # the last value of a flag wins
+    orig = ConSinGANTrainer.step
+
+    def step(self):  # stage 1 "diverges" at its iteration 25: rec x 1000 from there on
+        out = orig(self)
+        if self.stage == 1 and self._n0 >= 25:
+            out = dict(out, rec=out["rec"] * 1000 + 1)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(ConSinGANTrainer, "step", step)
+        m.setattr(DivergenceWatch, "patience", 5)
+        m.setattr(DivergenceWatch, "warmup", 10)
+        res = _invoke(recipe, "train", *opts, "--data", img, "--outdir", str(tmp_path / "a"))
+    run = _run_dir(tmp_path / "a")
+    warn = [ln for ln in res.output.splitlines() if "diverged" in ln]
+    assert len(warn) == 1 and "stage 1 diverged at its iteration 25" in warn[0], res.output
+    assert f"--resume {run / 'checkpoint-00000060.pt'} --reseed 1" in warn[0] and "--batch-norm" in warn[0]
+    # resume from the named file: a new run dir; the same draws without --reseed, others with it
+    first = {}
+    for reseed in ("0", "7"):
+        out = tmp_path / f"r{reseed}"
+        r = _invoke(recipe, "train", *opts, "--data", img, "--outdir", str(out), "--resume",
+                    str(run / "checkpoint-00000060.pt"), "--reseed", reseed)
+        assert ("--reseed 7: random draws from step 60 on come from seed 7" in r.output) == (reseed == "7")
+        first[reseed] = _stats(_run_dir(out))[0]
+    ref = next(s for s in _stats(run) if s["step"] == 61)
+    assert first["0"]["step"] == first["7"]["step"] == 61
+    assert first["0"]["loss_d"] == ref["loss_d"] and first["7"]["loss_d"] != ref["loss_d"]
+    bad = _invoke(recipe, "train", *opts, "--data", img, "--outdir", str(tmp_path / "x"), "--reseed", "3", ok=False)
+    assert bad.exit_code == 2 and "--reseed applies to --resume" in bad.output
 
 
 def test_resume_with_other_iters_is_refused(recipe, trained, tmp_path):

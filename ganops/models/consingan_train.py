@@ -4,7 +4,9 @@ reference's order or ganops' order (same maths, no regenerated fakes, cached fro
 z random-walk animation of a trained model."""
 from __future__ import annotations
 
+import statistics
 import time
+from collections import deque
 from typing import Any, Callable
 
 import torch
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from ..ops.penalty import gradient_penalty
 from .consingan import Discriminator, GrowingGenerator, sample_noise
 
-__all__ = ["STEP_ORDERS", "project_seconds_left", "gp_plain", "ConSinGANTrainer", "random_walk_frames",
+__all__ = ["STEP_ORDERS", "project_seconds_left", "DivergenceWatch", "gp_plain", "ConSinGANTrainer", "random_walk_frames",
            "GraphedIteration", "CudaGraph"]
 
 STEP_ORDERS = ("ours", "reference")
@@ -42,6 +44,47 @@ def project_seconds_left(shapes: list[tuple[int, int]], num_layer: int, niter: i
     ref = max((s for s, (_, n) in rates.items() if n >= min_iters), default=max(rates))
     k = rates[ref][0] / area[ref]
     return k * (area[stage] * max(0, niter - done) + sum(area[j] * niter for j in range(stage + 1, len(shapes))))
+
+
+class DivergenceWatch:
+    """Tells when a stage has diverged: its reconstruction loss stays above ``factor`` x the median of its last
+    ``window`` healthy iterations for ``patience`` iterations in a row (checked from the ``warmup``-th iteration of
+    the stage on; call ``reset`` at a new stage).
+
+    Within a stage ConSinGAN's reconstruction loss falls or holds. The reference's known collapse to black samples
+    (tohinz/ConSinGAN issues #23, #35) shows as a jump of 10-1000x that does not come back; a transient spike (one to
+    five iterations) does and is not reported. Watching changes nothing in training.
+    """
+
+    factor, patience, window, warmup = 10.0, 20, 200, 50  # the defaults (class attributes: tests shorten them)
+
+    def __init__(self, factor: float | None = None, patience: int | None = None, window: int | None = None,
+                 warmup: int | None = None) -> None:
+        for k, v in (("factor", factor), ("patience", patience), ("window", window), ("warmup", warmup)):
+            if v is not None:
+                setattr(self, k, v)
+        self.reset()
+
+    def reset(self) -> None:
+        self.hist: deque[float] = deque(maxlen=self.window)
+        self.run, self.start, self.fired = 0, -1, False
+
+    def update(self, it: int, rec: float) -> tuple[int, float] | None:
+        """Feed iteration ``it`` of the stage; returns ``(first high iteration, healthy median)`` once, when the
+        stage is judged diverged, else None."""
+        if self.fired:
+            return None
+        if len(self.hist) >= self.warmup and rec > self.factor * statistics.median(self.hist):
+            if self.run == 0:
+                self.start = it
+            self.run += 1
+            if self.run >= self.patience:
+                self.fired = True
+                return self.start, statistics.median(self.hist)
+            return None
+        self.run = 0
+        self.hist.append(rec)
+        return None
 
 
 def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float = 0.1,
