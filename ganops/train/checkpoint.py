@@ -28,8 +28,9 @@ NON_ARCH_KEYS = frozenset({
 })
 
 
-class ConfigMismatchError(ValueError):
-    """Resuming with an incompatible configuration; the message lists every differing key."""
+class ConfigMismatchError(click.ClickException, ValueError):
+    """Resuming with an incompatible configuration; the message lists every differing key. A click error, so a
+    recipe's command line prints it without a traceback (exit status 1)."""
 
 
 def get_rng_state() -> dict:
