@@ -247,7 +247,7 @@ def train(ctx: click.Context, **o) -> dict:
 def _warn_diverged(loop: TrainLoop, stage: int, niter: int, hit: tuple[int, float], rec: float) -> None:
     """The divergence warning, naming the newest checkpoint from before it (this run's, or the one it resumed)."""
     first, healthy = hit
-    saved = [(int(p.stem.split("-")[1]), p) for p in loop.run_dir.glob("checkpoint-*.pt")]
+    saved = [(int(p.stem[11:]), p) for p in loop.run_dir.glob("checkpoint-*.pt") if p.stem[11:].isdigit()]
     if loop.resume_path:
         saved.append((loop.start_step, Path(loop.resume_path)))
     ck = max(((n, p) for n, p in saved if n < stage * niter + first), default=(0, None))[1]

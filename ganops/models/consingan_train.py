@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from ..ops.penalty import gradient_penalty
 from .consingan import Discriminator, GrowingGenerator, sample_noise
 
-__all__ = ["STEP_ORDERS", "project_seconds_left", "DivergenceWatch", "gp_plain", "ConSinGANTrainer", "random_walk_frames",
-           "GraphedIteration", "CudaGraph"]
+__all__ = ["STEP_ORDERS", "project_seconds_left", "DivergenceWatch", "gp_plain", "ConSinGANTrainer",
+           "random_walk_frames", "GraphedIteration", "CudaGraph"]
 
 STEP_ORDERS = ("ours", "reference")
 
