@@ -254,9 +254,10 @@ def _warn_diverged(loop: TrainLoop, stage: int, niter: int, hit: tuple[int, floa
     retry = (f"`train ... --resume {ck} --reseed 1` retries from its step on another random path" if ck else
              "no checkpoint precedes it (--snap sets how often they are written)")
     click.echo(f"consingan: warning: stage {stage} diverged at its iteration {first}: the reconstruction loss "
-               f"went from {healthy:.4g} to {rec:.4g} and stays there. This is the reference's known collapse "
-               f"(black samples; tohinz/ConSinGAN issues #23, #35), and the later stages build on it. {retry}; "
-               "the reference's author suggests --batch-norm for it.")
+               f"went from {healthy:.4g} to {rec:.4g} and has stayed above 10x for 20 iterations. Some runs come back "
+               "within ~100 iterations; one that does not is the reference's known collapse (black samples; "
+               f"tohinz/ConSinGAN issues #23, #35), and the later stages build on it. {retry}; the reference's "
+               "author suggests --batch-norm for it.")
 
 
 #: modes whose random samples are meant to look like the training image (SIFID and diversity apply)
