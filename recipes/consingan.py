@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import click
@@ -195,23 +194,21 @@ def train(ctx: click.Context, **o) -> dict:
     if loop.is_main:
         click.echo(f"consingan: {o['mode']}, {o['stages']} stages x {o['niter']} iterations, pyramid "
                    + ", ".join(f"{h}x{w}" for h, w in t.shapes) + f"; D {count_params(t.D):,} params")
-    niter, times, watch = o["niter"], {}, DivergenceWatch()
+    niter, watch = o["niter"], DivergenceWatch()
 
     def step(_batch, it: int) -> dict:
         s = it // niter
-        if not times and o["reseed"]:  # the session's first step, after the checkpoint's RNG state was restored
+        if it == loop.start_step and o["reseed"]:  # the session's first step, after the RNG state was restored
             torch.manual_seed(o["reseed"])
             if loop.is_main:
                 click.echo(f"consingan: --reseed {o['reseed']}: random draws from step {it} on come from seed "
                            f"{o['reseed']}, not from the checkpoint (another path than the original run)")
         while t.stage < s:
             t.start_stage(t.stage + 1)
-            times[t.stage] = time.time()
             watch.reset()
             if loop.is_main:
                 click.echo(f"consingan: stage {t.stage}: {t.shapes[t.stage][0]}x{t.shapes[t.stage][1]}, "
                            f"G {count_params(t.G):,} params, noise amp {t.amps[-1]:.4f}")
-        times.setdefault(s, time.time())  # a resumed run's stage starts its clock at the first step of this session
         out = dict(t.step())
         done = it + 1 - s * niter
         out["stage"] = float(s)
@@ -225,7 +222,7 @@ def train(ctx: click.Context, **o) -> dict:
                 rec = t.G(t.z_opt, t.shapes, t.amps)
                 imgs = torch.cat([t.reals[s], rec, t.generate(4, generator=g)])
             save_grid(imgs, loop.run_dir / f"stage{s}.png", nrow=6)
-            click.echo(f"consingan: stage {s} done ({done} it, {time.time() - times[s]:.0f} s "
+            click.echo(f"consingan: stage {s} done ({done} it, {t.stage_seconds():.0f} s "
                        f"this session); wrote stage{s}.png (real, reconstruction, 4 samples)")
         return out
 

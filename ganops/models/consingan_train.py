@@ -297,6 +297,7 @@ class ConSinGANTrainer:
         self.stage, self.amps = int(st["stage"]), list(st["amps"])
         self.z_opt = [z.to(self.device) for z in st["z_opt"]]
         self.only_last = bool(st.get("only_last", False))
+        self._t0, self._n0 = time.time(), 0  # a resumed stage's clock starts now
         if self.stage >= 0:
             self._make_optimizers()
 
@@ -442,12 +443,15 @@ class ConSinGANTrainer:
             D.requires_grad_(True)
         return {"loss_d": loss_d.detach(), "gp": gp.detach(), "loss_g": err_g.detach(), "rec": rec_loss.detach()}
 
+    def stage_seconds(self) -> float:
+        """Seconds since this stage started, or since it was resumed in this session."""
+        return time.time() - self._t0
+
     def stage_eta(self, done_in_stage: int) -> float:
         """Seconds left in the current stage from this stage's measured speed."""
-        if self._n0 == 0:
+        if self.stage not in self._rates:
             return float("nan")
-        rate = (time.time() - self._t0) / self._n0
-        return rate * max(0, self.cfg["niter"] - done_in_stage)
+        return self._rates[self.stage][0] * max(0, self.cfg["niter"] - done_in_stage)
 
     def run_eta(self, done_in_stage: int) -> float:
         """Seconds left in the whole run, the rest of this stage and every later one, from ``project_seconds_left``
