@@ -357,8 +357,26 @@ TORCH_LIBRARY_IMPL(ganops, CPU, m) {
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
+#include <memory>
+#include <utility>
+
 namespace ganops {
 namespace {
+
+// Autograd nodes are owned by std::shared_ptr in torch 2.11 and by c10::intrusive_ptr in 2.13 and later (Node
+// derives from c10::intrusive_ptr_target). NodePtr is whichever Node::getptr() returns; make_node builds one of
+// that kind. Torch's own shared_ptr nodes are freed through deleteNode (iterative, no deep recursion on long
+// graphs): the generic lambda makes that call dependent, so it is only looked up (by ADL) where it exists.
+using NodePtr = decltype(std::declval<torch::autograd::Node&>().getptr());
+
+template <class T>
+auto make_node() {
+  if constexpr (std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>) {
+    return std::shared_ptr<T>(new T(), [](auto* p) { deleteNode(p); });
+  } else {
+    return c10::make_intrusive<T>();
+  }
+}
 
 using SNOut = std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
@@ -424,7 +442,7 @@ SNOut spectral_norm_forward_autograd(at::TensorList weights, at::TensorList us, 
     for (const auto& w : weights) needs_grad = needs_grad || w.requires_grad();
   if (!needs_grad) return r;
   auto& [outs, sigmas, un, vn] = r;
-  auto node = c10::make_intrusive<SpectralNormBackward>();
+  auto node = make_node<SpectralNormBackward>();
   torch::autograd::edge_list edges;
   for (const auto& w : weights) edges.push_back(torch::autograd::impl::gradient_edge(w));
   node->set_next_edges(std::move(edges));
@@ -434,7 +452,7 @@ SNOut spectral_norm_forward_autograd(at::TensorList weights, at::TensorList us, 
     node->vs.emplace_back(vn[i], false);
   }
   node->dims = dims.vec();
-  const c10::intrusive_ptr<torch::autograd::Node> fn = node;
+  const NodePtr fn = node;
   for (auto& o : outs) torch::autograd::set_history(o, fn);
   torch::autograd::set_history(sigmas, fn);
   node->sigmas = torch::autograd::SavedVariable(sigmas, true);
