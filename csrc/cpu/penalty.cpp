@@ -114,10 +114,11 @@ std::tuple<at::Tensor, at::Tensor> gp_norm_penalty_cpu(const at::Tensor& grad_in
   TORCH_CHECK(grad_in.device().is_cpu(), "gp_norm_penalty (cpu): grad must be a CPU tensor");
   const bool cl = use_channels_last(grad_in);
   const at::Tensor g = as_layout(grad_in, cl);
-  const int64_t N = g.size(0), C = g.size(1), S = C ? g.numel() / (N * C) : 0, K = C * S;
+  const int64_t N = g.size(0), C = g.size(1), S = group_size(g), K = C * S;
   at::Tensor out = reduction == 0 ? at::empty({N}, g.options()) : at::empty({}, g.options());
   at::Tensor norm = at::empty(norm_shape(g, norm_over), g.options().dtype(norm_dtype(g.scalar_type())));
-  const int64_t G = norm_over == 0 ? 1 : std::max<int64_t>(S, 1);
+  // Mean over the S pixel groups: S == 0 (an empty image) gives 0 / 0 = NaN, as torch's mean of nothing.
+  const int64_t G = norm_over == 0 ? 1 : S;
   // Partial sums per (sample, block) in double: sums of squares (norm_over 0) or of (norm - t)^2 (norm_over 1).
   const int64_t BLK = norm_over == 0 ? 16384 : 1024;
   const int64_t len = norm_over == 0 ? K : S;
@@ -192,7 +193,7 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
   const bool cl = is_channels_last(gx);
   if (!gx.is_contiguous() && !cl) gx = at::empty(grad_in.sizes(), grad_in.options());
   const at::Tensor g = as_layout(grad_in, cl), norm = norm_in.contiguous(), go = go_in.contiguous();
-  const int64_t N = g.size(0), C = g.size(1), S = C ? g.numel() / (N * C) : 0, K = C * S;
+  const int64_t N = g.size(0), C = g.size(1), S = group_size(g), K = C * S;
   const int64_t G = norm_over == 0 ? 1 : std::max<int64_t>(S, 1);
   if (g.numel() == 0) return gx;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "gp_norm_penalty_backward_cpu", [&] {

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // DiffAugment CUDA kernels (ATen-free: indexing and launch only; math in ganops/diffaug.h).
-//   diffaug_sum_kernel:  grid (PB, N): per-sample partial sums of the color input (only where contrast != 1).
-//   diffaug_main_kernel: grid (pixel blocks, N): one thread per output pixel, all channels; one read, one write.
+//   diffaug_sum_kernel:  (PB x N) blocks: per-sample partial sums of the color input (only where contrast != 1).
+//   diffaug_main_kernel: (pixel blocks x N) blocks: one thread per output pixel, all channels; one read, one write.
+//   Both fold the sample index into grid.x (grid-stride over virtual blocks), so any batch size launches.
 #include "ganops/cuda_common.cuh"
 #include "ganops/diffaug.h"
+#include "ganops/launch_plan.h"
 
 namespace ganops {
 namespace cuda {
@@ -18,10 +20,10 @@ struct Shape {
 // Rows of contiguous elements: NCHW row (c, i) holds W values, NHWC row i holds W*C. Block b of sample n sums rows
 // b, b + PB, ...; the valid columns of an adjoint row form at most two contiguous spans of its source row.
 template <typename T>
-__global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v, const int64_t* __restrict__ sp,
-                                   double* __restrict__ partial, Shape s) {
+__device__ __forceinline__ void diffaug_sum_block(const T* __restrict__ x, const void* color_v,
+                                                  const int64_t* __restrict__ sp, double* __restrict__ partial,
+                                                  const Shape& s, int64_t n, int64_t blk, int64_t PB) {
   using acc_t = typename Acc<T>::type;
-  const int64_t n = blockIdx.y, PB = gridDim.x;
   const acc_t* color = static_cast<const acc_t*>(color_v);
   const diffaug::Color<acc_t> col = diffaug::make_color<acc_t>(color + 3 * n, s.mode);
   acc_t acc = 0;
@@ -29,7 +31,7 @@ __global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v,
     const diffaug::Geo g = diffaug::make_geo(sp + 4 * n, s.cut_h, s.cut_w, s.cutout_first, s.mode);
     const int64_t HW = s.H * s.W, rows = s.cl ? s.H : s.C * s.H, len = s.cl ? s.C : 1;  // len: elements per pixel
     const T* xs = x + n * s.C * HW;
-    for (int64_t r = blockIdx.x; r < rows; r += PB) {
+    for (int64_t r = blk; r < rows; r += PB) {
       const int64_t c = s.cl ? 0 : r / s.H, i = s.cl ? r : r % s.H;
       diffaug::Spans sp2{0, s.W, 0, 0};
       int64_t si = i, sy = 0;
@@ -45,16 +47,26 @@ __global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v,
     }
   }
   acc = block_sum<acc_t>(acc);
-  if (threadIdx.x == 0) partial[n * PB + blockIdx.x] = static_cast<double>(acc);
+  if (threadIdx.x == 0) partial[n * PB + blk] = static_cast<double>(acc);
+}
+
+// Virtual block vb = (sample n, block b of PB), folded into grid.x and walked by a grid-stride loop (N may exceed
+// grid.y's 65535).
+template <typename T>
+__global__ void diffaug_sum_kernel(const T* __restrict__ x, const void* color_v, const int64_t* __restrict__ sp,
+                                   double* __restrict__ partial, Shape s, int64_t N, int64_t PB) {
+  for (int64_t vb = blockIdx.x; vb < N * PB; vb += gridDim.x) {
+    diffaug_sum_block<T>(x, color_v, sp, partial, s, vb / PB, vb % PB, PB);
+    __syncthreads();  // block_sum's shared scratch is reused by the next virtual block
+  }
 }
 
 template <typename T>
-__global__ void diffaug_main_kernel(const T* __restrict__ x, T* __restrict__ y, const void* color_v,
-                                    const int64_t* __restrict__ sp, const double* __restrict__ partial, int PB,
-                                    Shape s) {
+__device__ __forceinline__ void diffaug_main_block(const T* __restrict__ x, T* __restrict__ y, const void* color_v,
+                                                   const int64_t* __restrict__ sp, const double* __restrict__ partial,
+                                                   int PB, const Shape& s, int64_t n, int64_t blk, double& sum_sh) {
   using acc_t = typename Acc<T>::type;
-  __shared__ double sum_sh;
-  const int64_t n = blockIdx.y, HW = s.H * s.W;
+  const int64_t HW = s.H * s.W;
   const acc_t* color = static_cast<const acc_t*>(color_v);
   const diffaug::Color<acc_t> col = diffaug::make_color<acc_t>(color + 3 * n, s.mode);
   if (threadIdx.x == 0) {
@@ -65,7 +77,7 @@ __global__ void diffaug_main_kernel(const T* __restrict__ x, T* __restrict__ y, 
   }
   __syncthreads();
   const acc_t c0 = diffaug::offset<acc_t>(col, sum_sh, s.C * HW);
-  const int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  const int64_t p = blk * (int64_t)blockDim.x + threadIdx.x;
   if (p >= HW) return;
   const int64_t i = p / s.W, j = p % s.W;
   const diffaug::Geo g = diffaug::make_geo(sp + 4 * n, s.cut_h, s.cut_w, s.cutout_first, s.mode);
@@ -86,6 +98,18 @@ __global__ void diffaug_main_kernel(const T* __restrict__ x, T* __restrict__ y, 
   for (int64_t c = 0; c < s.C; ++c) out[c * cs] = cast<T>(diffaug::apply<acc_t>(col, load<acc_t>(in + c * cs), mp, c0));
 }
 
+// Virtual block vb = (sample n, pixel block b of PXB), folded into grid.x as in diffaug_sum_kernel.
+template <typename T>
+__global__ void diffaug_main_kernel(const T* __restrict__ x, T* __restrict__ y, const void* color_v,
+                                    const int64_t* __restrict__ sp, const double* __restrict__ partial, int PB,
+                                    Shape s, int64_t N, int64_t PXB) {
+  __shared__ double sum_sh;
+  for (int64_t vb = blockIdx.x; vb < N * PXB; vb += gridDim.x) {
+    diffaug_main_block<T>(x, y, color_v, sp, partial, PB, s, vb / PXB, vb % PXB, sum_sh);
+    __syncthreads();  // sum_sh is rewritten by the next virtual block
+  }
+}
+
 }  // namespace
 
 // color: (N, 3) in the accumulation type (double for float64, else float); spatial: (N, 4) int64;
@@ -104,11 +128,11 @@ cudaError_t diffaug_apply_launch(int dtype, const void* x, void* y, const void* 
   const Shape s{C, H, W, cut_h, cut_w, channels_last, cutout_first, mode};
   const int PB = diffaug_partial_blocks(C, H, W);
   GANOPS_CUDA_DISPATCH(dtype, [&] {
-    diffaug_sum_kernel<scalar_t><<<dim3(PB, static_cast<unsigned int>(N)), 256, 0, stream>>>(
-        static_cast<const scalar_t*>(x), color, spatial, partial, s);
-    const unsigned int pblocks = static_cast<unsigned int>((H * W + 255) / 256);
-    diffaug_main_kernel<scalar_t><<<dim3(pblocks, static_cast<unsigned int>(N)), 256, 0, stream>>>(
-        static_cast<const scalar_t*>(x), static_cast<scalar_t*>(y), color, spatial, partial, PB, s);
+    diffaug_sum_kernel<scalar_t><<<static_cast<unsigned int>(plan::diffaug_grid(PB, N)), 256, 0, stream>>>(
+        static_cast<const scalar_t*>(x), color, spatial, partial, s, N, PB);
+    const int64_t pblocks = (H * W + 255) / 256;
+    diffaug_main_kernel<scalar_t><<<static_cast<unsigned int>(plan::diffaug_grid(pblocks, N)), 256, 0, stream>>>(
+        static_cast<const scalar_t*>(x), static_cast<scalar_t*>(y), color, spatial, partial, PB, s, N, pblocks);
   });
   return cudaGetLastError();
 }

@@ -8,14 +8,14 @@
 #include <torch/library.h>
 
 #include "ganops/cpu_utils.h"
+#include "ganops/launch_plan.h"
 #include "ganops/penalty_checks.h"
 
 namespace ganops {
 namespace cuda {
-int64_t gp_penalty_partials(int64_t C, int64_t S, int norm_over);
 cudaError_t gp_interpolate_launch(int dtype, const void* real, const void* fake, const void* alpha, void* out,
                                   int64_t total, int64_t K, int64_t a_step, cudaStream_t stream);
-cudaError_t gp_norm_penalty_launch(int dtype, const void* g, void* part, void* norm, void* out, int64_t N, int64_t C,
+cudaError_t gp_norm_penalty_launch(int dtype, const void* g, void* ws, void* norm, void* out, int64_t N, int64_t C,
                                    int64_t S, int norm_over, int reduction, bool channels_last, double target,
                                    double scale, cudaStream_t stream);
 cudaError_t gp_norm_penalty_backward_launch(int dtype, const void* go, const void* g, const void* norm, void* gx,
@@ -48,12 +48,12 @@ std::tuple<at::Tensor, at::Tensor> gp_norm_penalty_cuda(const at::Tensor& grad_i
   const c10::cuda::OptionalCUDAGuard guard(grad_in.device());
   const bool cl = use_channels_last(grad_in);
   const at::Tensor g = as_layout(grad_in, cl);
-  const int64_t N = g.size(0), C = g.size(1), S = C ? g.numel() / (N * C) : 0;
+  const int64_t N = g.size(0), C = g.size(1), S = group_size(g);
   const auto acc = g.options().dtype(norm_dtype(g.scalar_type()));
   at::Tensor out = reduction == 0 ? at::empty({N}, g.options()) : at::empty({}, g.options());
   at::Tensor norm = at::empty(norm_shape(g, norm_over), acc);
-  at::Tensor part = at::empty({N * cuda::gp_penalty_partials(C, S, static_cast<int>(norm_over))}, acc);
-  C10_CUDA_CHECK(cuda::gp_norm_penalty_launch(dtype_code(g.scalar_type()), g.const_data_ptr(), part.mutable_data_ptr(),
+  at::Tensor ws = at::empty({plan::penalty_workspace(N, C, S, static_cast<int>(norm_over))}, acc);
+  C10_CUDA_CHECK(cuda::gp_norm_penalty_launch(dtype_code(g.scalar_type()), g.const_data_ptr(), ws.mutable_data_ptr(),
                                               norm.mutable_data_ptr(), out.mutable_data_ptr(), N, C, S,
                                               static_cast<int>(norm_over), static_cast<int>(reduction), cl, target,
                                               scale, c10::cuda::getCurrentCUDAStream().stream()));
@@ -69,7 +69,7 @@ at::Tensor gp_norm_penalty_backward_cuda(const at::Tensor& go_in, const at::Tens
   const bool cl = is_channels_last(gx);
   if (!gx.is_contiguous() && !cl) gx = at::empty(grad_in.sizes(), grad_in.options());
   const at::Tensor g = as_layout(grad_in, cl), norm = norm_in.contiguous(), go = go_in.contiguous();
-  const int64_t N = g.size(0), C = g.size(1), S = C ? g.numel() / (N * C) : 0;
+  const int64_t N = g.size(0), C = g.size(1), S = group_size(g);
   C10_CUDA_CHECK(cuda::gp_norm_penalty_backward_launch(
       dtype_code(g.scalar_type()), go.const_data_ptr(), g.const_data_ptr(), norm.const_data_ptr(),
       gx.mutable_data_ptr(), N, C, S, static_cast<int>(norm_over), static_cast<int>(reduction), cl, target, scale,

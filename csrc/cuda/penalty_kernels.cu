@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Gradient-penalty CUDA kernels (ATen-free: indexing and launch only; math in ganops/penalty.h).
 #include "ganops/cuda_common.cuh"
+#include "ganops/launch_plan.h"
 #include "ganops/penalty.h"
 
 namespace ganops {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = plan::kPenaltyThreads;
 
 // x_hat = real + alpha[n] * (fake - real); the sample n owns elements [n K, (n + 1) K) in both dense layouts.
 // a_step = 0 broadcasts a single alpha over the batch.
@@ -21,53 +22,60 @@ __global__ void interp_kernel(const T* __restrict__ real, const T* __restrict__ 
   }
 }
 
-// norm_over = sample: block (b, n) sums g^2 over a grid-stride slice of sample n -> part[n, b].
+// Pass 1, norm_over = sample: block (b, n) sums g^2 over a grid-stride slice of sample n -> part[n, b]; samples
+// on grid.y, walked by a grid-stride loop (grid.y <= 65535).
 template <typename T>
-__global__ void sumsq_kernel(const T* __restrict__ g, typename Acc<T>::type* __restrict__ part, int64_t K) {
+__global__ void sumsq_kernel(const T* __restrict__ g, typename Acc<T>::type* __restrict__ part, int64_t N, int64_t K) {
   using acc_t = typename Acc<T>::type;
-  const int64_t n = blockIdx.y;
-  const T* gs = g + n * K;
-  acc_t s = 0;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < K; i += (int64_t)gridDim.x * blockDim.x) {
-    const acc_t v = load<acc_t>(gs + i);
-    s += v * v;
+  for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
+    const T* gs = g + n * K;
+    acc_t s = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < K; i += (int64_t)gridDim.x * blockDim.x) {
+      const acc_t v = load<acc_t>(gs + i);
+      s += v * v;
+    }
+    s = block_sum<acc_t>(s);
+    if (threadIdx.x == 0) part[n * gridDim.x + blockIdx.x] = s;
+    __syncthreads();  // block_sum's shared scratch is reused by the next sample
   }
-  s = block_sum<acc_t>(s);
-  if (threadIdx.x == 0) part[n * gridDim.x + blockIdx.x] = s;
 }
 
-// norm_over = channel: one thread per pixel p of sample n: norm over C, then the block's sum of (norm - t)^2.
+// Pass 1, norm_over = channel: one thread per pixel p of sample n: norm over C, then the block's sum of
+// (norm - t)^2 -> part[n, b]; samples on grid.y as above.
 template <typename T>
 __global__ void channel_norm_kernel(const T* __restrict__ g, typename Acc<T>::type* __restrict__ part,
-                                    typename Acc<T>::type* __restrict__ norm, int64_t C, int64_t S, bool channels_last,
-                                    typename Acc<T>::type target) {
+                                    typename Acc<T>::type* __restrict__ norm, int64_t N, int64_t C, int64_t S,
+                                    bool channels_last, typename Acc<T>::type target) {
   using acc_t = typename Acc<T>::type;
-  const int64_t n = blockIdx.y;
   const int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  acc_t v = 0;
-  if (p < S) {
-    const T* gs = g + n * C * S;
-    const int64_t base = channels_last ? p * C : p, step = channels_last ? 1 : S;
-    acc_t ss = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t x = load<acc_t>(gs + base + c * step);
-      ss += x * x;
+  for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
+    acc_t v = 0;
+    if (p < S) {
+      const T* gs = g + n * C * S;
+      const int64_t base = channels_last ? p * C : p, step = channels_last ? 1 : S;
+      acc_t ss = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t x = load<acc_t>(gs + base + c * step);
+        ss += x * x;
+      }
+      norm[n * S + p] = std::sqrt(ss);
+      v = penalty::group_penalty<acc_t>(ss, target);
     }
-    norm[n * S + p] = std::sqrt(ss);
-    v = penalty::group_penalty<acc_t>(ss, target);
+    v = block_sum<acc_t>(v);
+    if (threadIdx.x == 0) part[n * gridDim.x + blockIdx.x] = v;
+    __syncthreads();
   }
-  v = block_sum<acc_t>(v);
-  if (threadIdx.x == 0) part[n * gridDim.x + blockIdx.x] = v;
 }
 
-// One block: per-sample totals from the partials, the sample norms (norm_over 0), the reduction.
+// Pass 2: one block per sample (grid-stride over grid.x): the sample's total from its partials, its norm
+// (norm_over 0), its penalty -> per[n] (and out[n] for reduction none).
 template <typename T>
-__global__ void finalize_kernel(const typename Acc<T>::type* __restrict__ part, typename Acc<T>::type* __restrict__ norm,
-                                T* __restrict__ out, int64_t N, int64_t nb, int norm_over, int reduction,
-                                typename Acc<T>::type target, typename Acc<T>::type scale, int64_t G) {
+__global__ void sample_kernel(const typename Acc<T>::type* __restrict__ part, typename Acc<T>::type* __restrict__ norm,
+                              typename Acc<T>::type* __restrict__ per, T* __restrict__ out, int64_t N, int64_t nb,
+                              int norm_over, int reduction, typename Acc<T>::type target,
+                              typename Acc<T>::type scale, int64_t G) {
   using acc_t = typename Acc<T>::type;
-  acc_t total = 0;
-  for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     acc_t s = 0;
     for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) s += part[n * nb + b];
     s = block_sum<acc_t>(s);
@@ -77,13 +85,22 @@ __global__ void finalize_kernel(const typename Acc<T>::type* __restrict__ part, 
         s = penalty::group_penalty<acc_t>(s, target);
       }
       const acc_t v = scale * s / static_cast<acc_t>(G);
+      per[n] = v;
       if (reduction == penalty::kNone) out[n] = cast<T>(v);
-      total += v;
     }
-    __syncthreads();  // block_sum's shared scratch is reused by the next sample
+    __syncthreads();
   }
-  if (threadIdx.x == 0 && reduction != penalty::kNone)
-    out[0] = cast<T>(reduction == penalty::kMean ? total / static_cast<acc_t>(N) : total);
+}
+
+// Pass 3 (reduction mean/sum), one block: the batch total in a fixed order (deterministic).
+template <typename T>
+__global__ void reduce_kernel(const typename Acc<T>::type* __restrict__ per, T* __restrict__ out, int64_t N,
+                              int reduction) {
+  using acc_t = typename Acc<T>::type;
+  acc_t t = 0;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) t += per[n];
+  t = block_sum<acc_t>(t);
+  if (threadIdx.x == 0) out[0] = cast<T>(reduction == penalty::kMean ? t / static_cast<acc_t>(N) : t);
 }
 
 // gx = k[n] * (1 - t / norm[group]) * g, elementwise.
@@ -104,17 +121,7 @@ __global__ void penalty_bwd_kernel(const T* __restrict__ go, const T* __restrict
   }
 }
 
-inline int64_t sample_blocks(int64_t K) {
-  int64_t b = (K + kThreads * 4 - 1) / (kThreads * 4);
-  return b < 1 ? 1 : (b > 1024 ? 1024 : b);
-}
-
 }  // namespace
-
-// Number of partial sums per sample the forward needs (the glue allocates N * this in the accumulation dtype).
-int64_t gp_penalty_partials(int64_t C, int64_t S, int norm_over) {
-  return norm_over == penalty::kSample ? sample_blocks(C * S) : (S + kThreads - 1) / kThreads;
-}
 
 cudaError_t gp_interpolate_launch(int dtype, const void* real, const void* fake, const void* alpha, void* out,
                                   int64_t total, int64_t K, int64_t a_step, cudaStream_t stream) {
@@ -127,26 +134,29 @@ cudaError_t gp_interpolate_launch(int dtype, const void* real, const void* fake,
   return cudaGetLastError();
 }
 
-cudaError_t gp_norm_penalty_launch(int dtype, const void* g, void* part, void* norm, void* out, int64_t N, int64_t C,
+// ws: plan::penalty_workspace(N, C, S, norm_over) accumulators: N * nb partials, then N per-sample penalties.
+cudaError_t gp_norm_penalty_launch(int dtype, const void* g, void* ws, void* norm, void* out, int64_t N, int64_t C,
                                    int64_t S, int norm_over, int reduction, bool channels_last, double target,
                                    double scale, cudaStream_t stream) {
-  if (N == 0) return cudaSuccess;
-  const int64_t nb = gp_penalty_partials(C, S, norm_over);
-  const int64_t G = norm_over == penalty::kSample ? 1 : (S > 0 ? S : 1);
+  if (N == 0) return cudaSuccess;  // the op requires N > 0; nothing to launch otherwise
+  const int64_t nb = plan::penalty_partials(C, S, norm_over);
+  const int64_t G = norm_over == penalty::kSample ? 1 : S;  // S == 0: 0 / 0 = NaN, as torch's mean of nothing
   GANOPS_CUDA_DISPATCH(dtype, [&] {
     using acc_t = typename Acc<scalar_t>::type;
-    acc_t* pp = static_cast<acc_t*>(part);
+    acc_t* pp = static_cast<acc_t*>(ws);
+    acc_t* per = pp + N * nb;
     acc_t* np = static_cast<acc_t*>(norm);
-    const dim3 grid(static_cast<unsigned int>(nb), static_cast<unsigned int>(N));
+    scalar_t* op = static_cast<scalar_t*>(out);
+    const dim3 grid(static_cast<unsigned int>(nb), static_cast<unsigned int>(plan::grid_yz(N)));
     if (norm_over == penalty::kSample) {
-      sumsq_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(static_cast<const scalar_t*>(g), pp, C * S);
+      sumsq_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(static_cast<const scalar_t*>(g), pp, N, C * S);
     } else {
-      channel_norm_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(static_cast<const scalar_t*>(g), pp, np, C, S,
+      channel_norm_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(static_cast<const scalar_t*>(g), pp, np, N, C, S,
                                                                    channels_last, static_cast<acc_t>(target));
     }
-    finalize_kernel<scalar_t><<<1, kThreads, 0, stream>>>(pp, np, static_cast<scalar_t*>(out), N, nb, norm_over,
-                                                          reduction, static_cast<acc_t>(target),
-                                                          static_cast<acc_t>(scale), G);
+    sample_kernel<scalar_t><<<static_cast<unsigned int>(plan::grid_x(N)), kThreads, 0, stream>>>(
+        pp, np, per, op, N, nb, norm_over, reduction, static_cast<acc_t>(target), static_cast<acc_t>(scale), G);
+    if (reduction != penalty::kNone) reduce_kernel<scalar_t><<<1, kThreads, 0, stream>>>(per, op, N, reduction);
   });
   return cudaGetLastError();
 }

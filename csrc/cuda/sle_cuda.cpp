@@ -8,13 +8,14 @@
 #include <torch/library.h>
 
 #include "ganops/cpu_utils.h"
+#include "ganops/launch_plan.h"
 #include "ganops/sle_checks.h"
 
 namespace ganops {
 namespace cuda {
 cudaError_t sle_forward_launch(int dtype, const void* x, const void* g, void* y, int64_t N, int64_t C, int64_t HW,
                                bool channels_last, cudaStream_t stream);
-cudaError_t sle_backward_launch(int dtype, const void* gy, const void* x, const void* g, void* gx, void* gg,
+cudaError_t sle_backward_launch(int dtype, const void* gy, const void* x, const void* g, void* gx, void* gg, void* ws,
                                 int64_t N, int64_t C, int64_t HW, bool channels_last, cudaStream_t stream);
 }  // namespace cuda
 
@@ -46,10 +47,13 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cuda(const at::Tensor& grad_in, 
   const at::Tensor gy = as_layout(grad_in, cl);
   const at::Tensor gate = gate_in.contiguous();
   at::Tensor gg = at::empty(gate.sizes(), gate.options());
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  // Partial gate sums of the split reduction (see ganops/launch_plan.h), in the accumulation type.
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor ws = at::empty({plan::sle_backward(N, C, HW, cl).workspace}, x.options().dtype(acc));
   C10_CUDA_CHECK(cuda::sle_backward_launch(dtype_code(x.scalar_type()), gy.const_data_ptr(), x.const_data_ptr(),
                                            gate.const_data_ptr(), gx.mutable_data_ptr(), gg.mutable_data_ptr(),
-                                           x.size(0), x.size(1), x.size(2) * x.size(3), cl,
-                                           c10::cuda::getCurrentCUDAStream().stream()));
+                                           ws.data_ptr(), N, C, HW, cl, c10::cuda::getCurrentCUDAStream().stream()));
   return {gx, gg};
 }
 

@@ -176,18 +176,26 @@ cudaError_t spectral_norm_forward_launch(int dtype, const void* meta, int64_t L,
   const Tile* col = reinterpret_cast<const Tile*>(layers + L);
   const Tile* row = col + n_col;
   const Tile* elem = row + n_row;
+  // A launch with 0 blocks is an error: no layers, or only empty ones (no column/row tiles), launch nothing.
+  if (L == 0) return cudaSuccess;
   GANOPS_CUDA_DISPATCH(dtype, [&] {
     using acc_t = typename Acc<scalar_t>::type;
     acc_t* s = static_cast<acc_t*>(scratch);
     scalar_t* sg = static_cast<scalar_t*>(sigmas);
     for (int64_t it = 0; it < n_iter; ++it) {
-      sn_colsum_kernel<scalar_t><<<static_cast<unsigned int>(n_col), sn::kColTile, 0, stream>>>(layers, col, s, it == 0);
+      if (n_col > 0)
+        sn_colsum_kernel<scalar_t><<<static_cast<unsigned int>(n_col), sn::kColTile, 0, stream>>>(layers, col, s,
+                                                                                                 it == 0);
       sn_normv_kernel<scalar_t><<<static_cast<unsigned int>(L), 256, 0, stream>>>(layers, s, static_cast<acc_t>(eps));
-      sn_rowdot_kernel<scalar_t><<<static_cast<unsigned int>(n_row), sn::kRowTile * 32, 0, stream>>>(layers, row, s, false);
+      if (n_row > 0)
+        sn_rowdot_kernel<scalar_t><<<static_cast<unsigned int>(n_row), sn::kRowTile * 32, 0, stream>>>(layers, row, s,
+                                                                                                      false);
       sn_normu_kernel<scalar_t><<<static_cast<unsigned int>(L), 256, 0, stream>>>(layers, s, sg, static_cast<acc_t>(eps), true);
     }
     if (n_iter == 0) {
-      sn_rowdot_kernel<scalar_t><<<static_cast<unsigned int>(n_row), sn::kRowTile * 32, 0, stream>>>(layers, row, s, true);
+      if (n_row > 0)
+        sn_rowdot_kernel<scalar_t><<<static_cast<unsigned int>(n_row), sn::kRowTile * 32, 0, stream>>>(layers, row, s,
+                                                                                                      true);
       sn_normu_kernel<scalar_t><<<static_cast<unsigned int>(L), 256, 0, stream>>>(layers, s, sg, static_cast<acc_t>(eps), false);
     }
     if (n_elem > 0) sn_scale_kernel<scalar_t><<<static_cast<unsigned int>(n_elem), 256, 0, stream>>>(layers, elem, sg);

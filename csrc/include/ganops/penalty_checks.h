@@ -63,6 +63,14 @@ inline void check_penalty_backward(const at::Tensor& go, const at::Tensor& grad,
               "gp_norm_penalty_backward: grad_out, grad and norm must be on one device");
 }
 
+// Elements per (sample, channel): the product of the dims after C (also when C == 0, where numel / (N C) fails:
+// the channel norm then has S groups of zero channels, each of norm 0).
+inline int64_t group_size(const at::Tensor& grad) {
+  int64_t s = 1;
+  for (int64_t d = 2; d < grad.dim(); ++d) s *= grad.size(d);
+  return s;
+}
+
 // Dense layout used for computing: channels_last for a 4-D channels_last tensor, else contiguous.
 inline bool use_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
