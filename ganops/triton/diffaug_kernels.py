@@ -10,6 +10,12 @@ from ..ops.diffaug import register_diffaug_autograd
 
 __all__ = ["diffaug_apply_triton"]
 
+_MAX_PROGRAMS = 2**31 - 1  # grid axis 0 limit
+
+
+def _programs(work: int) -> int:
+    return max(1, min(work, _MAX_PROGRAMS))
+
 
 # Per sample n with color (b, s, k) and spatial (tx, ty, ox, oy) (see csrc/include/ganops/diffaug.h):
 #   y[c, i, j] = valid(i, j) ? a * in[c, i + sx, j + sy] + bm * mp + c0 : fill
@@ -35,77 +41,81 @@ def _valid(sp_ptr, n, i, j, H, W, cut_h, half_h, cut_w, half_w, MODE: tl.constex
     return inb & (cut == 0), si, sj
 
 
+# Grids: (sample, block) pairs folded into axis 0 (axes 1 and 2 take only 65535 programs) and walked by a
+# grid-stride loop; tests set _MAX_PROGRAMS small to run the loop on CPU.
 @triton.jit
-def _diffaug_sum_kernel(x_ptr, color_ptr, sp_ptr, part_ptr, C, H, W, cut_h, half_h, cut_w, half_w,
+def _diffaug_sum_kernel(x_ptr, color_ptr, sp_ptr, part_ptr, N, PB, C, H, W, cut_h, half_h, cut_w, half_w,
                         MODE: tl.constexpr, CUT_AT_SRC: tl.constexpr, CL: tl.constexpr, BLOCK: tl.constexpr,
                         ACC_F64: tl.constexpr):
-    pid = tl.program_id(0)
-    PB = tl.num_programs(0)
-    n = tl.program_id(1).to(tl.int64)
-    acc_t = tl.float64 if ACC_F64 else tl.float32
-    k = tl.load(color_ptr + n * 3 + 2).to(acc_t)
-    HW = H * W
-    E = C * HW
-    acc = tl.zeros([BLOCK], dtype=acc_t)
-    if k != 1.0:
-        for start in range(pid * BLOCK, E, PB * BLOCK):
-            e = start + tl.arange(0, BLOCK).to(tl.int64)
-            em = e < E
-            if MODE == 2:
-                if CL:
-                    p = e // C
-                    c = e % C
+    for item in range(tl.program_id(0).to(tl.int64), N * PB, tl.num_programs(0)):
+        n = item // PB
+        pid = item % PB
+        acc_t = tl.float64 if ACC_F64 else tl.float32
+        k = tl.load(color_ptr + n * 3 + 2).to(acc_t)
+        HW = H * W
+        E = C * HW
+        acc = tl.zeros([BLOCK], dtype=acc_t)
+        if k != 1.0:
+            for start in range(pid * BLOCK, E, PB * BLOCK):
+                e = start + tl.arange(0, BLOCK).to(tl.int64)
+                em = e < E
+                if MODE == 2:
+                    if CL:
+                        p = e // C
+                        c = e % C
+                    else:
+                        c = e // HW
+                        p = e % HW
+                    ok, si, sj = _valid(sp_ptr, n, p // W, p % W, H, W, cut_h, half_h, cut_w, half_w, MODE, CUT_AT_SRC)
+                    q = si * W + sj
+                    offs = n * E + (q * C + c if CL else c * HW + q)
+                    acc += tl.load(x_ptr + offs, mask=em & ok, other=0.0).to(acc_t)
                 else:
-                    c = e // HW
-                    p = e % HW
-                ok, si, sj = _valid(sp_ptr, n, p // W, p % W, H, W, cut_h, half_h, cut_w, half_w, MODE, CUT_AT_SRC)
-                q = si * W + sj
-                offs = n * E + (q * C + c if CL else c * HW + q)
-                acc += tl.load(x_ptr + offs, mask=em & ok, other=0.0).to(acc_t)
-            else:
-                acc += tl.load(x_ptr + n * E + e, mask=em, other=0.0).to(acc_t)
-    tl.store(part_ptr + n * PB + pid, tl.sum(acc, axis=0))
+                    acc += tl.load(x_ptr + n * E + e, mask=em, other=0.0).to(acc_t)
+        tl.store(part_ptr + n * PB + pid, tl.sum(acc, axis=0))
 
 
 @triton.jit
-def _diffaug_main_kernel(x_ptr, y_ptr, color_ptr, sp_ptr, part_ptr, PB, C, H, W, cut_h, half_h, cut_w, half_w,
-                         MODE: tl.constexpr, CUT_AT_SRC: tl.constexpr, CL: tl.constexpr, BLOCK_C: tl.constexpr,
-                         BLOCK_P: tl.constexpr, BLOCK_PB: tl.constexpr, ACC_F64: tl.constexpr):
-    n = tl.program_id(1).to(tl.int64)
-    acc_t = tl.float64 if ACC_F64 else tl.float32
-    HW = H * W
-    b = tl.load(color_ptr + n * 3 + 0).to(acc_t)
-    s = tl.load(color_ptr + n * 3 + 1).to(acc_t)
-    k = tl.load(color_ptr + n * 3 + 2).to(acc_t)
-    pb = tl.arange(0, BLOCK_PB)
-    total = tl.sum(tl.load(part_ptr + n * PB + pb, mask=pb < PB, other=0.0).to(acc_t), axis=0)
-    c0 = (1.0 - k) * (total / (C * HW))
-    if MODE == 0:
-        c0 = c0 + b
-    a = k * s
-    bm = k * (1.0 - s)
-    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < HW
-    c = tl.arange(0, BLOCK_C).to(tl.int64)
-    cm = c < C
-    ok, si, sj = _valid(sp_ptr, n, p // W, p % W, H, W, cut_h, half_h, cut_w, half_w, MODE, CUT_AT_SRC)
-    q = si * W + sj
-    if CL:
-        src = n * C * HW + q[None, :] * C + c[:, None]
-        dst = n * C * HW + p[None, :] * C + c[:, None]
-    else:
-        src = n * C * HW + c[:, None] * HW + q[None, :]
-        dst = n * C * HW + c[:, None] * HW + p[None, :]
-    m = cm[:, None] & (pm & ok)[None, :]
-    v = tl.load(x_ptr + src, mask=m, other=0.0).to(acc_t)
-    mp = tl.sum(v, axis=0) / C
-    out = a * v + bm * mp[None, :] + c0
-    if MODE == 2:
-        fill = c0
-    else:
-        fill = 0.0
-    out = tl.where(ok[None, :], out, fill)
-    tl.store(y_ptr + dst, out.to(y_ptr.dtype.element_ty), mask=cm[:, None] & pm[None, :])
+def _diffaug_main_kernel(x_ptr, y_ptr, color_ptr, sp_ptr, part_ptr, N, PXB, PB, C, H, W, cut_h, half_h, cut_w,
+                         half_w, MODE: tl.constexpr, CUT_AT_SRC: tl.constexpr, CL: tl.constexpr,
+                         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_PB: tl.constexpr, ACC_F64: tl.constexpr):
+    for item in range(tl.program_id(0).to(tl.int64), N * PXB, tl.num_programs(0)):
+        n = item // PXB
+        pb_id = item % PXB
+        acc_t = tl.float64 if ACC_F64 else tl.float32
+        HW = H * W
+        b = tl.load(color_ptr + n * 3 + 0).to(acc_t)
+        s = tl.load(color_ptr + n * 3 + 1).to(acc_t)
+        k = tl.load(color_ptr + n * 3 + 2).to(acc_t)
+        pb = tl.arange(0, BLOCK_PB)
+        total = tl.sum(tl.load(part_ptr + n * PB + pb, mask=pb < PB, other=0.0).to(acc_t), axis=0)
+        c0 = (1.0 - k) * (total / (C * HW))
+        if MODE == 0:
+            c0 = c0 + b
+        a = k * s
+        bm = k * (1.0 - s)
+        p = pb_id * BLOCK_P + tl.arange(0, BLOCK_P)
+        pm = p < HW
+        c = tl.arange(0, BLOCK_C).to(tl.int64)
+        cm = c < C
+        ok, si, sj = _valid(sp_ptr, n, p // W, p % W, H, W, cut_h, half_h, cut_w, half_w, MODE, CUT_AT_SRC)
+        q = si * W + sj
+        if CL:
+            src = n * C * HW + q[None, :] * C + c[:, None]
+            dst = n * C * HW + p[None, :] * C + c[:, None]
+        else:
+            src = n * C * HW + c[:, None] * HW + q[None, :]
+            dst = n * C * HW + c[:, None] * HW + p[None, :]
+        m = cm[:, None] & (pm & ok)[None, :]
+        v = tl.load(x_ptr + src, mask=m, other=0.0).to(acc_t)
+        mp = tl.sum(v, axis=0) / C
+        out = a * v + bm * mp[None, :] + c0
+        if MODE == 2:
+            fill = c0
+        else:
+            fill = 0.0
+        out = tl.where(ok[None, :], out, fill)
+        tl.store(y_ptr + dst, out.to(y_ptr.dtype.element_ty), mask=cm[:, None] & pm[None, :])
 
 
 def _layout(out: torch.Tensor):
@@ -135,13 +145,13 @@ def diffaug_apply_triton(x: torch.Tensor, color: torch.Tensor, spatial: torch.Te
     part = torch.empty(N * PB, dtype=acc, device=x.device)
     cut_at_src = cutout_first if mode != 2 else not cutout_first
     geo = (cut_h, cut_h // 2, cut_w, cut_w // 2)
-    _diffaug_sum_kernel[(PB, N)](x, color, spatial, part, C, H, W, *geo, MODE=mode, CUT_AT_SRC=cut_at_src,
-                                 CL=cl, BLOCK=BLOCK, ACC_F64=f64)
+    _diffaug_sum_kernel[(_programs(N * PB),)](x, color, spatial, part, N, PB, C, H, W, *geo, MODE=mode,
+                                              CUT_AT_SRC=cut_at_src, CL=cl, BLOCK=BLOCK, ACC_F64=f64)
     BP = 256
-    _diffaug_main_kernel[(triton.cdiv(H * W, BP), N)](x, out, color, spatial, part, PB, C, H, W, *geo, MODE=mode,
-                                                      CUT_AT_SRC=cut_at_src, CL=cl,
-                                                      BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BP,
-                                                      BLOCK_PB=triton.next_power_of_2(PB), ACC_F64=f64)
+    PXB = triton.cdiv(H * W, BP)
+    _diffaug_main_kernel[(_programs(N * PXB),)](x, out, color, spatial, part, N, PXB, PB, C, H, W, *geo, MODE=mode,
+                                                CUT_AT_SRC=cut_at_src, CL=cl, BLOCK_C=triton.next_power_of_2(C),
+                                                BLOCK_P=BP, BLOCK_PB=triton.next_power_of_2(PB), ACC_F64=f64)
     return out
 
 

@@ -2,6 +2,8 @@
 """Triton kernels for the gradient penalty, launched from the custom ops ganops::gp_*_triton."""
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -12,6 +14,19 @@ __all__ = ["gp_interpolate_triton", "gp_norm_penalty_triton", "gp_norm_penalty_b
 
 _BLOCK = 1024  # elementwise kernels and the per-sample sum-of-squares slices
 _BLOCK_P = 128  # pixels per program in the per-pixel channel norm
+# Grid axis 0 takes up to 2^31 - 1 programs, axes 1 and 2 only 65535: the (sample, slice) grids are folded into
+# axis 0 and walked by a grid-stride loop; tests set _MAX_PROGRAMS small to run the loop on CPU.
+_MAX_PROGRAMS = 2**31 - 1
+
+
+def _programs(work: int) -> int:
+    return max(1, min(work, _MAX_PROGRAMS))
+
+
+def _scalar(v: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """A Python float as a 1-element tensor of the accumulation dtype: a float argument reaches a Triton kernel as
+    fp32, which would round e.g. target = 0.1 in the float64 kernels."""
+    return torch.full((1,), float(v), dtype=dtype, device=device)
 
 
 # x_hat[i] = real[i] + alpha[i // K] * (fake[i] - real[i]); sample n owns [n K, (n + 1) K) in both dense layouts;
@@ -27,49 +42,54 @@ def _gp_interp_kernel(r_ptr, f_ptr, a_ptr, o_ptr, total, K, a_step, BLOCK: tl.co
     tl.store(o_ptr + offs, (r + a * (f - r)).to(o_ptr.dtype.element_ty), mask=m)
 
 
-# part[n, b] = sum of g^2 over slice b of sample n (norm over the whole sample).
+# part[n, b] = sum of g^2 over slice b of sample n (norm over the whole sample); item = n * NB + b.
 @triton.jit
-def _gp_sumsq_kernel(g_ptr, part_ptr, K, NB, BLOCK: tl.constexpr, ACC_F64: tl.constexpr):
+def _gp_sumsq_kernel(g_ptr, part_ptr, K, NB, n_items, BLOCK: tl.constexpr, ACC_F64: tl.constexpr):
     acc_t = tl.float64 if ACC_F64 else tl.float32
-    n = tl.program_id(0).to(tl.int64)
-    b = tl.program_id(1).to(tl.int64)
-    offs = b * BLOCK + tl.arange(0, BLOCK)
-    v = tl.load(g_ptr + n * K + offs, mask=offs < K, other=0.0).to(acc_t)
-    tl.store(part_ptr + n * NB + b, tl.sum(v * v, axis=0))
+    for it in range(tl.program_id(0).to(tl.int64), n_items, tl.num_programs(0)):
+        n = it // NB
+        b = it % NB
+        offs = b * BLOCK + tl.arange(0, BLOCK)
+        v = tl.load(g_ptr + n * K + offs, mask=offs < K, other=0.0).to(acc_t)
+        tl.store(part_ptr + it, tl.sum(v * v, axis=0))
 
 
 # Per pixel p of sample n: ss = sum_c g[n, c, p]^2, norm = sqrt(ss); part[n, b] = sum over the block of
 # (norm - t)^2 (ss when t == 0). Addresses n*C*S + c*s_c + p*s_p: (s_c, s_p) = (S, 1) NCHW, (1, C) NHWC.
+# item = n * NB + b; target read from t_ptr (in the accumulation dtype).
 @triton.jit
-def _gp_channel_kernel(g_ptr, part_ptr, norm_ptr, C, S, NB, s_c, s_p, target, BLOCK_P: tl.constexpr,
+def _gp_channel_kernel(g_ptr, part_ptr, norm_ptr, t_ptr, C, S, NB, s_c, s_p, n_items, BLOCK_P: tl.constexpr,
                        ACC_F64: tl.constexpr, T_ZERO: tl.constexpr):
     acc_t = tl.float64 if ACC_F64 else tl.float32
-    n = tl.program_id(0).to(tl.int64)
-    b = tl.program_id(1).to(tl.int64)
-    p = b * BLOCK_P + tl.arange(0, BLOCK_P)
-    m = p < S
-    base = g_ptr + n * C * S + p * s_p
-    ss = tl.zeros([BLOCK_P], dtype=acc_t)
-    for c in range(0, C):
-        v = tl.load(base + c * s_c, mask=m, other=0.0).to(acc_t)
-        ss += v * v
-    nrm = tl.sqrt(ss)
-    tl.store(norm_ptr + n * S + p, nrm, mask=m)
-    if T_ZERO:
-        pen = ss
-    else:
-        d = nrm - target
-        pen = d * d
-    pen = tl.where(m, pen, 0.0)
-    tl.store(part_ptr + n * NB + b, tl.sum(pen, axis=0))
+    target = tl.load(t_ptr).to(acc_t)
+    for it in range(tl.program_id(0).to(tl.int64), n_items, tl.num_programs(0)):
+        n = it // NB
+        b = it % NB
+        p = b * BLOCK_P + tl.arange(0, BLOCK_P)
+        m = p < S
+        base = g_ptr + n * C * S + p * s_p
+        ss = tl.zeros([BLOCK_P], dtype=acc_t)
+        for c in range(0, C):
+            v = tl.load(base + c * s_c, mask=m, other=0.0).to(acc_t)
+            ss += v * v
+        nrm = tl.sqrt(ss)
+        tl.store(norm_ptr + n * S + p, nrm, mask=m)
+        if T_ZERO:
+            pen = ss
+        else:
+            d = nrm - target
+            pen = d * d
+        pen = tl.where(m, pen, 0.0)
+        tl.store(part_ptr + it, tl.sum(pen, axis=0))
 
 
 # gx[i] = k[n] * (1 - t / norm[group(i)]) * g[i] (factor 1 when t == 0, 0 where norm == 0); group(i) = n (MODE 0),
 # n*S + i % S (MODE 1, channel norm NCHW) or i // C (MODE 2, channel norm NHWC).
 @triton.jit
-def _gp_bwd_kernel(g_ptr, k_ptr, norm_ptr, gx_ptr, total, K, C, S, target, BLOCK: tl.constexpr, MODE: tl.constexpr,
+def _gp_bwd_kernel(g_ptr, k_ptr, norm_ptr, gx_ptr, t_ptr, total, K, C, S, BLOCK: tl.constexpr, MODE: tl.constexpr,
                    ACC_F64: tl.constexpr, T_ZERO: tl.constexpr):
     acc_t = tl.float64 if ACC_F64 else tl.float32
+    target = tl.load(t_ptr).to(acc_t)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < total
     n = offs // K
@@ -121,14 +141,15 @@ def gp_norm_penalty_triton(grad: torch.Tensor, target: float, scale: float, norm
     cl = _cl(grad)
     g = _dense(grad, cl)
     N, C = g.shape[:2]
-    S = g[0, 0].numel()
+    S = math.prod(g.shape[2:])  # also when C == 0 (S groups of no channels, each of norm 0)
     acc = _acc(g.dtype)
     f64 = g.dtype == torch.float64
     if norm_over == 0:
         K = C * S
         nb = max(1, triton.cdiv(K, _BLOCK))
         part = torch.empty(N, nb, dtype=acc, device=g.device)
-        _gp_sumsq_kernel[(N, nb)](g, part, K, nb, BLOCK=_BLOCK, ACC_F64=f64)
+        if N:
+            _gp_sumsq_kernel[(_programs(N * nb),)](g, part, K, nb, N * nb, BLOCK=_BLOCK, ACC_F64=f64)
         ss = part.sum(1)
         norm = ss.sqrt()
         per = ss if target == 0 else (norm - target).pow(2)
@@ -137,9 +158,10 @@ def gp_norm_penalty_triton(grad: torch.Tensor, target: float, scale: float, norm
         part = torch.empty(N, nb, dtype=acc, device=g.device)
         norm = torch.empty((N,) + tuple(g.shape[2:]), dtype=acc, device=g.device)
         s_c, s_p = (1, C) if cl else (S, 1)
-        _gp_channel_kernel[(N, nb)](g, part, norm, C, S, nb, s_c, s_p, float(target), BLOCK_P=_BLOCK_P, ACC_F64=f64,
-                                    T_ZERO=target == 0)
-        per = part.sum(1) / max(S, 1)
+        if N:
+            _gp_channel_kernel[(_programs(N * nb),)](g, part, norm, _scalar(target, acc, g.device), C, S, nb, s_c, s_p,
+                                                     N * nb, BLOCK_P=_BLOCK_P, ACC_F64=f64, T_ZERO=target == 0)
+        per = part.sum(1) / S if S else torch.full((N,), float("nan"), dtype=acc, device=g.device)
     per = per * scale
     out = per if reduction == 0 else (per.mean() if reduction == 1 else per.sum())
     return out.to(g.dtype), norm
@@ -154,7 +176,7 @@ def gp_norm_penalty_backward_triton(grad_out: torch.Tensor, grad: torch.Tensor, 
         gx = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
     g = _dense(grad, cl)
     N, C = g.shape[:2]
-    S = g[0, 0].numel()
+    S = math.prod(g.shape[2:])
     groups = 1 if norm_over == 0 else max(S, 1)
     go = grad_out.to(_acc(g.dtype)).reshape(-1)
     if reduction == 1:
@@ -163,7 +185,8 @@ def gp_norm_penalty_backward_triton(grad_out: torch.Tensor, grad: torch.Tensor, 
     mode = 0 if norm_over == 0 else (2 if cl else 1)
     total = g.numel()
     if total:
-        _gp_bwd_kernel[(triton.cdiv(total, _BLOCK),)](g, k, norm.contiguous(), gx, total, C * S, C, S, float(target),
+        t = _scalar(target, _acc(g.dtype), g.device)
+        _gp_bwd_kernel[(triton.cdiv(total, _BLOCK),)](g, k, norm.contiguous(), gx, t, total, C * S, C, S,
                                                       BLOCK=_BLOCK, MODE=mode, ACC_F64=g.dtype == torch.float64,
                                                       T_ZERO=target == 0)
     return gx

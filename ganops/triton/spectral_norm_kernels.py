@@ -52,9 +52,10 @@ def _sn_colsum_kernel(meta, tiles, scratch, wit, FROM_INPUT: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _sn_normv_kernel(meta, scratch, wit, eps, BLOCK: tl.constexpr):
-    # v = t / max(||t||, eps), one program per layer.
+def _sn_normv_kernel(meta, scratch, wit, eps_ptr, BLOCK: tl.constexpr):
+    # v = t / max(||t||, eps), one program per layer; eps read in the scratch dtype (a float argument is fp32).
     l = tl.program_id(0).to(tl.int64)
+    eps = tl.load(eps_ptr)
     C = tl.load(meta + l * 14 + 7) * tl.load(meta + l * 14 + 9)
     t = scratch + tl.load(meta + l * 14 + 10)
     v = _ptr(meta, l, 5, wit)
@@ -93,9 +94,10 @@ def _sn_rowdot_kernel(meta, tiles, scratch, wit, FROM_INPUT: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _sn_normu_kernel(meta, scratch, sigmas, wit, eps, UPDATE: tl.constexpr, BLOCK: tl.constexpr):
+def _sn_normu_kernel(meta, scratch, sigmas, wit, eps_ptr, UPDATE: tl.constexpr, BLOCK: tl.constexpr):
     # u = s / max(||s||, eps) (UPDATE) or the given u (evaluation, v copied through); sigma = u . s.
     l = tl.program_id(0).to(tl.int64)
+    eps = tl.load(eps_ptr)
     H = tl.load(meta + l * 14 + 8)
     s = scratch + tl.load(meta + l * 14 + 11)
     u_out = _ptr(meta, l, 4, wit)
@@ -208,6 +210,22 @@ def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _upload(tables: list[list[list[int]]], dev: torch.device) -> list[torch.Tensor]:
+    """The int64 tables on `dev` (flat views of one buffer), copied in one transfer.
+
+    On CUDA the host buffer is pinned and the copy non_blocking on the current stream (the caching host allocator
+    keeps the pinned block until the copy is done): a non_blocking copy from pageable memory would be a synchronous
+    one in disguise. Elsewhere (the interpreter on CPU tensors) a plain copy.
+    """
+    flat = [torch.tensor(t, dtype=torch.int64).reshape(-1) for t in tables]
+    host = torch.cat(flat)
+    if dev.type == "cuda":
+        buf = host.pin_memory().to(dev, non_blocking=True)
+    else:
+        buf = host.to(dev)
+    return list(buf.split([f.numel() for f in flat]))
+
+
 def _forward_into(weights, us, vs, dims, n_iter, eps, outs, un, vn, sigmas) -> None:
     """Run the grouped forward writing into the given outputs (contiguous)."""
     dev = weights[0].device
@@ -226,18 +244,24 @@ def _forward_into(weights, us, vs, dims, n_iter, eps, outs, un, vn, sigmas) -> N
                      vn[l].data_ptr(), 0, P, H, R, t_off, s_off, tile0, len(et) - tile0])
         t_off += P * R
         s_off += H
-    meta = torch.tensor(rows, dtype=torch.int64).to(dev, non_blocking=True)
-    tiles = [torch.tensor(t or [[0, 0]], dtype=torch.int64).to(dev, non_blocking=True) for t in (ct, rt, et)]
-    scratch = torch.empty(t_off + s_off, dtype=_acc(ws[0].dtype), device=dev)
+    meta, *tiles = _upload([rows] + [t or [[0, 0]] for t in (ct, rt, et)], dev)
+    acc = _acc(ws[0].dtype)
+    scratch = torch.empty(t_off + s_off, dtype=acc, device=dev)
+    eps_t = torch.full((1,), float(eps), dtype=acc, device=dev)
     wit = ws[0]
+    # No launch with 0 programs: layers without columns (rows) have no column (row) tiles.
     for it in range(n_iter):
-        _sn_colsum_kernel[(len(ct),)](meta, tiles[0], scratch, wit, FROM_INPUT=it == 0, BLOCK_C=_COL, BLOCK_H=32)
-        _sn_normv_kernel[(L,)](meta, scratch, wit, eps, BLOCK=1024)
-        _sn_rowdot_kernel[(len(rt),)](meta, tiles[1], scratch, wit, FROM_INPUT=False, BLOCK_R=_ROW, BLOCK_J=128)
-        _sn_normu_kernel[(L,)](meta, scratch, sigmas, wit, eps, UPDATE=True, BLOCK=1024)
+        if ct:
+            _sn_colsum_kernel[(len(ct),)](meta, tiles[0], scratch, wit, FROM_INPUT=it == 0, BLOCK_C=_COL,
+                                          BLOCK_H=32)
+        _sn_normv_kernel[(L,)](meta, scratch, wit, eps_t, BLOCK=1024)
+        if rt:
+            _sn_rowdot_kernel[(len(rt),)](meta, tiles[1], scratch, wit, FROM_INPUT=False, BLOCK_R=_ROW, BLOCK_J=128)
+        _sn_normu_kernel[(L,)](meta, scratch, sigmas, wit, eps_t, UPDATE=True, BLOCK=1024)
     if n_iter == 0:
-        _sn_rowdot_kernel[(len(rt),)](meta, tiles[1], scratch, wit, FROM_INPUT=True, BLOCK_R=_ROW, BLOCK_J=128)
-        _sn_normu_kernel[(L,)](meta, scratch, sigmas, wit, eps, UPDATE=False, BLOCK=1024)
+        if rt:
+            _sn_rowdot_kernel[(len(rt),)](meta, tiles[1], scratch, wit, FROM_INPUT=True, BLOCK_R=_ROW, BLOCK_J=128)
+        _sn_normu_kernel[(L,)](meta, scratch, sigmas, wit, eps_t, UPDATE=False, BLOCK=1024)
     if et:
         _sn_scale_kernel[(len(et),)](meta, tiles[2], sigmas, wit, TILE=_ELEM, BLOCK=1024)
 
@@ -272,8 +296,7 @@ def spectral_norm_backward_triton(grads: list[torch.Tensor], grad_sigmas: torch.
                      P, H, R, 0, 0, tile0, len(et) - tile0])
     if not et:
         return gws
-    meta = torch.tensor(rows, dtype=torch.int64).to(dev, non_blocking=True)
-    tiles = torch.tensor(et, dtype=torch.int64).to(dev, non_blocking=True)
+    meta, tiles = _upload([rows, et], dev)
     partial = torch.empty(len(et), dtype=_acc(ws[0].dtype), device=dev)
     sg, gsg = sigmas.contiguous(), grad_sigmas.contiguous()
     _sn_gdot_kernel[(len(et),)](meta, tiles, partial, ws[0], TILE=_ELEM, BLOCK=1024)
