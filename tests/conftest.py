@@ -29,11 +29,36 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
 
 HAS_CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+# `-m cuda` selects exactly the tests that need a GPU (tests/test_markers.py checks that every test using a CUDA
+# device carries the marker); without a GPU they skip with a reason.
+CUDA_MARKS = (pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU"))
+
+
+def _apply(marks, obj):
+    for m in reversed(marks):
+        obj = m(obj)
+    return obj
+
+
+def requires_cuda(obj):
+    """Decorator: the `cuda` marker plus a skip without a GPU."""
+    return _apply(CUDA_MARKS, obj)
 
 
 def devices():
-    return ["cpu"] + (["cuda"] if HAS_CUDA else [])
+    """Devices to parametrize over: "cpu", and "cuda" carrying the cuda marks (skipped without a GPU)."""
+    return ["cpu", pytest.param("cuda", marks=CUDA_MARKS)]
+
+
+def triton_device() -> str:
+    """Where the Triton tests put their tensors: compiled kernels on the GPU when there is one, the interpreter on CPU
+    tensors otherwise (TRITON_INTERPRET=1 is only set above when no GPU is present)."""
+    return "cuda" if HAS_CUDA else "cpu"
+
+
+def device_for(backend: str) -> str:
+    """The device a CPU-side backend test runs `backend` on: triton_device() for "triton", else "cpu"."""
+    return triton_device() if backend == "triton" else "cpu"
 
 
 def make_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -66,8 +91,22 @@ def triton_interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-requires_triton = pytest.mark.skipif(
+TRITON_MARKS = (pytest.mark.triton, pytest.mark.skipif(
     not (HAS_CUDA or triton_interpreter_enabled()) or not ganops._dispatch.triton_status()[0],
     reason="Triton needs a GPU or TRITON_INTERPRET=1",
-)
+))
+
+
+def requires_triton(obj):
+    """Decorator: the `triton` marker plus a skip where Triton cannot run. Put the test's tensors on
+    triton_device()."""
+    return _apply(TRITON_MARKS, obj)
+
+
+def backends(*names: str) -> list:
+    """Backend names for parametrize: "triton" carries the triton marker, "cuda" the cuda marks."""
+    marks = {"triton": (pytest.mark.triton,), "cuda": CUDA_MARKS}
+    return [pytest.param(n, marks=marks[n]) if n in marks else n for n in names]
+
+
 requires_ext = pytest.mark.skipif(not ganops._ext.loaded, reason=f"extension not loaded: {ganops._ext.load_error}")

@@ -9,7 +9,8 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
 from _diffaug_reference import reference_diff_augment
-from conftest import LAYOUTS, compiled_backends, make_layout, requires_cuda, requires_ext, requires_triton
+from conftest import (LAYOUTS, backends, compiled_backends, make_layout, requires_cuda, requires_ext, requires_triton,
+                      triton_device)
 
 # Every subset and several orders (repeats too); empty returns x.
 POLICIES = ["", "color", "translation", "cutout", "color,translation", "translation,color", "color,cutout",
@@ -152,19 +153,20 @@ def test_opcheck_compiled_op():
 def test_triton_matches_reference_and_opcheck():
     from ganops.triton import diffaug_kernels  # noqa: F401
 
+    dev = triton_device()
     g = torch.Generator().manual_seed(5)
     for shape, layout, policy in [((2, 3, 8, 8), "contiguous", "color,translation,cutout"),
                                   ((2, 3, 7, 9), "channels_last", "cutout,translation,color")]:
-        x = make_layout(torch.randn(shape, generator=g), layout)
-        params = ganops.diff_augment_params(policy, shape, generator=g)
-        gy = torch.randn(shape, generator=g)
+        x = make_layout(torch.randn(shape, generator=g).to(dev), layout)
+        params = {k: v.to(dev) for k, v in ganops.diff_augment_params(policy, shape, generator=g).items()}
+        gy = torch.randn(shape, generator=g).to(dev)
         y = ganops.diff_augment(x, policy, params=params, impl="triton")
         torch.testing.assert_close(y.double(), _ref64(x, policy, params), **TOL[torch.float32])
         torch.testing.assert_close(_grad(x, policy, params, gy, "triton").double(),
                                    _grad(x.double(), policy, params, gy.double(), "ref"), **TOL[torch.float32])
-    x = torch.randn(2, 3, 4, 5, requires_grad=True)
-    color = torch.tensor([[0.1, 1.5, 0.7], [-0.3, 0.2, 1.2]])
-    spatial = torch.tensor([[1, -2, 3, 0], [-1, 0, 2, 5]])
+    x = torch.randn(2, 3, 4, 5, device=dev, requires_grad=True)
+    color = torch.tensor([[0.1, 1.5, 0.7], [-0.3, 0.2, 1.2]], device=dev)
+    spatial = torch.tensor([[1, -2, 3, 0], [-1, 0, 2, 5]], device=dev)
     torch.library.opcheck(torch.ops.ganops.diffaug_apply_triton.default, (x, color, spatial, 2, 3, False, 0))
 
 
@@ -174,18 +176,20 @@ def test_triton_gradgradcheck_and_canary():
     from ganops.triton import diffaug_kernels  # noqa: F401
     from ganops.triton.diffaug_kernels import _diffaug_main_kernel
 
-    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
-    params = ganops.diff_augment_params("translation,cutout", x.shape, dtype=x.dtype)
+    dev = triton_device()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    params = ganops.diff_augment_params("translation,cutout", x.shape, device=dev, dtype=x.dtype)
     assert gradgradcheck(lambda t: ganops.diff_augment(t, "translation,cutout", params=params, impl="triton"), (x,))
-    xs = torch.randn(2, 3, 5, 7)
+    xs = torch.randn(2, 3, 5, 7, device=dev)
     pad = 4096
-    buf = torch.full((xs.numel() + 2 * pad,), 777.0)
+    buf = torch.full((xs.numel() + 2 * pad,), 777.0, device=dev)
     out = buf[pad:pad + xs.numel()].view_as(xs)
-    color = torch.tensor([[0.1, 1.5, 1.0], [-0.3, 0.2, 1.0]])  # contrast 1: the sum is not read
-    spatial = torch.tensor([[1, -2, 3, 0], [-1, 0, 2, 5]])
-    part = torch.zeros(2)
-    _diffaug_main_kernel[(1, 2)](xs, out, color, spatial, part, 1, 3, 5, 7, 2, 1, 3, 1, MODE=0, CUT_AT_SRC=False,
-                                 CL=False, BLOCK_C=4, BLOCK_P=64, BLOCK_PB=1, ACC_F64=False)
+    color = torch.tensor([[0.1, 1.5, 1.0], [-0.3, 0.2, 1.0]], device=dev)  # contrast 1: the sum is not read
+    spatial = torch.tensor([[1, -2, 3, 0], [-1, 0, 2, 5]], device=dev)
+    part = torch.zeros(2, device=dev)
+    # one program walks both samples (N=2, one pixel block each, PB=1): the grid-stride loop
+    _diffaug_main_kernel[(1,)](xs, out, color, spatial, part, 2, 1, 1, 3, 5, 7, 2, 1, 3, 1, MODE=0,
+                               CUT_AT_SRC=False, CL=False, BLOCK_C=4, BLOCK_P=64, BLOCK_PB=1, ACC_F64=False)
     want = ganops.diff_augment_ref(xs, "color,translation,cutout", {
         "brightness": color[:, 0], "saturation": color[:, 1], "contrast": color[:, 2],
         "translation": spatial[:, :2], "cutout": spatial[:, 2:]}, cutout_ratio=0.4)  # cut 2 x 3 on 5 x 7
@@ -213,7 +217,7 @@ def test_triton_torch_compile_fullgraph():
     from ganops.triton import diffaug_kernels  # noqa: F401
 
     torch._dynamo.reset()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = triton_device()
     x = torch.randn(2, 3, 8, 8, device=dev, requires_grad=True)
     params = ganops.diff_augment_params("color,translation,cutout", x.shape, device=dev)
     f = lambda t: ganops.diff_augment(t, params=params, impl="triton")  # noqa: E731
@@ -299,7 +303,7 @@ def test_errors_are_clear():
 
 
 @requires_cuda
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("backend", backends("cuda", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_backends_match_reference(backend, dtype, layout):
@@ -316,6 +320,7 @@ def test_cuda_backends_match_reference(backend, dtype, layout):
 
 
 @requires_cuda
+@pytest.mark.triton  # the gradgradcheck runs the Triton kernels too
 def test_cuda_parity_and_gradgradcheck():
     x = torch.randn(3, 3, 13, 22, device="cuda")
     torch.manual_seed(11)

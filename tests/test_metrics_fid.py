@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
+from conftest import requires_cuda
 from ganops.metrics import features as feat_mod
 from ganops.metrics.fid import (fid_from_features, frechet_distance, kid_from_features, sqrtm_psd,
                                 trace_sqrt_product)
@@ -156,7 +157,7 @@ def test_fid_on_images_self_zero_shift_positive_and_cache(tmp_path, monkeypatch,
         feat_mod.cached_features(x, num=3, directory=str(tmp_path))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@requires_cuda
 def test_inception_cuda_matches_cpu(inception):
     x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():

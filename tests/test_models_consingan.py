@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import requires_cuda
 from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUGP, adjust_to_max_size,
                                      bicubic_resize, count_params, create_pyramid, imresize, imresize_to_shape,
                                      pyramid_sizes, sample_noise)
@@ -549,7 +550,7 @@ def test_trainer_graph_option_errors():
         ConSinGANTrainer(_reals(stages=2), _cfg(cuda_graphs_upto=0), stage0=lambda r: r)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@requires_cuda
 def test_cuda_graphs_match_eager_on_gpu():
     """The real capture: stages 0-1 with CUDA graphs give the eager losses (same seeds; graph-safe RNG), and the
     lr milestone reaches the captured Adam through its tensor learning rates."""

@@ -7,22 +7,28 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import DTYPES, LAYOUTS, TOL, compiled_backends, make_layout, requires_cuda, requires_ext, requires_triton
+from conftest import (DTYPES, LAYOUTS, TOL, backends, compiled_backends, device_for, make_layout, requires_cuda,
+                      requires_ext, requires_triton, triton_device)
 from ganops.ops.penalty_ops import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 64, 4, 4), (2, 3, 25, 34), (1, 2, 67, 65)]
 MODES = [(no, red, t) for no in ("sample", "channel") for red in ("mean", "sum", "none") for t in (1.0, 0.0)]
 
 
-def _backends(op="gp_norm_penalty"):
-    bs = compiled_backends(op, "cpu")
-    assert "cpu" in bs or not ganops._ext.loaded, f"extension loaded but the {op} cpu kernel is missing"
+def _backends(op="gp_norm_penalty", device="cpu"):
+    bs = compiled_backends(op, device)
+    assert "cpu" in bs or device != "cpu" or not ganops._ext.loaded, f"extension loaded but the {op} cpu kernel missing"
     return bs
 
 
-def _grad_input(shape, dtype=torch.float64, seed=0, layout="contiguous"):
+def _available(backend, op="gp_norm_penalty"):
+    """Is `backend` runnable on its test device (device_for: Triton on the GPU when there is one)?"""
+    return backend == "ref" or backend in _backends(op, device_for(backend))
+
+
+def _grad_input(shape, dtype=torch.float64, seed=0, layout="contiguous", device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.7).to(dtype)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.7).to(device, dtype)
     return make_layout(x, layout)
 
 
@@ -41,40 +47,42 @@ def _low_tol(dtype, n):
     return {k: v * max(1.0, n ** 0.5) for k, v in TOL[dtype].items()}
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("cpu", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_norm_penalty_matches_reference(backend, dtype, layout, shape):
-    if backend not in _backends():
+    if not _available(backend):
         pytest.skip(f"{backend} unavailable here")
     if backend == "triton" and (shape[-1] > 20 or dtype in (torch.float16, torch.float64) or layout == "strided"):
         pytest.skip("the Triton interpreter is slow: tiny shapes, float32/bfloat16 and dense layouts only")
-    g = _grad_input(shape, dtype, layout=layout)
+    dev = device_for(backend)
+    g = _grad_input(shape, dtype, layout=layout, device=dev)
     for norm_over, reduce, target in MODES:
         kw = dict(target=target, scale=0.3, norm_over=norm_over, reduce=reduce)
         x = g.detach().clone(memory_format=torch.preserve_format).requires_grad_()
         y = norm_penalty(x, impl=backend, **kw)
-        go = torch.rand(y.shape, dtype=dtype) + 0.5
+        go = torch.rand(y.shape, dtype=dtype, device=dev) + 0.5
         (gx,) = torch.autograd.grad(y, x, go)
         ry, rgx = _ref_grads(g, go, **kw)
-        assert y.dtype == dtype and y.shape == ry.shape
+        assert y.dtype == dtype and y.shape == ry.shape and y.device == g.device
         torch.testing.assert_close(y.double(), ry, **_low_tol(dtype, g[0].numel()), msg=lambda m: f"{kw}: {m}")
         torch.testing.assert_close(gx.double(), rgx, **_low_tol(dtype, shape[1]), msg=lambda m: f"{kw}: {m}")
         if layout == "channels_last":  # the gradient keeps the input's memory format
             assert gx.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("cpu", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_interpolate_matches_reference(backend, dtype, layout):
-    if backend not in _backends("gp_interpolate"):
+    if not _available(backend, "gp_interpolate"):
         pytest.skip(f"{backend} unavailable here")
+    dev = device_for(backend)
     shapes = [(2, 3, 5, 7), (1, 1, 1, 1)] if backend == "triton" else [(2, 3, 5, 7), (1, 1, 1, 1), (3, 8, 33, 17)]
     for shape in shapes:
-        real, fake = _grad_input(shape, dtype, 1, layout), _grad_input(shape, dtype, 2, layout)
-        alpha = torch.rand(shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype)
+        real, fake = _grad_input(shape, dtype, 1, layout, dev), _grad_input(shape, dtype, 2, layout, dev)
+        alpha = torch.rand(shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dev, dtype)
         y = interpolate(real, fake, alpha, impl=backend)
         ref = interpolate_ref(real.double(), fake.double(), alpha.double())
         torch.testing.assert_close(y.double(), ref, **TOL[dtype])
@@ -83,11 +91,12 @@ def test_interpolate_matches_reference(backend, dtype, layout):
             assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("backend", ["ref", "cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 def test_gradcheck_and_gradgradcheck(backend):
-    if backend != "ref" and backend not in _backends():
+    if not _available(backend):
         pytest.skip(f"{backend} unavailable here")
-    g = _grad_input((2, 3, 2, 3)).requires_grad_()
+    dev = device_for(backend)
+    g = _grad_input((2, 3, 2, 3), device=dev).requires_grad_()
     # Every mode in NCHW (fast, random-projection gradcheck), two modes in NHWC; one full (slow-mode) check each.
     cases = [("contiguous",) + m for m in MODES] + [("channels_last", "channel", "mean", 1.0),
                                                     ("channels_last", "sample", "none", 0.0)]
@@ -100,8 +109,8 @@ def test_gradcheck_and_gradgradcheck(backend):
         fast = i != len(cases) - 1
         assert gradcheck(f, (x,), fast_mode=fast), (layout, norm_over, reduce, target)
         assert gradgradcheck(f, (x,), fast_mode=fast), (layout, norm_over, reduce, target)
-    r, fk = _grad_input((2, 3, 2, 3), seed=1).requires_grad_(), _grad_input((2, 3, 2, 3), seed=2).requires_grad_()
-    a = torch.rand(2, dtype=torch.float64, requires_grad=True)
+    r, fk = (_grad_input((2, 3, 2, 3), seed=s, device=dev).requires_grad_() for s in (1, 2))
+    a = torch.rand(2, dtype=torch.float64, device=dev, requires_grad=True)
     f = lambda x, y, z: interpolate(x, y, z, impl=backend)  # noqa: E731
     assert gradcheck(f, (r, fk, a)) and gradgradcheck(f, (r, fk, a))
 
@@ -144,14 +153,16 @@ def test_opcheck_compiled_ops():
 def test_opcheck_triton_ops():
     from ganops.triton import penalty_kernels  # noqa: F401
 
-    g = _grad_input((2, 3, 4, 5), torch.float32).requires_grad_()
+    dev = triton_device()
+    g = _grad_input((2, 3, 4, 5), torch.float32, device=dev).requires_grad_()
     torch.library.opcheck(torch.ops.ganops.gp_norm_penalty_triton.default, (g, 1.0, 0.5, 1, 1),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
     out, norm = torch.ops.ganops.gp_norm_penalty_triton(g.detach(), 1.0, 0.5, 1, 1)
     torch.library.opcheck(torch.ops.ganops.gp_norm_penalty_backward_triton.default,
                           (torch.ones_like(out), g, norm, 1.0, 0.5, 1, 1),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
-    torch.library.opcheck(torch.ops.ganops.gp_interpolate_triton.default, (g, g.detach() + 1, torch.rand(2)),
+    torch.library.opcheck(torch.ops.ganops.gp_interpolate_triton.default,
+                          (g, g.detach() + 1, torch.rand(2, device=dev)),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
@@ -162,26 +173,30 @@ def test_triton_no_out_of_bounds_writes():
 
     pad = 2048
     shape = (2, 3, 5, 7)
-    x = _grad_input(shape, torch.float32)
+    dev = triton_device()
+    x = _grad_input(shape, torch.float32, device=dev)
     n = x.numel()
 
     def canary(size):
-        buf = torch.full((size + 2 * pad,), 777.0)
+        buf = torch.full((size + 2 * pad,), 777.0, device=dev)
         return buf, buf[pad:pad + size]
 
     buf, out = canary(n)
-    _gp_interp_kernel[(1,)](x, x + 1, torch.full((2,), 0.5), out, n, n // 2, 1, BLOCK=1024, ACC_F64=False)
+    alpha = torch.full((2,), 0.5, device=dev)
+    _gp_interp_kernel[(1,)](x, x + 1, alpha, out, n, n // 2, 1, BLOCK=1024, ACC_F64=False)
     torch.testing.assert_close(out.view(shape), x + 0.5)
     assert (buf[:pad] == 777).all() and (buf[pad + n:] == 777).all()
     nbuf, norm = canary(2 * 35)
     pbuf, part = canary(2)
-    _gp_channel_kernel[(2, 1)](x, part, norm, 3, 35, 1, 35, 1, 1.0, BLOCK_P=128, ACC_F64=False, T_ZERO=False)
+    t = torch.ones(1, device=dev)
+    # one program walks both samples' pixel blocks (the grid-stride loop): C=3, S=35, one block per sample
+    _gp_channel_kernel[(1,)](x, part, norm, t, 3, 35, 1, 35, 1, 2, BLOCK_P=128, ACC_F64=False, T_ZERO=False)
     torch.testing.assert_close(norm.view(2, 5, 7), x.norm(dim=1))
     for b, size in ((nbuf, 70), (pbuf, 2)):
         assert (b[:pad] == 777).all() and (b[pad + size:] == 777).all()
     buf, gx = canary(n)
-    _gp_bwd_kernel[(1,)](x, torch.ones(2), norm, gx, n, n // 2, 3, 35, 0.0, BLOCK=1024, MODE=1, ACC_F64=False,
-                         T_ZERO=True)
+    _gp_bwd_kernel[(1,)](x, torch.ones(2, device=dev), norm, gx, t * 0, n, n // 2, 3, 35, BLOCK=1024, MODE=1,
+                         ACC_F64=False, T_ZERO=True)
     torch.testing.assert_close(gx.view(shape), x)
     assert (buf[:pad] == 777).all() and (buf[pad + n:] == 777).all()
 
@@ -243,12 +258,12 @@ def test_errors_are_clear():
 
 
 @requires_cuda
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("backend", backends("cuda", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_backends_match_reference(backend, dtype, layout):
     for shape in SHAPES:
-        g = _grad_input(shape, dtype, layout=layout).cuda()
+        g = _grad_input(shape, dtype, layout=layout, device="cuda")
         for norm_over, reduce, target in MODES:
             kw = dict(target=target, scale=0.3, norm_over=norm_over, reduce=reduce)
             x = g.detach().clone().requires_grad_()
@@ -258,7 +273,7 @@ def test_cuda_backends_match_reference(backend, dtype, layout):
             ry, rgx = _ref_grads(g, go, **kw)
             torch.testing.assert_close(y.double(), ry, **_low_tol(dtype, g[0].numel()))
             torch.testing.assert_close(gx.double(), rgx, **_low_tol(dtype, shape[1]))
-        real, fake = g, _grad_input(shape, dtype, 2, layout).cuda()
+        real, fake = g, _grad_input(shape, dtype, 2, layout, "cuda")
         alpha = torch.rand(shape[0], device="cuda").to(dtype)
         torch.testing.assert_close(interpolate(real, fake, alpha, impl=backend).double(),
                                    interpolate_ref(real.double(), fake.double(), alpha.double()), **TOL[dtype])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import ganops
-from conftest import compiled_backends, requires_cuda
+from conftest import backends, compiled_backends, requires_cuda
 
 IMPLS = ["ref"] + [b for b in compiled_backends("gp_norm_penalty", "cpu") if b == "cpu"]
 MODES = [(a, no, red) for a in ("per_sample", "per_batch") for no in ("sample", "channel")
@@ -309,7 +309,7 @@ def test_errors_are_clear():
 
 
 @requires_cuda
-@pytest.mark.parametrize("impl", ["cuda", "triton"])
+@pytest.mark.parametrize("impl", backends("cuda", "triton"))
 def test_cuda_backends_and_fp16_grad_scaler(impl):
     D = patch_d(dtype=torch.float32).cuda()
     real, fake = (t.cuda() for t in batch(dtype=torch.float32))

@@ -7,7 +7,8 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import DTYPES, LAYOUTS, TOL, compiled_backends, make_layout, requires_cuda, requires_ext, requires_triton
+from conftest import (DTYPES, LAYOUTS, TOL, backends, compiled_backends, device_for, make_layout, requires_cuda,
+                      requires_ext, requires_triton, triton_device)
 
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 4, 4), (2, 5, 1, 1), (2, 16, 33, 17), (1, 2, 130, 129)]
 
@@ -24,22 +25,27 @@ def _ref64(x, gate):
     return ganops.sle_ref(x.double(), gate.double())
 
 
-def _backends():
-    bs = compiled_backends("sle", "cpu")
-    assert "cpu" in bs or not ganops._ext.loaded, "extension loaded but the sle cpu kernel is missing"
+def _backends(device="cpu"):
+    bs = compiled_backends("sle", device)
+    assert "cpu" in bs or device != "cpu" or not ganops._ext.loaded, "extension loaded but the sle cpu kernel missing"
     return bs
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def _available(backend):
+    """Is `backend` runnable on its test device (device_for: Triton on the GPU when there is one)?"""
+    return backend == "ref" or backend in _backends(device_for(backend))
+
+
+@pytest.mark.parametrize("backend", backends("cpu", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_forward_backward_match_reference(backend, dtype, layout, shape):
-    if backend not in _backends():
+    if not _available(backend):
         pytest.skip(f"{backend} unavailable here")
     if backend == "triton" and shape[-1] > 100 and dtype != torch.float32:
         pytest.skip("large shapes are slow under the Triton interpreter; covered in float32")
-    x, gate = sample_inputs(shape, dtype=dtype)
+    x, gate = sample_inputs(shape, device=device_for(backend), dtype=dtype)
     x = make_layout(x, layout).requires_grad_()
     gate.requires_grad_()
     y = ganops.sle(x, gate, impl=backend)
@@ -61,12 +67,12 @@ def test_forward_backward_match_reference(backend, dtype, layout, shape):
     torch.testing.assert_close(gg.double(), rg, **tol)
 
 
-@pytest.mark.parametrize("backend", ["ref", "cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_gradcheck_and_gradgradcheck(backend, layout):
-    if backend != "ref" and backend not in _backends():
+    if not _available(backend):
         pytest.skip(f"{backend} unavailable here")
-    x, gate = sample_inputs((2, 3, 4, 5), dtype=torch.float64)
+    x, gate = sample_inputs((2, 3, 4, 5), device=device_for(backend), dtype=torch.float64)
     x = make_layout(x, layout).requires_grad_()
     gate.requires_grad_()
     f = lambda a, b: ganops.sle(a, b, impl=backend)  # noqa: E731
@@ -88,14 +94,15 @@ def test_third_order_matches_reference():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_permuted_dense_layout(backend):
     """A dense input in a permutation other than NCHW/NHWC gets a contiguous output (the kernels write one of those
     two layouts; empty_like would have kept the permutation and the kernel written it as NCHW: wrong values)."""
-    if backend not in _backends():
+    if not _available(backend):
         pytest.skip(f"{backend} backend not available")
-    x = torch.randn(2, 5, 3, 4).permute(0, 2, 1, 3).requires_grad_()  # (2, 3, 5, 4), dense, neither layout
-    gate = torch.randn(2, 3, requires_grad=True)
+    dev = device_for(backend)
+    x = torch.randn(2, 5, 3, 4, device=dev).permute(0, 2, 1, 3).requires_grad_()  # (2, 3, 5, 4), dense, neither
+    gate = torch.randn(2, 3, device=dev, requires_grad=True)
     y = ganops.sle(x, gate, impl=backend)
     torch.testing.assert_close(y, ganops.sle_ref(x, gate))
     assert y.is_contiguous()
@@ -133,9 +140,10 @@ def test_opcheck_compiled_ops():
 def test_opcheck_triton_ops():
     from ganops.triton import sle_kernels  # noqa: F401
 
-    x, gate = sample_inputs((2, 3, 4, 5), dtype=torch.float32, requires_grad=True)
+    dev = triton_device()
+    x, gate = sample_inputs((2, 3, 4, 5), device=dev, dtype=torch.float32, requires_grad=True)
     torch.library.opcheck(torch.ops.ganops.sle_forward_triton.default, (x, gate))
-    torch.library.opcheck(torch.ops.ganops.sle_backward_triton.default, (torch.randn(2, 3, 4, 5), x, gate))
+    torch.library.opcheck(torch.ops.ganops.sle_backward_triton.default, (torch.randn(2, 3, 4, 5, device=dev), x, gate))
 
 
 @requires_triton
@@ -143,11 +151,13 @@ def test_triton_no_out_of_bounds_writes():
     """The interpreter does not catch OOB stores: place the output inside a canary buffer and check it."""
     from ganops.triton.sle_kernels import _sle_fwd_kernel
 
-    x, gate = sample_inputs((2, 3, 5, 7))
+    dev = triton_device()
+    x, gate = sample_inputs((2, 3, 5, 7), device=dev)
     pad = 4096
-    buf = torch.full((x.numel() + 2 * pad,), 777.0)
+    buf = torch.full((x.numel() + 2 * pad,), 777.0, device=dev)
     out = buf[pad:pad + x.numel()].view_as(x)
-    _sle_fwd_kernel[(2, 1, 1)](x, gate, out, 3, 35, 35, 1, BLOCK_C=32, BLOCK_P=64, ACC_F64=False)
+    # one program walks both samples' tiles (the grid-stride loop): C=3, HW=35, NCHW strides, 1 x 1 tiles each
+    _sle_fwd_kernel[(1,)](x, gate, out, 3, 35, 35, 1, 1, 1, 2, BLOCK_C=32, BLOCK_P=64, ACC_F64=False)
     torch.testing.assert_close(out, ganops.sle_ref(x, gate))
     assert (buf[:pad] == 777.0).all() and (buf[pad + x.numel():] == 777.0).all()
 
@@ -179,14 +189,15 @@ def test_sle_module_matches_fastgan_block():
     assert sum("weight_orig" in n or "original" in n for n, _ in sn.named_parameters()) == 2
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_autocast_and_mixed_dtypes(backend):
-    if backend not in _backends():
+    if not _available(backend):
         pytest.skip(f"{backend} unavailable")
-    x, gate = sample_inputs((2, 4, 6, 6), dtype=torch.bfloat16)
+    dev = device_for(backend)
+    x, gate = sample_inputs((2, 4, 6, 6), device=dev, dtype=torch.bfloat16)
     y = ganops.sle(x, gate.float(), impl=backend)  # gate cast to x's dtype
     assert y.dtype == torch.bfloat16
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(dev, dtype=torch.bfloat16):
         y2 = ganops.sle(x, gate, impl=backend)
     torch.testing.assert_close(y2.double(), _ref64(x, gate), **TOL[torch.bfloat16])
 
@@ -220,7 +231,7 @@ def test_gate_4d_input_and_env_override(monkeypatch):
 
 
 @requires_cuda
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("backend", backends("cuda", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_backends_match_reference(backend, dtype, layout):

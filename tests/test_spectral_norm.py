@@ -11,7 +11,8 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import TOL, compiled_backends, requires_cuda, requires_ext, requires_triton
+from conftest import (TOL, backends, compiled_backends, device_for, requires_cuda, requires_ext, requires_triton,
+                      triton_device)
 from ganops.nn import SNConv2d, SNConvTranspose2d, SNEmbedding, SNLinear, remove_spectral_norm, spectral_norm
 from ganops.nn import spectral_norm_group
 from ganops.nn.spectral_norm import from_parametrizations_state_dict, to_parametrizations_state_dict
@@ -72,13 +73,14 @@ def _check_against_reference(backend, dtype, n_iter, device="cpu"):
 
 @pytest.mark.parametrize("n_iter", [0, 1, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_backends_match_reference(backend, dtype, n_iter):
-    if backend not in _backends():
+    dev = device_for(backend)
+    if backend not in _backends(dev):
         pytest.skip(f"{backend} unavailable here")
     if backend == "triton" and (dtype in (torch.float16, torch.bfloat16) or n_iter == 3):
         pytest.skip("the Triton interpreter is slow: float32/float64 and 0/1 iterations cover it")
-    _check_against_reference(backend, dtype, n_iter)
+    _check_against_reference(backend, dtype, n_iter, device=dev)
 
 
 def test_reference_is_torch_legacy_bitwise():
@@ -94,14 +96,15 @@ def test_reference_is_torch_legacy_bitwise():
     assert torch.equal(a.weight_u, b.weight_u) and torch.equal(a.weight_v, b.weight_v)
 
 
-@pytest.mark.parametrize("backend", ["ref", "cpu", "triton"])
+@pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 def test_gradcheck_and_gradgradcheck(backend):
-    if backend != "ref" and backend not in _backends():
+    dev = device_for(backend)
+    if backend != "ref" and backend not in _backends(dev):
         pytest.skip(f"{backend} unavailable here")
     # Evaluation (n = 0): u, v fixed, so sigma = u^T W v is the whole function of W that the op differentiates.
     # The interpreter runs each Triton launch in Python: one tiny weight and fast mode keep it to seconds.
     shapes = [((2, 3, 1, 2), 1)] if backend == "triton" else [((3, 2, 2, 2), 0), ((2, 3, 2), 1)]
-    ws, us, vs, dims = sample_inputs(dtype=torch.float64, shapes=shapes, requires_grad=True)
+    ws, us, vs, dims = sample_inputs(dev, dtype=torch.float64, shapes=shapes, requires_grad=True)
 
     def f(*w):
         outs, sig, _, _ = spectral_norm_weights(list(w), us, vs, dims, n_power_iterations=0, impl=backend)
@@ -428,14 +431,37 @@ def test_errors_are_clear():
 
 @requires_triton
 def test_triton_no_out_of_bounds_writes():
-    pytest.importorskip("ganops.triton.spectral_norm_kernels")
-    from ganops.triton.spectral_norm_kernels import canary_check
-
-    canary_check()
+    """Outputs inside canary buffers, on triton_device() (the library's canary_check() builds CPU tensors, so it can
+    only run under the interpreter: the same check is spelled out here for either device)."""
+    sn = pytest.importorskip("ganops.triton.spectral_norm_kernels")
+    dev = triton_device()
+    if dev == "cpu":
+        sn.canary_check()
+    g = torch.Generator().manual_seed(0)
+    shapes = [((5, 3, 3, 3), 0), ((3, 4, 2, 2), 1), ((7, 3), 0)]
+    ws = [torch.randn(s, generator=g).to(dev) for s, _ in shapes]
+    dims = [d for _, d in shapes]
+    us = [F.normalize(torch.randn(w.shape[d], generator=g), dim=0).to(dev) for w, d in zip(ws, dims)]
+    vs = [F.normalize(torch.randn(w.numel() // w.shape[d], generator=g), dim=0).to(dev) for w, d in zip(ws, dims)]
+    pad = 2048
+    bufs, outs, un, vn = [], [], [], []
+    for w, u, v in zip(ws, us, vs):
+        for t, lst in ((w, outs), (u, un), (v, vn)):
+            b = torch.full((t.numel() + 2 * pad,), 777.0, device=dev)
+            bufs.append((b, t.numel()))
+            lst.append(b[pad:pad + t.numel()].view(t.shape))
+    sb = torch.full((len(ws) + 2 * pad,), 777.0, device=dev)
+    sigmas = sb[pad:pad + len(ws)]
+    sn._forward_into(ws, us, vs, dims, 1, 1e-12, outs, un, vn, sigmas)
+    r_outs, r_sig, r_un, r_vn = spectral_norm_ref(ws, us, vs, dims, 1, 1e-12)
+    for a, b in zip(outs + un + vn + [sigmas], r_outs + r_un + r_vn + [r_sig]):
+        torch.testing.assert_close(a, b)
+    for b, n in bufs + [(sb, len(ws))]:
+        assert (b[:pad] == 777.0).all() and (b[pad + n:] == 777.0).all(), "out-of-bounds write"
 
 
 @requires_cuda
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("backend", backends("cuda", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n_iter", [0, 1, 2])
 def test_cuda_backends_match_reference(backend, dtype, n_iter):

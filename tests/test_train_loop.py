@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import requires_cuda
 from ganops.train import InfiniteSampler, load_checkpoint, open_dataset
 
 RECIPE = str(Path(__file__).with_name("train_tiny_recipe.py"))
@@ -146,7 +147,7 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert r0["batches"][0] == pytest.approx([ds[next(it)].sum().item() for _ in range(4)], abs=1e-3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@requires_cuda
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cuda_amp_channels_last_resume(tmp_path, precision):
     import numpy as np
