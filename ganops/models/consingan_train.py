@@ -379,13 +379,13 @@ class ConSinGANTrainer:
                     with torch.no_grad():
                         fake = G(noise, self.shapes, self.amps)
                 err_fake = D(fake.detach()).mean()
-            gp, _ = self._penalty(D, real, fake.detach().float())
+            gp, _ = self._penalty(D, real, fake.detach().to(real.dtype))
             loss_d = err_real + err_fake + gp
             self._d_backward(loss_d)
         with self._autocast():
             err_g = -D(fake).mean()
             rec = G(self.z_opt, self.shapes, self.amps)
-            rec_loss = c["alpha"] * F.mse_loss(rec.float(), real)
+            rec_loss = c["alpha"] * F.mse_loss(rec.to(real.dtype), real)
         G.zero_grad()
         self._g_steps(err_g + rec_loss)
         return {"loss_d": loss_d.detach(), "gp": gp.detach(), "loss_g": err_g.detach(), "rec": rec_loss.detach()}
@@ -427,7 +427,7 @@ class ConSinGANTrainer:
                 # forward_gp: same penalty and weight gradients, cheaper double backward (fp32 only: its custom
                 # backward does not follow autocast's dtypes)
                 d_gp = D.forward_gp if self.amp is None or not self.amp.enabled else D
-                gp = self._penalty(d_gp, real, fake_d.float())[0] * gp_every
+                gp = self._penalty(d_gp, real, fake_d.to(real.dtype))[0] * gp_every
             else:
                 gp = torch.zeros((), device=real.device)
             err_real, err_fake = -o2[0:1].mean(), o2[1:2].mean()
@@ -437,7 +437,7 @@ class ConSinGANTrainer:
         try:
             with self._autocast():
                 err_g = -D(fake).mean()
-                rec_loss = c["alpha"] * F.mse_loss(rec.float(), real)
+                rec_loss = c["alpha"] * F.mse_loss(rec.to(real.dtype), real)
             self._g_steps(err_g + rec_loss)
         finally:
             D.requires_grad_(True)
