@@ -73,36 +73,40 @@ def _devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-CASES = [(d, s, p) for d in _devices() for s in SHAPES for p in _providers(d)]
+CASES = [(d, s) for d in _devices() for s in SHAPES]
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("device,shape,provider", CASES,
+@pytest.mark.parametrize("device,shape", CASES,
                          ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
-def test_diff_augment(measure, device, shape, provider, mode):
+def test_diff_augment(compare, device, shape, mode):
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
     params = ganops.diff_augment_params(POLICY, shape, device=device)
-    f = _fn(provider)
     E = x.numel()
-    if mode == "fwd":
-        def run():
-            with torch.no_grad():
-                f(x, params)
-        min_bytes = 8 * E
-    else:
-        xr = x.clone().requires_grad_()
-        gy = torch.randn_like(x)
+    min_bytes = 8 * E if mode == "fwd" else 16 * E
+    xr = x.clone().requires_grad_()
+    gy = torch.randn_like(x)
 
-        def run():
-            torch.autograd.grad(f(xr, params), xr, gy)
-        min_bytes = 16 * E
-    nbytes = None
-    if device == "cpu" and provider != "ref+compile":
+    def make(f):
+        if mode == "fwd":
+            def run():
+                with torch.no_grad():
+                    f(x, params)
+        else:
+            def run():
+                torch.autograd.grad(f(xr, params), xr, gy)
+        return run
+
+    fns = {p: make(_fn(p)) for p in _providers(device)}
+    nbytes = {}
+    if device == "cpu":
         from ganops.profiling import count
 
-        run()
-        nbytes = count(run, track_memory=False).bytes
+        for p, run in fns.items():
+            if p != "ref+compile":
+                run()
+                nbytes[p] = count(run, track_memory=False).bytes
     big = shape[-1] >= 1024
-    measure(op="diff_augment", case="x".join(map(str, shape)), mode=mode, provider=provider, fn=run, device=device,
+    compare(op="diff_augment", case="x".join(map(str, shape)), mode=mode, fns=fns, device=device,
             rounds=3 if big else 5, warmup=1 if big else 2, bytes=nbytes, min_bytes=min_bytes)

@@ -11,8 +11,9 @@ one alpha per batch (batch 1). Two modes:
   plain penalty) is reported too.
 * ``d_step`` -- the whole D step with the penalty, ours vs plain (D's convolutions dominate; no target).
 
-Runs single-threaded unless GANOPS_BENCH_THREADS is set (see the fixture below). Besides time, the aten-level launches (TorchDispatchMode counter) of each are printed: the fused path runs the
-interpolation in 1 op and the penalty in 1 op forward and 1 op backward.
+Runs single-threaded unless GANOPS_BENCH_THREADS is set (see the fixture below); the providers of each case are
+timed in interleaved rounds (``compare``). Besides time, the aten-level launches (TorchDispatchMode counter) of
+each are printed: the fused path runs the interpolation in 1 op and the penalty in 1 op forward and 1 op backward.
 """
 from __future__ import annotations
 
@@ -98,54 +99,58 @@ def _print_launches(request):
             tr.write_line(f"  {case:10} {mode:8} {prov:12} {n:5d} launches")
 
 
-@pytest.mark.parametrize("provider", _providers())
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_penalty_own_work(measure, size, provider):
+def test_penalty_own_work(compare, size):
     torch.manual_seed(0)
     real, fake = torch.randn(1, 3, *size), torch.randn(1, 3, *size)
     g0 = torch.randn(1, 3, *size) * 0.3  # stands in for dD/dx_hat (same shape and scale)
-    f = _own_fn(provider)
 
-    def run():
-        g = g0.detach().requires_grad_(True)
-        x, pen = f(real, fake, g)
-        torch.autograd.grad(pen, g)
-        return x
+    def make(f):
+        def run():
+            g = g0.detach().requires_grad_(True)
+            x, pen = f(real, fake, g)
+            torch.autograd.grad(pen, g)
+            return x
+        return run
 
-    run()
-    if provider != "ref+compile":
-        LAUNCHES.append((f"{size[0]}x{size[1]}", "own", provider, count(run, track_memory=False).launches))
-    measure(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="fwd+bwd", provider=provider, fn=run,
-            rounds=30, warmup=5)
+    fns = {p: make(_own_fn(p)) for p in _providers()}
+    for p, run in fns.items():
+        run()
+        if p != "ref+compile":
+            LAUNCHES.append((f"{size[0]}x{size[1]}", "own", p, count(run, track_memory=False).launches))
+    compare(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="fwd+bwd", fns=fns, rounds=30, warmup=5)
 
 
-@pytest.mark.parametrize("provider", [p for p in _providers() if p != "ref+compile"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_consingan_d_step(measure, size, provider):
+def test_consingan_d_step(compare, size):
     torch.manual_seed(0)
-    D = consingan_d()
     real, fake = torch.randn(1, 3, *size), torch.randn(1, 3, *size)
-    opt = torch.optim.Adam(D.parameters(), lr=5e-4, betas=(0.5, 0.999))
 
-    def gp():
-        if provider == "ref":
-            return plain_gp(D, real, fake)
-        return ganops.gradient_penalty(D, real, fake, weight=0.1, alpha="per_batch", norm_over="channel",
-                                       impl=provider)
+    def make(provider):
+        D = consingan_d()  # one D and optimiser per provider: the steps update them
+        opt = torch.optim.Adam(D.parameters(), lr=5e-4, betas=(0.5, 0.999))
 
-    def run():
-        opt.zero_grad(set_to_none=True)
-        loss = -D(real).mean() + D(fake.detach()).mean() + gp()
-        loss.backward()
+        def gp():
+            if provider == "ref":
+                return plain_gp(D, real, fake)
+            return ganops.gradient_penalty(D, real, fake, weight=0.1, alpha="per_batch", norm_over="channel",
+                                           impl=provider)
 
-    run()
-    LAUNCHES.append((f"{size[0]}x{size[1]}", "d_step", provider, count(run, track_memory=False).launches))
-    measure(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="d_step", provider=provider, fn=run,
+        def run():
+            opt.zero_grad(set_to_none=True)
+            loss = -D(real).mean() + D(fake.detach()).mean() + gp()
+            loss.backward()
+        return run
+
+    fns = {p: make(p) for p in _providers() if p != "ref+compile"}
+    for p, run in fns.items():
+        run()
+        LAUNCHES.append((f"{size[0]}x{size[1]}", "d_step", p, count(run, track_memory=False).launches))
+    compare(op="gradient_penalty", case=f"1x3x{size[0]}x{size[1]}", mode="d_step", fns=fns,
             rounds=3 if size[0] > 100 else 10, warmup=1)
 
 
-@pytest.mark.parametrize("provider", _providers())
-def test_r1_own_work_fastgan_shape(measure, provider):
+def test_r1_own_work_fastgan_shape(compare):
     """R1's own work at FastGAN 256^2, batch 8: gamma/2 * mean ||g||^2, forward and backward from g."""
     torch.manual_seed(0)
     g0 = torch.randn(8, 3, 256, 256) * 0.3
@@ -153,19 +158,23 @@ def test_r1_own_work_fastgan_shape(measure, provider):
     def plain(g):
         return 5.0 * g.pow(2).reshape(g.shape[0], -1).sum(1).mean()
 
-    if provider == "ref":
-        f = plain
-    elif provider == "ref+compile":
-        f = _compiled.setdefault("r1", torch.compile(plain, dynamic=False))
-    else:
-        def f(g):
-            return norm_penalty(g, target=0.0, scale=5.0, norm_over="sample", impl=provider)
+    def make(provider):
+        if provider == "ref":
+            f = plain
+        elif provider == "ref+compile":
+            f = _compiled.setdefault("r1", torch.compile(plain, dynamic=False))
+        else:
+            def f(g):
+                return norm_penalty(g, target=0.0, scale=5.0, norm_over="sample", impl=provider)
 
-    def run():
-        g = g0.detach().requires_grad_(True)
-        torch.autograd.grad(f(g), g)
+        def run():
+            g = g0.detach().requires_grad_(True)
+            torch.autograd.grad(f(g), g)
+        return run
 
-    run()
-    if provider != "ref+compile":
-        LAUNCHES.append(("8x3x256^2", "r1 own", provider, count(run, track_memory=False).launches))
-    measure(op="r1_penalty", case="8x3x256x256", mode="fwd+bwd", provider=provider, fn=run, rounds=10, warmup=2)
+    fns = {p: make(p) for p in _providers()}
+    for p, run in fns.items():
+        run()
+        if p != "ref+compile":
+            LAUNCHES.append(("8x3x256^2", "r1 own", p, count(run, track_memory=False).launches))
+    compare(op="r1_penalty", case="8x3x256x256", mode="fwd+bwd", fns=fns, rounds=10, warmup=2)

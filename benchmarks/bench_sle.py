@@ -52,36 +52,40 @@ def _fn(provider):
     return lambda x, g: ganops.sle(x, g, impl=provider)
 
 
-CASES = [(d, s, p) for d in _devices() for s in SHAPES for p in _providers(d)]
+CASES = [(d, s) for d in _devices() for s in SHAPES]
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("device,shape,provider", CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
-def test_sle(measure, device, shape, provider, mode):
+@pytest.mark.parametrize("device,shape", CASES,
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_sle(compare, device, shape, mode):
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
     g = torch.randn(shape[:2], device=device)
-    f = _fn(provider)
     E = x.numel()
-    if mode == "fwd":
-        def run():
-            with torch.no_grad():
-                f(x, g)
-        min_bytes = 8 * E
-    else:
-        xr, gr = x.clone().requires_grad_(), g.clone().requires_grad_()
-        gy = torch.randn_like(x)
+    min_bytes = 8 * E if mode == "fwd" else 20 * E
+    xr, gr = x.clone().requires_grad_(), g.clone().requires_grad_()
+    gy = torch.randn_like(x)
 
-        def run():
-            y = f(xr, gr)
-            torch.autograd.grad(y, (xr, gr), gy)
-        min_bytes = 20 * E
-    nbytes = None
+    def make(f):
+        if mode == "fwd":
+            def run():
+                with torch.no_grad():
+                    f(x, g)
+        else:
+            def run():
+                y = f(xr, gr)
+                torch.autograd.grad(y, (xr, gr), gy)
+        return run
+
+    fns = {p: make(_fn(p)) for p in _providers(device)}
+    nbytes = {}
     if device == "cpu":
         from ganops.profiling import count
 
-        if provider != "ref+compile":
-            run()  # warm (compiles nothing for eager providers)
-            nbytes = count(run, track_memory=False).bytes
-    measure(op="sle", case="x".join(map(str, shape)), mode=mode, provider=provider, fn=run, device=device,
-            rounds=5, warmup=2, bytes=nbytes, min_bytes=min_bytes)
+        for p, run in fns.items():
+            if p != "ref+compile":
+                run()  # warm (compiles nothing for eager providers)
+                nbytes[p] = count(run, track_memory=False).bytes
+    compare(op="sle", case="x".join(map(str, shape)), mode=mode, fns=fns, device=device, rounds=5, warmup=2,
+            bytes=nbytes, min_bytes=min_bytes)

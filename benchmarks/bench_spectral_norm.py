@@ -13,17 +13,17 @@ Targets (issue 4): launches constant in the number of layers; >= 3x less time th
 
 What bounds the CPU figure (docs/spectral_norm.md): the fused op moves the weights ~8-10x per iteration (4 passes
 forward, 4 backward, + write-allocate) against torch's 21.1x (counted), so a memory-bound CPU implementation gains
-~2.1-2.6x from bytes; the rest of torch's cost is its 968 launches. The wall-time medians that ``measure`` writes
-to ops-latest.json swing by 2x on this shared 2-core machine; the CPU time printed below is steadier.
+~2.1-2.6x from bytes; the rest of torch's cost is its 968 launches. The providers are timed in interleaved rounds
+(``compare``); ops-latest.json gets the median of the per-round wall-time and CPU-time ratios with their quartiles.
+Wall time swings by 2x on this shared 2-core machine; the CPU time printed below is steadier.
 """
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
 from torch import nn
 
+from benchmarks.interleave import ratio_stats
 from ganops._dispatch import backend_status
 from ganops.nn import spectral_norm, spectral_norm_group
 
@@ -121,37 +121,29 @@ def _devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-CASES = [(d, p) for d in _devices() for p in _providers(d)]
-
-
-_CPU_TIME: dict = {}
-
-
-def cpu_time_per_run(run, rounds: int = 7) -> float:
-    """Median process CPU time (all threads) of ``run()``: robust to other processes sharing the cores."""
-    ts = []
-    for _ in range(rounds):
-        t = time.process_time()
-        run()
-        ts.append(time.process_time() - t)
-    return sorted(ts)[len(ts) // 2]
-
-
-@pytest.mark.parametrize("device,provider", CASES)
-def test_spectral_norm_fastgan_d(measure, benchmark, capsys, device, provider):
-    d = build(provider, device)
-    run = sn_part(d)
-    run()
-    n = [launches(provider, device, FASTGAN_D_CONVS[:k]) for k in (11, 22, 44)]
-    measure(op="spectral_norm", case="FastGAN-D 44 SN convs", mode="fwd+bwd", provider=provider, fn=run,
-            device=device, rounds=10, warmup=3)
-    cpu_s = cpu_time_per_run(run)
-    _CPU_TIME[(device, provider)] = cpu_s
-    ref = _CPU_TIME.get((device, "ref"))
-    vs = f"{ref / cpu_s:.2f}x less than torch's hook (target >= 3x)" if ref and provider != "ref" else ""
+@pytest.mark.parametrize("device", _devices())
+def test_spectral_norm_fastgan_d(compare, capsys, device):
+    fns, n = {}, {}
+    for p in _providers(device):
+        fns[p] = sn_part(build(p, device))
+        fns[p]()
+        n[p] = [launches(p, device, FASTGAN_D_CONVS[:k]) for k in (11, 22, 44)]
+    res = compare(op="spectral_norm", case="FastGAN-D 44 SN convs", mode="fwd+bwd", fns=fns, device=device,
+                  rounds=10, warmup=3)
+    ref = res.get("ref")
     with capsys.disabled():
-        print(f"\n[spectral_norm] {device} {provider:14} SN launches per fwd+bwd for 11/22/44 layers: "
-              f"{n[0]}/{n[1]}/{n[2]} (target: constant); SN part: median wall "
-              f"{benchmark.stats.stats.median * 1e3:.2f} ms, CPU time {cpu_s * 1e3:.2f} ms {vs}")
-    if provider.endswith("grouped"):
-        assert n[0] == n[1] == n[2], "grouped SN launches must not depend on the number of layers"
+        for p in fns:
+            line = (f"\n[spectral_norm] {device} {p:14} SN launches per fwd+bwd for 11/22/44 layers: "
+                    f"{n[p][0]}/{n[p][1]}/{n[p][2]} (target: constant)")
+            r = res.get(p)
+            if r:
+                line += (f"; SN part: median wall {r['median_s'] * 1e3:.2f} ms, CPU time "
+                         f"{r['cpu_median_s'] * 1e3:.2f} ms")
+                if ref and p != "ref":
+                    st = ratio_stats(ref["cpu_s"], r["cpu_s"])
+                    line += (f", {st['median']:.2f}x [{st['lo']:.2f}-{st['hi']:.2f}] less than torch's hook "
+                             "(median of the per-round CPU-time ratios [quartiles]; target >= 3x)")
+            print(line)
+    for p in fns:
+        if p.endswith("grouped"):
+            assert n[p][0] == n[p][1] == n[p][2], f"{p}: grouped SN launches must not depend on the number of layers"
