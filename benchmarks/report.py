@@ -5,7 +5,9 @@ Reads the latest results in benchmarks/results/ (op microbenchmarks from `pytest
 model-level figures written by the bench_* scripts through benchmarks.targets.write_rows). `--run` refreshes them
 first (minutes on a 2-core CPU). Each row is `measured` (on the device named) or `projected` (roofline model of
 ganops.profiling for a GPU we did not run on). Exit status 1 when a measured target is missed or a result is
-missing; projected misses are reported but do not fail (they are model outputs, not measurements).
+missing; projected misses are reported but do not fail (they are model outputs, not measurements). An op ratio is
+the median of per-round ratios (providers timed in interleaved rounds); its note gives the quartiles, and "noisy"
+when half that spread is wider than the margin to the target (the rounds do not settle which side it is on).
 """
 from __future__ import annotations
 
@@ -39,6 +41,23 @@ OP_TARGET_TEXT = {
 }
 
 
+NOISY = ", noisy"
+
+
+def spread_note(r: dict, key: str) -> str:
+    """The note of one ratio: 'median 2.90x [2.60-3.20]' (the median of the per-round ratios and its quartiles),
+    ', noisy' appended when half that spread is wider than the margin to the target; '' without per-round figures."""
+    if r.get(key) is None or r.get(f"{key}_lo") is None:
+        return ""
+    return (f"median {r[key]:.2f}x [{r[f'{key}_lo']:.2f}-{r[f'{key}_hi']:.2f}]"
+            + (NOISY if r.get(f"{key}_noisy") else ""))
+
+
+def is_noisy(row: Row) -> bool:
+    """A row whose note marks its ratio noisy (spread_note)."""
+    return "]" + NOISY in row.note
+
+
 def op_rows() -> list[Row]:
     path = os.path.join(RESULTS_DIR, "ops-latest.json")
     if not os.path.exists(path):
@@ -57,12 +76,20 @@ def op_rows() -> list[Row]:
         label = f"{OP_TARGET_TEXT.get(r['op'], r['op'])} {r['case']} [{r['provider']}]"
         d = dev if r["device"] == "cuda" else f"CPU ({env.get('threads', '?')} threads)"
         if tgt.get("cpu_time") and r["device"] == "cpu" and r.get("vs_ref_cpu_time") is not None:
+            wall = ""
+            if r.get("vs_ref"):
+                wall = f"wall time {r['vs_ref']:.2f}x"
+                if r.get("vs_ref_lo") is not None:
+                    wall += f" [{r['vs_ref_lo']:.2f}-{r['vs_ref_hi']:.2f}]"
+            note = "; ".join(n for n in (spread_note(r, "vs_ref_cpu_time"), wall) if n)
             rows.append(Row(f"{label} CPU time vs eager ref", r["vs_ref_cpu_time"], tgt["vs_ref"], "x", "measured", d,
-                            True, note=f"wall time {r['vs_ref']:.2f}x" if r.get("vs_ref") else ""))
+                            True, note=note))
         elif r.get("vs_ref") is not None and tgt["vs_ref"]:
-            rows.append(Row(f"{label} vs eager ref", r["vs_ref"], tgt["vs_ref"], "x", "measured", d, True))
+            rows.append(Row(f"{label} vs eager ref", r["vs_ref"], tgt["vs_ref"], "x", "measured", d, True,
+                            note=spread_note(r, "vs_ref")))
         if r.get("vs_compiled") is not None and tgt["vs_compiled"]:
-            rows.append(Row(f"{label} vs compiled ref", r["vs_compiled"], tgt["vs_compiled"], "x", "measured", d, True))
+            rows.append(Row(f"{label} vs compiled ref", r["vs_compiled"], tgt["vs_compiled"], "x", "measured", d, True,
+                            note=spread_note(r, "vs_compiled")))
         if r.get("bytes") and r.get("min_bytes") and r["op"] == "diff_augment":
             rows.append(Row(f"{label} bytes / one-read-one-write", r["bytes"] / r["min_bytes"], 1.25, "x",
                             "measured", "counted (any device)"))
@@ -178,8 +205,9 @@ def main(argv=None) -> int:
     print(render(rows, missing, args.markdown))
     failed = [r for r in rows if r.kind in ("measured", "counted") and r.ok is False]
     proj_missed = [r for r in rows if r.kind == "projected" and r.ok is False]
+    noisy = [r for r in rows if is_noisy(r)]
     print(f"\n{len(rows)} rows: {sum(r.ok is True for r in rows)} met, {len(failed)} measured missed, "
-          f"{len(proj_missed)} projected missed, {len(missing)} without results")
+          f"{len(proj_missed)} projected missed, {len(missing)} without results, {len(noisy)} noisy")
     return 1 if failed or missing else 0
 
 

@@ -86,3 +86,39 @@ def test_sn_launch_rows():
     assert growth and growth[0].value == 0 and growth[0].ok is True
     hook = [r for r in rows if "torch's hook" in r.target]
     assert hook and hook[0].value > 500  # ~22 per layer for torch's spectral norm
+
+
+def _ops_spread(path, op, extra):
+    r = dict(op=op, case="c1", mode="fwd+bwd", device="cpu", provider="cpu", time_s=1e-3, bytes=None, min_bytes=None)
+    r.update(extra)
+    with open(os.path.join(path, "ops-latest.json"), "w") as f:
+        json.dump({"environment": {"threads": 2}, "results": [], "ratios": [r]}, f)
+
+
+def test_op_rows_show_the_spread_and_mark_noisy_rows(results, capsys):
+    _model_files(0.15)
+    _ops_spread(results, "sle", dict(vs_ref=2.9, vs_ref_lo=2.6, vs_ref_hi=3.2, vs_ref_noisy=True, vs_compiled=1.5,
+                                     vs_compiled_lo=1.4, vs_compiled_hi=1.6, vs_compiled_noisy=False))
+    rows = report.op_rows()
+    assert [r.note for r in rows] == ["median 2.90x [2.60-3.20], noisy", "median 1.50x [1.40-1.60]"]
+    assert [report.is_noisy(r) for r in rows] == [True, False]
+    assert report.main([]) == 1  # a noisy miss is still a miss
+    out = capsys.readouterr().out
+    assert "(median 2.90x [2.60-3.20], noisy)" in out and "1 measured missed" in out and "1 noisy" in out
+    assert report.main(["--markdown"]) == 1
+    assert "SLE fwd+bwd c1 [cpu] vs eager ref (median 2.90x [2.60-3.20], noisy) | 2.90x |" in capsys.readouterr().out
+
+
+def test_spectral_norm_row_is_cpu_time_with_both_spreads(results):
+    _ops_spread(results, "spectral_norm", dict(vs_ref=2.0, vs_ref_lo=1.8, vs_ref_hi=2.2, vs_ref_cpu_time=3.5,
+                                               vs_ref_cpu_time_lo=3.3, vs_ref_cpu_time_hi=3.6,
+                                               vs_ref_cpu_time_noisy=False, vs_compiled=None))
+    (row,) = report.op_rows()
+    assert row.target.endswith("CPU time vs eager ref") and row.value == 3.5 and row.ok is True
+    assert row.note == "median 3.50x [3.30-3.60]; wall time 2.00x [1.80-2.20]" and not report.is_noisy(row)
+
+
+def test_op_rows_from_results_without_spread(results):
+    _ops(results, 3.5, 1.2)  # ops-latest.json written before the interleaved harness
+    rows = report.op_rows()
+    assert [r.value for r in rows] == [3.5, 1.2] and all(r.note == "" for r in rows)

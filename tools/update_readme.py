@@ -41,9 +41,16 @@ def target_table() -> str:
     md = _run("-m", "benchmarks.report", "--markdown").rstrip()
     summary = md.splitlines()[-1]
     table = "\n".join(ln for ln in md.splitlines() if ln.startswith("|"))
+    if "(median " in table:  # op rows from the interleaved harness carry their spread in the note
+        method = ("An op ratio is the median of the per-round ratios of its providers timed in interleaved rounds "
+                  "(A B C A B C ...), with the quartiles in its note; `noisy` marks a row whose half spread is wider "
+                  "than its margin to the target.")
+    else:
+        method = ("Op ratios: each provider's minimum over its own block of rounds (results from before the "
+                  "interleaved harness; rerun `python -m benchmarks.report --run` for medians with their spread).")
     return (f"Generated {time.strftime('%Y-%m-%d')} by `python tools/update_readme.py` from `benchmarks/results/` "
             f"({summary.strip()}). Machine: 2-core x86-64 CPU shared with other jobs, no GPU, so every GPU row is "
-            "a roofline projection (`projected`) and CPU rows are noisy.\n\n" + table)
+            f"a roofline projection (`projected`) and CPU rows are noisy. {method}\n\n" + table)
 
 
 def replace(text: str, name: str, body: str) -> str:
