@@ -154,7 +154,7 @@ at::Tensor diffaug_apply_cpu(const at::Tensor& x_in, const at::Tensor& color_in,
                              int64_t cut_h, int64_t cut_w, bool cutout_first, int64_t mode) {
   check_diffaug_inputs(x_in, color_in, spatial_in, cut_h, cut_w, mode, "diffaug_apply");
   TORCH_CHECK(x_in.device().is_cpu(), "diffaug_apply (cpu): x must be a CPU tensor");
-  at::Tensor out = at::empty_like(x_in);
+  at::Tensor out = dense_output_like(x_in);
   const bool cl = is_channels_last(out);
   const at::Tensor x = as_layout(x_in, cl);
   const at::Tensor spatial = spatial_in.contiguous();

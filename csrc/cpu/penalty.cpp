@@ -82,10 +82,9 @@ acc_t sumsq(const T* p, int64_t n) {
 at::Tensor gp_interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_in, const at::Tensor& alpha_in) {
   check_interpolate_inputs(real_in, fake_in, alpha_in);
   TORCH_CHECK(real_in.device().is_cpu(), "gp_interpolate (cpu): real must be a CPU tensor");
-  at::Tensor out = at::empty_like(real_in);
+  at::Tensor out = dense_output_like(real_in);
   const bool cl = is_channels_last(out);
   const at::Tensor real = as_layout(real_in, cl), fake = as_layout(fake_in, cl), alpha = alpha_in.contiguous();
-  if (!out.is_contiguous() && !cl) out = at::empty(real_in.sizes(), real_in.options());
   const int64_t N = real.size(0), total = real.numel(), K = N ? total / N : 0, a_step = alpha.numel() == 1 ? 0 : 1;
   if (total == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gp_interpolate_cpu", [&] {
@@ -189,9 +188,8 @@ at::Tensor gp_norm_penalty_backward_cpu(const at::Tensor& go_in, const at::Tenso
                                         double target, double scale, int64_t norm_over, int64_t reduction) {
   check_penalty_backward(go_in, grad_in, norm_in, norm_over, reduction);
   TORCH_CHECK(grad_in.device().is_cpu(), "gp_norm_penalty_backward (cpu): grad must be a CPU tensor");
-  at::Tensor gx = at::empty_like(grad_in);
+  at::Tensor gx = dense_output_like(grad_in);
   const bool cl = is_channels_last(gx);
-  if (!gx.is_contiguous() && !cl) gx = at::empty(grad_in.sizes(), grad_in.options());
   const at::Tensor g = as_layout(grad_in, cl), norm = norm_in.contiguous(), go = go_in.contiguous();
   const int64_t N = g.size(0), C = g.size(1), S = group_size(g), K = C * S;
   const int64_t G = norm_over == 0 ? 1 : std::max<int64_t>(S, 1);

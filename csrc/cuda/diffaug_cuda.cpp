@@ -26,7 +26,7 @@ at::Tensor diffaug_apply_cuda(const at::Tensor& x_in, const at::Tensor& color_in
   TORCH_CHECK(x_in.is_cuda(), "diffaug_apply (cuda): x must be a CUDA tensor");
   TORCH_CHECK(x_in.size(0) <= 65535, "diffaug_apply (cuda): batch size N must be <= 65535, got ", x_in.size(0));
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
-  at::Tensor out = at::empty_like(x_in);
+  at::Tensor out = dense_output_like(x_in);
   const bool cl = is_channels_last(out);
   const at::Tensor x = as_layout(x_in, cl);
   const at::Tensor color = color_in.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();

@@ -29,9 +29,8 @@ at::Tensor gp_interpolate_cuda(const at::Tensor& real_in, const at::Tensor& fake
   check_interpolate_inputs(real_in, fake_in, alpha_in);
   TORCH_CHECK(real_in.is_cuda(), "gp_interpolate (cuda): real must be a CUDA tensor");
   const c10::cuda::OptionalCUDAGuard guard(real_in.device());
-  at::Tensor out = at::empty_like(real_in);
+  at::Tensor out = dense_output_like(real_in);
   const bool cl = is_channels_last(out);
-  if (!out.is_contiguous() && !cl) out = at::empty(real_in.sizes(), real_in.options());
   const at::Tensor real = as_layout(real_in, cl), fake = as_layout(fake_in, cl), alpha = alpha_in.contiguous();
   const int64_t total = real.numel();
   C10_CUDA_CHECK(cuda::gp_interpolate_launch(dtype_code(real.scalar_type()), real.const_data_ptr(),
@@ -65,9 +64,8 @@ at::Tensor gp_norm_penalty_backward_cuda(const at::Tensor& go_in, const at::Tens
   check_penalty_backward(go_in, grad_in, norm_in, norm_over, reduction);
   TORCH_CHECK(grad_in.is_cuda(), "gp_norm_penalty_backward (cuda): grad must be a CUDA tensor");
   const c10::cuda::OptionalCUDAGuard guard(grad_in.device());
-  at::Tensor gx = at::empty_like(grad_in);
+  at::Tensor gx = dense_output_like(grad_in);
   const bool cl = is_channels_last(gx);
-  if (!gx.is_contiguous() && !cl) gx = at::empty(grad_in.sizes(), grad_in.options());
   const at::Tensor g = as_layout(grad_in, cl), norm = norm_in.contiguous(), go = go_in.contiguous();
   const int64_t N = g.size(0), C = g.size(1), S = group_size(g);
   C10_CUDA_CHECK(cuda::gp_norm_penalty_backward_launch(

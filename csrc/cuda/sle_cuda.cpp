@@ -25,7 +25,7 @@ at::Tensor sle_forward_cuda(const at::Tensor& x_in, const at::Tensor& gate_in) {
   check_sle_inputs(x_in, gate_in, "sle_forward");
   TORCH_CHECK(x_in.is_cuda(), "sle_forward (cuda): x must be a CUDA tensor");
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
-  at::Tensor out = at::empty_like(x_in);
+  at::Tensor out = dense_output_like(x_in);
   const bool cl = is_channels_last(out);
   const at::Tensor x = as_layout(x_in, cl);
   const at::Tensor gate = gate_in.contiguous();
@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cuda(const at::Tensor& grad_in, 
   check_sle_grad(grad_in, x_in, "sle_backward");
   TORCH_CHECK(x_in.is_cuda(), "sle_backward (cuda): x must be a CUDA tensor");
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
-  at::Tensor gx = at::empty_like(x_in);
+  at::Tensor gx = dense_output_like(x_in);
   const bool cl = is_channels_last(gx);
   const at::Tensor x = as_layout(x_in, cl);
   const at::Tensor gy = as_layout(grad_in, cl);

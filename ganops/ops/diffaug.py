@@ -13,6 +13,7 @@ import torch
 
 from .. import _ext
 from .._dispatch import OpInfo, register_op, resolve_impl
+from .._layout import dense_output_like
 
 __all__ = ["POLICIES", "diff_augment", "diff_augment_params", "diff_augment_ref", "parse_policy"]
 
@@ -278,7 +279,7 @@ def register_diffaug_autograd(name: str) -> None:
 
     @torch.library.register_fake(f"ganops::{name}")
     def _fake(x, color, spatial, cut_h, cut_w, cutout_first, mode):
-        return torch.empty_like(x)
+        return dense_output_like(x)  # the layout rule of the kernels (csrc/include/ganops/cpu_utils.h)
 
     def setup(ctx, inputs, output):
         _, color, spatial, cut_h, cut_w, cutout_first, mode = inputs

@@ -6,6 +6,7 @@ import torch
 
 from .. import _ext
 from .._dispatch import OpInfo, register_op, resolve_impl_cached
+from .._layout import dense_output_like
 
 __all__ = ["interpolate", "interpolate_ref", "norm_penalty", "norm_penalty_ref", "NORM_OVER", "REDUCTIONS"]
 
@@ -214,7 +215,7 @@ def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str, cp
 
     @torch.library.register_fake(f"ganops::{interp_name}")
     def _fake_interp(real, fake, alpha):
-        return torch.empty_like(real)
+        return dense_output_like(real)  # the layout rule of the kernels
 
     @torch.library.register_fake(f"ganops::{fwd_name}")
     def _fake_fwd(grad, target, scale, norm_over, reduction):
@@ -226,7 +227,7 @@ def register_penalty_autograd(interp_name: str, fwd_name: str, bwd_name: str, cp
 
     @torch.library.register_fake(f"ganops::{bwd_name}")
     def _fake_bwd(grad_out, grad, norm, target, scale, norm_over, reduction):
-        return torch.empty_like(grad)
+        return dense_output_like(grad)
 
     def setup_interp(ctx, inputs, output):
         real, fake, alpha = inputs

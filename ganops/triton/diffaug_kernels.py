@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import dense_output_like
 from ..ops.diffaug import register_diffaug_autograd
 
 __all__ = ["diffaug_apply_triton"]
@@ -130,7 +131,7 @@ def diffaug_apply_triton(x: torch.Tensor, color: torch.Tensor, spatial: torch.Te
         raise ValueError(f"diffaug_apply_triton: x must be a 4-D float tensor, got {tuple(x.shape)} {x.dtype}")
     if mode not in (0, 1, 2):
         raise ValueError(f"diffaug_apply_triton: mode must be 0, 1 or 2, got {mode}")
-    out = torch.empty_like(x)
+    out = dense_output_like(x)
     cl, fmt = _layout(out)
     x = x.contiguous(memory_format=fmt)
     N, C, H, W = x.shape

@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import dense_output_like
 from ..ops.penalty_ops import register_penalty_autograd
 
 __all__ = ["gp_interpolate_triton", "gp_norm_penalty_triton", "gp_norm_penalty_backward_triton"]
@@ -122,10 +123,8 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 @torch.library.custom_op("ganops::gp_interpolate_triton", mutates_args=())
 def gp_interpolate_triton(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_like(real)
+    out = dense_output_like(real)
     cl = _cl(out)
-    if not out.is_contiguous() and not cl:
-        out = torch.empty(real.shape, dtype=real.dtype, device=real.device)
     real, fake, alpha = _dense(real, cl), _dense(fake, cl), alpha.contiguous()
     total = real.numel()
     if total:
@@ -170,10 +169,8 @@ def gp_norm_penalty_triton(grad: torch.Tensor, target: float, scale: float, norm
 @torch.library.custom_op("ganops::gp_norm_penalty_backward_triton", mutates_args=())
 def gp_norm_penalty_backward_triton(grad_out: torch.Tensor, grad: torch.Tensor, norm: torch.Tensor, target: float,
                                     scale: float, norm_over: int, reduction: int) -> torch.Tensor:
-    gx = torch.empty_like(grad)
+    gx = dense_output_like(grad)
     cl = _cl(gx)
-    if not gx.is_contiguous() and not cl:
-        gx = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
     g = _dense(grad, cl)
     N, C = g.shape[:2]
     S = math.prod(g.shape[2:])
