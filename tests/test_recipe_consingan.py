@@ -257,7 +257,7 @@ def test_resume_with_other_iters_is_refused(recipe, trained, tmp_path):
     run, img = trained
     args = [a if a != "2" else "3" for a in TINY]  # --iters 3 instead of 2
     res = _invoke(recipe, "train", *args, "--data", img, "--resume", str(run), "--outdir", str(tmp_path), ok=False)
-    assert res.exit_code == 1 and "niter" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "niter" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("mode,task", [("harmonization", "harmonize"), ("editing", "edit")])

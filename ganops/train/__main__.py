@@ -36,7 +36,7 @@ def check_data(path: str, resolution: int | None, allow_upscale: bool, skip_bad:
     for n in rep.notes:
         click.echo(f"note: {n}")
     for e in rep.errors:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {path}: {e}", err=True)
     sys.exit(1 if rep.errors else 0)
 
 

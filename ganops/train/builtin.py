@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from .errors import DatasetError
+
 __all__ = ["BUILTINS", "BuiltinData", "load_builtin", "is_builtin", "builtin_name", "TWEMOJI_ATTRIBUTION"]
 
 TWEMOJI_ATTRIBUTION = (
@@ -45,12 +47,12 @@ def is_builtin(spec: object) -> bool:
     return isinstance(spec, str) and spec.startswith("builtin:")
 
 
-def builtin_name(spec: str) -> str:
-    """``builtin:emoji`` -> ``emoji`` (validated)."""
+def builtin_name(spec: str, flag: str = "--data") -> str:
+    """``builtin:emoji`` -> ``emoji`` (validated: an unknown name is a :class:`DatasetError`, a ValueError)."""
     name = spec.split(":", 1)[1] if is_builtin(spec) else spec
     if name not in BUILTINS:
-        raise ValueError(
-            f"--data: unknown builtin dataset {spec!r}; available: " + ", ".join(f"builtin:{n}" for n in BUILTINS)
+        raise DatasetError(
+            f"{flag} {spec}: unknown builtin dataset; available: " + ", ".join(f"builtin:{n}" for n in BUILTINS)
         )
     return name
 
@@ -90,18 +92,19 @@ def _uint8_rgb(a: np.ndarray) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_builtin(spec: str) -> BuiltinData:
+def load_builtin(spec: str, flag: str = "--data") -> BuiltinData:
     """Load a builtin dataset by name, offline.
 
     Args:
         spec: ``builtin:<name>`` or ``<name>``, one of ``emoji``, ``animals``, ``lfw``, ``china``, ``flower``,
             ``rocket``.
+        flag: the option that named it, for the error on an unknown name.
 
     Returns:
         BuiltinData with RGB PIL images in their native size (resize is the dataset's job), the licence and,
         for Twemoji, the CC-BY attribution text (print it and write it to the run directory).
     """
-    name = builtin_name(spec)
+    name = builtin_name(spec, flag)
     desc, lic = BUILTINS[name]
     attribution = None
     if name == "emoji":

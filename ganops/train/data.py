@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from .builtin import SINGLE_IMAGE, builtin_name, is_builtin, load_builtin
+from .errors import DatasetError
 
 __all__ = [
     "IMG_EXTENSIONS", "DatasetError", "FolderReport", "list_images", "check_image_folder", "to_rgb",
@@ -20,10 +21,6 @@ __all__ = [
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-
-class DatasetError(ValueError):
-    """A dataset problem that stops training; the message names the offending paths and a flag to fix it."""
 
 
 def _visible_files(root: Path) -> list[Path]:
@@ -37,9 +34,20 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return [p for p in _visible_files(Path(root)) if p.suffix.lower() in IMG_EXTENSIONS]
 
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """High-bit-depth greyscale (16-bit PNG: ``I;16``/``I``; float ``F``) as 8-bit ``L``, scaled to 0..255.
+    ``Image.convert`` would clip 16-bit values at 255 (a 16-bit photo turns white)."""
+    a = np.asarray(im).astype(np.float64)
+    if im.mode == "F":
+        a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
+    elif im.mode.startswith("I;16") or (a.size and a.max() > 255):  # 16-bit range (PNG "I" in older Pillow)
+        a = a / 257.0
+    return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8), "L")
+
+
 def to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
-    """Convert to RGB; RGBA/LA/palette-with-transparency are composited on white. Returns (image, original mode
-    if a conversion happened else None)."""
+    """Convert to RGB; RGBA/LA/palette-with-transparency are composited on white, 16-bit and float greyscale
+    scaled to 8 bits, CMYK converted by PIL. Returns (image, original mode if a conversion happened else None)."""
     if im.mode == "RGB":
         return im, None
     mode = im.mode
@@ -47,6 +55,8 @@ def to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB"), mode
+    if mode.startswith("I") or mode == "F":
+        return _to_8bit(im).convert("RGB"), mode
     return im.convert("RGB"), mode
 
 
@@ -64,30 +74,61 @@ class FolderReport:
     sizes: set[tuple[int, int]] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flag: str = "--data"
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def raise_if_errors(self) -> "FolderReport":
-        """Raise :class:`DatasetError` listing every error; return self otherwise."""
+        """Raise :class:`DatasetError` (one line: the flag and path, then every error); return self otherwise."""
         if self.errors:
-            raise DatasetError(f"dataset {self.path!r} failed validation:\n  - " + "\n  - ".join(self.errors))
+            raise DatasetError(f"{self.flag} {self.path}: " + "; ".join(self.errors))
         return self
 
 
-def _first(items: Sequence, n: int = 5) -> str:
-    shown = ", ".join(str(x[0] if isinstance(x, tuple) else x) for x in items[:n])
+def _first(items: Sequence, n: int = 5, root: Path | None = None) -> str:
+    def name(x) -> str:
+        q = x[0] if isinstance(x, tuple) else x
+        return str(q.relative_to(root)) if root is not None and isinstance(q, Path) and q.is_relative_to(root) \
+            else str(q)
+
+    shown = ", ".join(name(x) for x in items[:n])
     return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
 
 
+def _why(e: Exception, path: Path) -> str:
+    """PIL's reason without the path it repeats (``cannot identify image file '/x/a.png'``)."""
+    msg = str(e).replace(repr(str(path)), "").replace(str(path), "").strip(" :'\"")
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _resolution_advice(small: int, resolutions: Sequence[int] | None) -> str:
+    """What to pass for images whose smallest side is ``small``: a lower --resolution the recipe accepts, or
+    --allow-upscale."""
+    if resolutions is None:
+        return f"pass --resolution {_floor_pow2(small)} or lower, or --allow-upscale"
+    fits = [r for r in resolutions if r <= small]
+    if fits:
+        return f"pass --resolution {max(fits)} or lower (this recipe takes {', '.join(map(str, resolutions))}), " \
+               "or --allow-upscale"
+    return f"this recipe's smallest --resolution is {min(resolutions)}: use larger images or pass --allow-upscale"
+
+
+#: aspect ratio beyond which the centre crop keeps less than half of an image (a note, not an error)
+WIDE = 2.0
+
+
 def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *, allow_upscale: bool = False,
-                       skip_bad: bool = False, raise_on_error: bool = False) -> FolderReport:
+                       skip_bad: bool = False, raise_on_error: bool = False, flag: str = "--data",
+                       resolutions: Sequence[int] | None = None) -> FolderReport:
     """Validate an image folder before training: decode every image once.
 
-    Errors (training would fail or silently degrade): missing path, no images, unreadable/corrupt files (unless
-    ``skip_bad``), images smaller than ``resolution`` on their short side (unless ``allow_upscale``). Notes:
-    greyscale/RGBA/palette images (converted to RGB, RGBA on white), mixed sizes, non-image files ignored.
+    Errors (training would fail or silently degrade): missing path, a file instead of a folder, no images, no
+    readable image, unreadable/corrupt files (unless ``skip_bad``; a float image with NaN/Inf values counts as
+    unreadable), images smaller than ``resolution`` on their short side (unless ``allow_upscale``). Notes:
+    greyscale/RGBA/palette/CMYK/16-bit images (converted to RGB, RGBA on white), mixed sizes, non-square and
+    very elongated images (centre-cropped), non-image files ignored.
 
     Args:
         path: folder (searched recursively) or ``builtin:<name>`` (always valid).
@@ -95,66 +136,84 @@ def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *
         allow_upscale: accept images smaller than the resolution (they are upscaled).
         skip_bad: drop unreadable files with a note instead of an error.
         raise_on_error: raise :class:`DatasetError` when there are errors.
+        flag: the command-line flag that named ``path``, for the messages.
+        resolutions: the resolutions the recipe accepts, for the advice on images that are too small.
 
     Returns:
         A :class:`FolderReport`; ``report.files`` are the usable images.
     """
-    rep = FolderReport(path=str(path), resolution=resolution)
+    rep = FolderReport(path=str(path), resolution=resolution, flag=flag)
     if is_builtin(path):
-        builtin_name(str(path))  # validates the name
+        builtin_name(str(path), flag)  # validates the name
         return rep
     p = Path(path)
     if not p.exists():
-        rep.errors.append(f"{p} does not exist; check --data (or use a builtin such as --data builtin:emoji)")
+        rep.errors.append(f"does not exist; check the path (or use a builtin such as {flag} builtin:emoji)")
     elif not p.is_dir():
-        rep.errors.append(f"{p} is not a directory; --data takes a folder of images (jpg/jpeg/png/webp/bmp)")
+        hint = f"; to train on this image's folder pass {flag} {p.parent}" if p.suffix.lower() in IMG_EXTENSIONS \
+            else ""
+        rep.errors.append(f"is a file, not a directory: {flag} takes a folder of images "
+                          f"({'/'.join(e[1:] for e in IMG_EXTENSIONS)}){hint}")
     else:
         all_files = _visible_files(p)
         candidates = [q for q in all_files if q.suffix.lower() in IMG_EXTENSIONS]
         rep.non_image = [q for q in all_files if q.suffix.lower() not in IMG_EXTENSIONS]
         if not candidates:
-            rep.errors.append(f"no images found in {p} (searched recursively for {', '.join(IMG_EXTENSIONS)}, "
-                              "any case)" + (f"; {len(rep.non_image)} other files ignored" if rep.non_image else ""))
+            rep.errors.append(f"no images found (searched recursively for {', '.join(IMG_EXTENSIONS)}, any case)"
+                              + (f"; {len(rep.non_image)} other files ignored" if rep.non_image else ""))
+        wide: list[tuple[Path, tuple[int, int]]] = []
         for q in candidates:
             try:
                 with Image.open(q) as im:
                     im.load()
                     size, mode = im.size, im.mode
+                    if mode == "F" and not np.isfinite(np.asarray(im)).all():
+                        raise ValueError("float image with NaN/Inf values")
             except Exception as e:  # PIL raises many types for corrupt data
-                rep.unreadable.append((q, f"{type(e).__name__}: {e}"))
+                rep.unreadable.append((q, _why(e, q)))
                 continue
             if mode != "RGB":
                 rep.converted[mode] = rep.converted.get(mode, 0) + 1
             rep.sizes.add(size)
             if resolution is not None and min(size) < resolution:
                 rep.too_small.append((q, size))
+            if max(size) > WIDE * min(size):
+                wide.append((q, size))
             rep.files.append(q)
-        if rep.unreadable:
-            msg = f"{len(rep.unreadable)} unreadable image(s): " + "; ".join(
-                f"{q} ({why})" for q, why in rep.unreadable[:5]) + (" ..." if len(rep.unreadable) > 5 else "")
+        bad = "; ".join(f"{q.relative_to(p)} ({why})" for q, why in rep.unreadable[:3]) \
+            + (f" (and {len(rep.unreadable) - 3} more)" if len(rep.unreadable) > 3 else "")
+        if rep.unreadable and not rep.files:
+            rep.errors.append(f"none of its {len(rep.unreadable)} image file(s) can be read: {bad}; replace them "
+                              "with images PIL can open")
+        elif rep.unreadable:
+            msg = f"{len(rep.unreadable)} unreadable image(s): {bad}"
             if skip_bad:
                 rep.notes.append(msg + " -- skipped (--skip-bad)")
             else:
                 rep.errors.append(msg + "; delete or fix them, or pass --skip-bad to train on the readable ones")
         if rep.too_small:
             small = min(min(s) for _, s in rep.too_small)
-            msg = (f"{len(rep.too_small)} image(s) smaller than --resolution {resolution}: {_first(rep.too_small)}"
-                   f" (smallest side {small})")
+            msg = (f"{len(rep.too_small)} image(s) smaller than --resolution {resolution}: "
+                   f"{_first(rep.too_small, root=p)} (smallest side {small})")
             if allow_upscale:
                 rep.notes.append(msg + " -- upscaled (--allow-upscale)")
             else:
-                rep.errors.append(msg + f"; pass --resolution {_floor_pow2(small)} or lower, or --allow-upscale")
+                rep.errors.append(msg + "; " + _resolution_advice(small, resolutions))
         if rep.converted:
             kinds = ", ".join(f"{n} {m}" for m, n in sorted(rep.converted.items()))
-            rep.notes.append(f"{kinds} image(s) converted to RGB (RGBA/transparent palette composited on white)")
+            rep.notes.append(f"{kinds} image(s) converted to RGB (RGBA/transparent palette composited on white, "
+                             "16-bit scaled to 8)")
         non_square = sum(1 for w, h in rep.sizes if w != h)
         if non_square:
             rep.notes.append("non-square images are center-cropped to square before resizing")
+        if wide:
+            rep.notes.append(f"{len(wide)} image(s) more than {WIDE:g}:1 keep less than half their area in the "
+                             f"center crop: {_first(wide, 3, root=p)}")
         if len(rep.sizes) > 1:
             rep.notes.append(f"mixed image sizes ({len(rep.sizes)} distinct); all are center-cropped to square "
                              "and resized")
         if rep.non_image:
-            rep.notes.append(f"{len(rep.non_image)} non-image file(s) ignored: {_first(rep.non_image, 3)}")
+            rep.notes.append(f"{len(rep.non_image)} non-image file(s) ignored: {_first(rep.non_image, 3, root=p)}")
     if raise_on_error:
         rep.raise_if_errors()
     return rep
@@ -235,8 +294,8 @@ class ImageDataset(torch.utils.data.Dataset):
                     f.load()
                     im = f.copy()
             except Exception as e:
-                raise DatasetError(f"cannot read image {item}: {type(e).__name__}: {e}; run "
-                                   "check_image_folder first or pass --skip-bad") from e
+                raise DatasetError(f"cannot read image {item} ({_why(e, Path(item))}); fix or remove it (a file "
+                                   "changed after the data check?), or pass --skip-bad") from e
         im, _ = to_rgb(im)
         a = np.asarray(_resize(im, self.resolution, "square"), dtype=np.uint8).copy()
         return torch.from_numpy(a).permute(2, 0, 1)
@@ -256,14 +315,18 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool = False,
-                 allow_upscale: bool = False, skip_bad: bool = False, verbose: bool = True) -> ImageDataset:
+                 allow_upscale: bool = False, skip_bad: bool = False, verbose: bool = True, flag: str = "--data",
+                 resolutions: Sequence[int] | None = None) -> ImageDataset:
     """Validate and open ``--data``: a folder or ``builtin:<name>``.
+
+    ``flag`` names the option in messages; ``resolutions`` (the recipe's accepted sizes) shapes the advice for
+    images that are too small (see :func:`check_image_folder`).
 
     Raises:
         DatasetError: with every problem found by :func:`check_image_folder` and the flag that fixes it.
     """
     if is_builtin(spec):
-        data = load_builtin(str(spec))
+        data = load_builtin(str(spec), flag)
         if verbose and data.attribution:
             print(f"[ganops.train] builtin:{data.name}: {data.attribution}")
         small = min(min(im.size) for im in data.images)
@@ -272,21 +335,24 @@ def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool
         return ImageDataset(data.images, resolution, hflip=hflip, attribution=data.attribution,
                             name=f"builtin:{data.name}")
     rep = check_image_folder(spec, resolution, allow_upscale=allow_upscale, skip_bad=skip_bad,
-                             raise_on_error=True)
+                             raise_on_error=True, flag=flag, resolutions=resolutions)
     if verbose:
         for note in rep.notes:
             print(f"[ganops.train] note: {note}")
     return ImageDataset(rep.files, resolution, hflip=hflip, name=str(spec))
 
 
-def load_single_image(spec: str | os.PathLike, max_size: int | None = None) -> tuple[torch.Tensor, str | None]:
+def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
+                      flag: str = "--data") -> tuple[torch.Tensor, str | None]:
     """One image for single-image GANs (ConSinGAN): a file path or ``builtin:china|flower|rocket``.
+
+    A folder holding exactly one image stands for that image. Errors are :class:`DatasetError` s naming ``flag``.
 
     Returns:
         (image (1, 3, H, W) in [-1, 1] with the longest side resized to ``max_size``, attribution or None).
     """
     if is_builtin(spec):
-        name = builtin_name(str(spec))
+        name = builtin_name(str(spec), flag)
         if name not in SINGLE_IMAGE:
             warnings.warn(f"builtin:{name} is a multi-image set; using its first image", stacklevel=2)
         data = load_builtin(name)
@@ -296,17 +362,20 @@ def load_single_image(spec: str | os.PathLike, max_size: int | None = None) -> t
         if p.is_dir():
             files = list_images(p)
             if len(files) != 1:
-                raise DatasetError(f"--data {p}: a single-image GAN needs one image file, found {len(files)} "
-                                   "images in the folder; pass the file path")
+                raise DatasetError(f"{flag} {p}: a folder; a single-image GAN needs one image file, found "
+                                   f"{len(files)} images in it; pass the file path")
             p = files[0]
         try:
             with Image.open(p) as f:
                 f.load()
+                if f.mode == "F" and not np.isfinite(np.asarray(f)).all():
+                    raise ValueError("float image with NaN/Inf values")
                 im = f.copy()
         except FileNotFoundError:
-            raise DatasetError(f"--data {p}: no such file") from None
+            raise DatasetError(f"{flag} {p}: no such file") from None
         except Exception as e:
-            raise DatasetError(f"--data {p}: cannot read image: {type(e).__name__}: {e}") from e
+            raise DatasetError(f"{flag} {p}: cannot read image ({_why(e, p)}); pass a jpg/png/webp/bmp image") \
+                from e
         attribution = None
     im, _ = to_rgb(im)
     return _to_tensor(_resize(im, max_size, "max-side")).unsqueeze(0), attribution

@@ -14,12 +14,12 @@ from torch import nn
 
 from . import distributed as ddp
 from .amp import Amp
-from .checkpoint import (check_config, config_diff, get_rng_state, latest_checkpoint, load_checkpoint,
-                         resolve_checkpoint, save_checkpoint, set_rng_state)
+from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get_rng_state, latest_checkpoint,
+                         load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state)
 from .data import InfiniteLoader, open_dataset
 from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
-from .rundir import RunDirError, _jsonable, find_run_dirs, make_run_dir, write_text
+from .rundir import RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, write_text
 from .runtime import any_rank_bad, ganops_version, git_sha, seed_everything, set_deterministic
 from .samples import save_grid
 from .signals import StopRequest
@@ -53,11 +53,15 @@ class TrainLoop:
         attribution: licence text to print and write to ``ATTRIBUTION.txt`` (builtin data sets add theirs).
         log_every: write a ``stats.jsonl`` line every N steps.
         keep: number of checkpoints kept on disk (the one ``latest`` points to is never deleted).
+        resolutions: the ``--resolution`` values the recipe accepts, for the advice when images are too small.
+
+    Bad input (data, checkpoint, ``--outdir``) raises a :class:`ganops.train.errors.UserError`: one ``Error:`` line
+    and exit status 2 under click, before anything is written.
     """
 
     def __init__(self, name: str, config: Mapping[str, Any], *, arch_keys: list[str] | None = None,
                  dataset: str | torch.utils.data.Dataset | None = "auto", attribution: str | None = None,
-                 log_every: int = 1, keep: int = 3) -> None:
+                 log_every: int = 1, keep: int = 3, resolutions: list[int] | tuple[int, ...] | None = None) -> None:
         self.name, self.config = name, dict(_jsonable(dict(config)))
         self.arch_keys = list(arch_keys) if arch_keys is not None else None
         self.log_every, self.keep = max(1, log_every), max(1, keep)
@@ -88,9 +92,19 @@ class TrainLoop:
         self.resume_path, self.run_dir = self._find_resume(c.get("resume"))
         self._resume_state = None
         if self.resume_path is not None:
-            self._resume_state = load_checkpoint(self.resume_path)
+            self._resume_state = load_checkpoint(self.resume_path, recipe=name)
             check_config(self._resume_state.get("config", {}), self.config, self.arch_keys,
                          source=str(self.resume_path))
+        if self.run_dir is None:  # a new run dir: its --outdir must be usable, known before the data pass
+            bad = None
+            if self.is_main:
+                try:
+                    check_outdir(c.get("outdir", "runs"))
+                except RunDirError as e:
+                    bad = str(e)
+            bad = ddp.broadcast_object(bad)
+            if bad is not None:
+                raise RunDirError(bad)
 
         self.dataset: torch.utils.data.Dataset | None
         if isinstance(dataset, str) and dataset == "auto":
@@ -99,7 +113,8 @@ class TrainLoop:
                     raise KeyError(f"TrainLoop: config has no {k!r} (use train_options() or pass dataset=)")
             self.dataset = open_dataset(c["data"], int(c["resolution"]), hflip=bool(c.get("hflip", False)),
                                         allow_upscale=bool(c.get("allow_upscale", False)),
-                                        skip_bad=bool(c.get("skip_bad", False)), verbose=self.is_main)
+                                        skip_bad=bool(c.get("skip_bad", False)), verbose=self.is_main,
+                                        resolutions=resolutions)
         else:
             self.dataset = dataset
         self.attribution = attribution or getattr(self.dataset, "attribution", None)
@@ -178,7 +193,7 @@ class TrainLoop:
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _state(self, step: int, rng: dict, consumed: int | None) -> dict:
         st = {
-            "format": "ganops.train/1", "name": self.name, "step": step, "config": self.config,
+            "format": FORMAT, "name": self.name, "step": step, "config": self.config,
             "arch_keys": self.arch_keys, "world_size": self.world_size,
             "models": {k: m.state_dict() for k, m in self._models.items()},
             "optimizers": {k: o.state_dict() for k, o in self._optimizers.items()},
@@ -214,7 +229,9 @@ class TrainLoop:
             saved = st.get(group, {})
             missing = sorted(set(objs) - set(saved))
             if missing:
-                raise KeyError(f"--resume: checkpoint has no {group} entries {missing} (it has {sorted(saved)})")
+                raise CheckpointError(f"--resume {self.resume_path}: the checkpoint has no {group} entries {missing} "
+                                      f"(it has {sorted(saved)}): not a checkpoint of this recipe's training; "
+                                      "start a new run without --resume")
             for k, obj in objs.items():
                 obj.load_state_dict(saved[k])
         self.amp.load_state_dict(st.get("amp") or {})

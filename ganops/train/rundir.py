@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDirError", "make_run_dir", "find_run_dirs", "write_json", "write_text"]
+from .errors import UserError
+
+__all__ = ["RunDirError", "check_outdir", "make_run_dir", "find_run_dirs", "write_json", "write_text"]
 
 _RUN_RE = re.compile(r"^(\d{5,})-(.+)$")
 
 
-class RunDirError(OSError):
-    """The output directory cannot be used (the message names --outdir and the reason)."""
+class RunDirError(UserError, OSError):
+    """The output directory cannot be used (the message names --outdir and the reason; a click error, exit 2)."""
 
 
 def _jsonable(x: Any) -> Any:
@@ -56,6 +58,29 @@ def find_run_dirs(outdir: str | os.PathLike, name: str | None = None) -> list[Pa
     return [p for _, p in sorted(runs)]
 
 
+def check_outdir(outdir: str | os.PathLike) -> None:
+    """Raise :class:`RunDirError` if ``outdir`` cannot hold a new run directory; creates nothing.
+
+    ``outdir`` must be a directory, or not exist yet with its nearest existing parent a directory this user can
+    write into (so that training fails before the data pass, not after it).
+    """
+    outdir = Path(outdir)
+    if outdir.exists():
+        if not outdir.is_dir():
+            raise RunDirError(f"--outdir {outdir}: exists and is not a directory; choose another --outdir")
+        if not os.access(outdir, os.W_OK | os.X_OK):
+            raise RunDirError(f"--outdir {outdir}: not writable by this user; choose another --outdir")
+        return
+    parent = outdir.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunDirError(f"--outdir {outdir}: cannot be created, {parent} is a file; choose another --outdir")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"--outdir {outdir}: cannot be created, {parent} is not writable by this user; choose "
+                          "another --outdir")
+
+
 def make_run_dir(outdir: str | os.PathLike, name: str, config: dict | None = None) -> Path:
     """Create ``{outdir}/{id:05d}-{name}`` with the next free id and write ``config.json`` into it.
 
@@ -75,9 +100,10 @@ def make_run_dir(outdir: str | os.PathLike, name: str, config: dict | None = Non
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunDirError(f"--outdir {outdir}: cannot create the output directory ({e.strerror or e})") from e
+        raise RunDirError(f"--outdir {outdir}: cannot create the output directory ({e.strerror or e}); choose "
+                          "another --outdir") from e
     if not outdir.is_dir():
-        raise RunDirError(f"--outdir {outdir}: exists and is not a directory")
+        raise RunDirError(f"--outdir {outdir}: exists and is not a directory; choose another --outdir")
     if not os.access(outdir, os.W_OK | os.X_OK):
         raise RunDirError(f"--outdir {outdir}: not writable by this user; choose another --outdir")
     ids = [int(_RUN_RE.match(p.name).group(1)) for p in outdir.iterdir() if _RUN_RE.match(p.name)]
@@ -90,7 +116,8 @@ def make_run_dir(outdir: str | os.PathLike, name: str, config: dict | None = Non
         except FileExistsError:  # another process took this id
             rid += 1
         except OSError as e:
-            raise RunDirError(f"--outdir {outdir}: cannot create run directory {run.name} ({e.strerror or e})") from e
+            raise RunDirError(f"--outdir {outdir}: cannot create run directory {run.name} ({e.strerror or e}); "
+                              "choose another --outdir") from e
     if config is not None:
         write_json(run / "config.json", config)
     return run

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Callable
 
 import torch
 
 from ..metrics._images import to_uint8
 
 __all__ = ["save_grid", "save_gif", "fixed_noise"]
+
+
+def _write_atomic(path: str | os.PathLike, suffix: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename it onto ``path``. A failure leaves no temporary
+    file, and an ``OSError`` names ``path`` (the user's choice), not the temporary name."""
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}{suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None,
@@ -28,9 +45,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None
     lo, hi = value_range
     x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp_(0, 1)
     nrow = nrow or max(1, int(math.ceil(math.sqrt(x.shape[0]))))
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}.png"
-    save_image(x, tmp, nrow=nrow, padding=2, pad_value=1.0)
-    os.replace(tmp, path)
+    _write_atomic(path, ".png", lambda tmp: save_image(x, tmp, nrow=nrow, padding=2, pad_value=1.0))
 
 
 def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
@@ -39,9 +54,8 @@ def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
     from PIL import Image
 
     ims = [Image.fromarray(a) for a in to_uint8(frames).permute(0, 2, 3, 1).numpy()]
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}.gif"
-    ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=1000 / fps, loop=0)
-    os.replace(tmp, path)
+    _write_atomic(path, ".gif", lambda tmp: ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:],
+                                                         duration=1000 / fps, loop=0))
 
 
 def fixed_noise(*shape: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
