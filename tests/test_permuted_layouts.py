@@ -107,6 +107,8 @@ def test_sle_every_permutation(backend):
 def _ops(backend):
     """(op overload, args builder) of every image-shaped op of `backend`, for opcheck (fake strides = real ones)."""
     sfx = "" if backend == "cpu" else "_triton"
+    if backend == "triton":
+        from ganops.triton import diffaug_kernels, penalty_kernels, sle_kernels  # noqa: F401 - register the ops
     o = torch.ops.ganops
     color = lambda dev: torch.tensor([[0.1, 1.5, 0.7], [-0.3, 0.2, 1.2]], device=dev)  # noqa: E731
     spatial = lambda dev: torch.tensor([[1, -2, 3, 0], [-1, 0, 2, 2]], device=dev)  # noqa: E731
@@ -126,8 +128,6 @@ def test_opcheck_on_permuted_inputs(backend, perm):
     """The fake kernels give the real kernels' strides (torch.library.opcheck compares them) on permuted inputs."""
     for op_name in ("diff_augment", "gp_norm_penalty", "sle"):
         _skip_unless(backend, op_name)
-    if backend == "triton":
-        from ganops.triton import diffaug_kernels, penalty_kernels, sle_kernels  # noqa: F401
     dev = device_for(backend)
     for op, args in _ops(backend):
         x = _permuted(perm, dev)
