@@ -2,7 +2,8 @@
 """One table of every target in shared/spec/targets.md: `python -m benchmarks.report [--run] [--markdown]`.
 
 Reads the latest results in benchmarks/results/ (op microbenchmarks from `pytest benchmarks/ --benchmark-only`,
-model-level figures written by the bench_* scripts through benchmarks.targets.write_rows). `--run` refreshes them
+model-level figures written by the bench_* scripts through benchmarks.targets.write_rows, and the device check's
+benchmarks/results/gpu/results.json when a GPU session committed one: benchmarks.gpu_results). `--run` refreshes them
 first (minutes on a 2-core CPU). Each row is `measured` (on the device named) or `projected` (roofline model of
 ganops.profiling for a GPU we did not run on). Exit status 1 when a measured target is missed or a result is
 missing; projected misses are reported but do not fail (they are model outputs, not measurements). An op ratio is
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 
+from .gpu_results import gpu_rows
 from .targets import RESULTS_DIR, Row, read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
         run_all()
     rows = op_rows()
     mrows, missing = model_rows()
-    rows += mrows + sn_launch_rows()
+    rows += mrows + sn_launch_rows() + gpu_rows()
     if not glob.glob(os.path.join(RESULTS_DIR, "ops-latest.json")):
         missing.insert(0, "ops (pytest benchmarks/ --benchmark-only)")
     print(render(rows, missing, args.markdown))
