@@ -22,6 +22,31 @@ def make_d(res: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(8 * res * res // 4, 1))
 
 
+def _slow_writes(seconds: float) -> None:
+    """Checkpoints written in two halves with a pause between; sample images paused after the temp file is written
+    (before its rename). A SIGKILL in a pause is a kill in the middle of that write."""
+    import io
+
+    import torchvision.utils as tvu  # ganops.train.samples imports save_image from it at each call
+
+    real_save, real_image = torch.save, tvu.save_image
+
+    def save(obj, f, *a, **k):
+        buf = io.BytesIO()
+        real_save(obj, buf, *a, **k)
+        data = buf.getvalue()
+        f.write(data[: len(data) // 2])
+        f.flush()
+        time.sleep(seconds)
+        f.write(data[len(data) // 2:])
+
+    def image(*a, **k):
+        real_image(*a, **k)
+        time.sleep(seconds)
+
+    torch.save, tvu.save_image = save, image
+
+
 @click.command()
 @train_options(resolution=16, batch=4, iters=20, snap=5, sample_every=10, workers=0)
 @click.option("--nz", type=click.IntRange(min=1), default=8, show_default=True, help="latent size")
@@ -41,6 +66,8 @@ def main(nz: int, nan_at: int, nan_g_at: int, **opts) -> None:
 
     probe = {"rank": loop.rank, "batches": []}
     sleep = float(os.environ.get("TINY_STEP_SLEEP", "0"))
+    if os.environ.get("TINY_SLOW_IO"):  # test hook: wide windows for a kill in the middle of a write
+        _slow_writes(float(os.environ["TINY_SLOW_IO"]))
 
     def step(reals: torch.Tensor, it: int) -> dict:
         probe["batches"].append(reals.sum(dim=(1, 2, 3)).tolist())

@@ -19,7 +19,8 @@ from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get
 from .data import InfiniteLoader, open_dataset
 from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
-from .rundir import RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, write_text
+from .rundir import (RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, remove_stale_temps,
+                     write_text)
 from .runtime import any_rank_bad, ganops_version, git_sha, seed_everything, set_deterministic
 from .samples import save_grid
 from .signals import StopRequest
@@ -143,6 +144,7 @@ class TrainLoop:
             if self.attribution:
                 write_text(self.run_dir / "ATTRIBUTION.txt", self.attribution.rstrip() + "\n")
             if self._resume_state is not None:  # what changed (non-architecture options) at each resume
+                remove_stale_temps(self.run_dir)  # torn writes of a killed process (never what `latest` names)
                 changed = config_diff(self._resume_state.get("config", {}), self.config, keys=sorted(
                     set(self.config) | set(self._resume_state.get("config", {}))))
                 with open(self.run_dir / "resume.jsonl", "a", encoding="utf-8") as f:
@@ -362,11 +364,13 @@ class TrainLoop:
                     if stats is not None:
                         stats.write({"step": done, "kimg": self._kimg(done), **logged, **timing, **measured,
                                      "time": time.time()})
-                if self.snap and done % self.snap == 0:
-                    last_ckpt, last_saved = str(self.save(done)), done
+                # the sample before the checkpoint of the same step: a kill between the two resumes from the
+                # checkpoint before and writes the sample again (the other order would lose it for good)
                 if sample is not None and self.sample_every and done % self.sample_every == 0:
                     self._sample(sample, done)
                     last_sampled = done
+                if self.snap and done % self.snap == 0:
+                    last_ckpt, last_saved = str(self.save(done)), done
                 if stop.agreed(self.device) and done < self.iters:
                     if last_saved != done:
                         last_ckpt, last_saved = str(self.save(done)), done
@@ -374,10 +378,10 @@ class TrainLoop:
                                "continue with --resume auto")
                     raise SystemExit(128 + int(stop.signum or 15))
             self.step = self.iters
-            if last_saved != self.iters or last_ckpt is None:
-                last_ckpt = str(self.save(self.iters))
             if sample is not None and last_sampled != self.iters:
                 self._sample(sample, self.iters)
+            if last_saved != self.iters or last_ckpt is None:
+                last_ckpt = str(self.save(self.iters))
         finally:
             stop.__exit__()
             prog.close()

@@ -10,7 +10,8 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["RunDirError", "check_outdir", "make_run_dir", "find_run_dirs", "write_json", "write_text"]
+__all__ = ["RunDirError", "check_outdir", "make_run_dir", "find_run_dirs", "remove_stale_temps", "write_json",
+           "write_text"]
 
 _RUN_RE = re.compile(r"^(\d{5,})-(.+)$")
 
@@ -38,6 +39,40 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# Temporary names of the atomic writers: ".NAME.tmpPID" (checkpoints, text) and "NAME.tmpPID.EXT" (images).
+_TEMP = re.compile(r"^(\..+\.tmp(\d+)|.+\.tmp(\d+)\.(png|gif))$")
+
+
+def remove_stale_temps(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that a killed process left in ``run_dir`` (a SIGKILL in the middle of an atomic
+    write leaves its temp file; what they would have replaced is intact). Files of a process still running are
+    kept. Returns the names removed."""
+    removed = []
+    for p in Path(run_dir).iterdir() if Path(run_dir).is_dir() else []:
+        m = _TEMP.match(p.name)
+        if not m or not p.is_file():
+            continue
+        pid = int(m.group(2) or m.group(3))
+        if pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            p.unlink()
+            removed.append(p.name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
