@@ -10,10 +10,10 @@ keep a channels_last input's layout where the op promises it.
 
 ``GANOPS_FUZZ_CASES`` sets the cases per op on the cpu and cuda backends (default 25: the fixed-seed CI subset,
 well under 3 minutes), ``GANOPS_FUZZ_TRITON_CASES`` on the Triton interpreter (default a quarter of that);
-``GANOPS_FUZZ_CASES=500 GANOPS_FUZZ_TRITON_CASES=500`` is the long run of docs/fuzzing.md. The cases are derived from a fixed seed
-(``derandomize``), so a failure reproduces; ``GANOPS_FUZZ_SEED`` picks another stream. Triton runs under the
-interpreter on CPU (smaller shapes); the cuda backend runs the same generator on a GPU (the device check runs
-``-m cuda``).
+``GANOPS_FUZZ_CASES=500 GANOPS_FUZZ_TRITON_CASES=500`` is the long run of docs/fuzzing.md. The cases are derived
+from a fixed seed (``derandomize``), so a failure reproduces; ``GANOPS_FUZZ_SEED`` picks another stream. Triton runs
+under the interpreter on CPU (smaller shapes); the cuda backend runs the same generator on a GPU (the device
+check's ``fuzz`` step).
 """
 from __future__ import annotations
 
@@ -51,6 +51,20 @@ def fuzz_settings(backend: str):
     n = TRITON_CASES if backend == "triton" else CASES
     return settings(max_examples=n, deadline=None, derandomize=True, database=None, print_blob=True,
                     suppress_health_check=list(HealthCheck))
+
+
+def fuzz(op: str | None, backend: str, **strategies):
+    """Decorator: run the case function at once over Hypothesis draws of ``strategies`` and ``case_seed`` (the seed
+    of the case's torch generator), with ``backend``'s number of cases and the fixed seed; skip a backend that is
+    not available here."""
+    if op is not None and not _available(op, backend):
+        pytest.skip(f"{backend} unavailable here")
+
+    def run(fn):
+        fuzz_settings(backend)(seed(SEED)(given(**strategies, case_seed=st.integers(0, 2**31))(fn)))()
+        return fn
+
+    return run
 
 
 def _dev(backend: str) -> str:
@@ -168,14 +182,10 @@ FAST = backends("cpu", "triton", "cuda")
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_sle(backend):
-    if not _available("sle", backend):
-        pytest.skip(f"{backend} unavailable here")
     dev = _dev(backend)
 
-    @fuzz_settings(backend)
-    @seed(SEED)
-    @given(shape=shapes4(backend), dtype=st.sampled_from(DTYPES), layout=LAYOUTS, case_seed=st.integers(0, 2**31))
-    def run(shape, dtype, layout, case_seed):
+    @fuzz("sle", backend, shape=shapes4(backend), dtype=st.sampled_from(DTYPES), layout=LAYOUTS)
+    def case(shape, dtype, layout, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         x = _leaf(make_input(shape, dtype, layout, gen, dev))
         gate = _leaf(make_input(shape[:2], dtype, "contiguous", gen, dev, 2.0))
@@ -192,8 +202,6 @@ def test_fuzz_sle(backend):
         assert y.dtype == dtype and gx.dtype == dtype and gg.dtype == dtype
         _keeps_layout(y, x, what)
 
-    run()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # DiffAugment: each policy, and all three in both orders
@@ -204,15 +212,11 @@ POLICIES = ("color", "translation", "cutout", "color,translation,cutout", "cutou
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_diff_augment(backend):
-    if not _available("diff_augment", backend):
-        pytest.skip(f"{backend} unavailable here")
     dev = _dev(backend)
 
-    @fuzz_settings(backend)
-    @seed(SEED)
-    @given(shape=shapes4(backend), dtype=st.sampled_from(DTYPES), layout=LAYOUTS, policy=st.sampled_from(POLICIES),
-           case_seed=st.integers(0, 2**31))
-    def run(shape, dtype, layout, policy, case_seed):
+    @fuzz("diff_augment", backend, shape=shapes4(backend), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
+          policy=st.sampled_from(POLICIES))
+    def case(shape, dtype, layout, policy, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         if shape[1] == 0 and "color" in policy:
             shape = (shape[0], 3, shape[2], shape[3])  # color needs channels (mean over C); 0 channels elsewhere
@@ -233,8 +237,6 @@ def test_fuzz_diff_augment(backend):
         assert y.dtype == dtype
         _keeps_layout(y, x, what)
 
-    run()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # gradient penalty: interpolation, norm penalty (sample / channel norm, every reduction, target 1 and 0), R1
@@ -242,15 +244,11 @@ def test_fuzz_diff_augment(backend):
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_gp_interpolate(backend):
-    if not _available("gp_interpolate", backend):
-        pytest.skip(f"{backend} unavailable here")
     dev = _dev(backend)
 
-    @fuzz_settings(backend)
-    @seed(SEED)
-    @given(shape=shapes4(backend, min_n=1), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
-           per_batch=st.booleans(), case_seed=st.integers(0, 2**31))
-    def run(shape, dtype, layout, per_batch, case_seed):
+    @fuzz("gp_interpolate", backend, shape=shapes4(backend, min_n=1), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
+          per_batch=st.booleans())
+    def case(shape, dtype, layout, per_batch, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         real = _leaf(make_input(shape, dtype, layout, gen, dev))
         fake = _leaf(make_input(shape, dtype, layout, gen, dev))
@@ -271,22 +269,15 @@ def test_fuzz_gp_interpolate(backend):
             close(a, b, dtype, f"{what} grad {name}", sc)
         _keeps_layout(out, real, what)
 
-    run()
-
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_gp_norm_penalty(backend):
-    if not _available("gp_norm_penalty", backend):
-        pytest.skip(f"{backend} unavailable here")
     dev = _dev(backend)
 
-    @fuzz_settings(backend)
-    @seed(SEED)
-    @given(shape=shapes4(backend, min_n=1), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
-           norm_over=st.sampled_from(["sample", "channel"]), reduce=st.sampled_from(["mean", "sum", "none"]),
-           target=st.sampled_from([1.0, 0.0, 0.1]), scale=st.sampled_from([1.0, 10.0, 0.3]),
-           case_seed=st.integers(0, 2**31))
-    def run(shape, dtype, layout, norm_over, reduce, target, scale, case_seed):
+    @fuzz("gp_norm_penalty", backend, shape=shapes4(backend, min_n=1), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
+          norm_over=st.sampled_from(["sample", "channel"]), reduce=st.sampled_from(["mean", "sum", "none"]),
+          target=st.sampled_from([1.0, 0.0, 0.1]), scale=st.sampled_from([1.0, 10.0, 0.3]))
+    def case(shape, dtype, layout, norm_over, reduce, target, scale, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         g = _leaf(make_input(shape, dtype, layout, gen, dev, 0.7))
         y = norm_penalty(g, target=target, scale=scale, norm_over=norm_over, reduce=reduce, impl=backend)
@@ -307,22 +298,16 @@ def test_fuzz_gp_norm_penalty(backend):
             close(gx, rgx, dtype, what + " grad", sgx.nan_to_num().pow(2).mean().sqrt().item())
             _keeps_layout(gx, g, what)
 
-    run()
-
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_r1(backend):
     """R1 through a small convolutional D: the penalty and its gradient w.r.t. D's weight (second order)."""
-    if not _available("gp_norm_penalty", backend):
-        pytest.skip(f"{backend} unavailable here")
     dev = _dev(backend)
 
-    @fuzz_settings(backend)
-    @seed(SEED)
-    @given(shape=shapes4(backend, min_n=1, min_c=1, min_hw=3, c_values=(1, 2, 3, 4, 5, 7)),
-           dtype=st.sampled_from((torch.float32, torch.float64)), layout=LAYOUTS,
-           reduce=st.sampled_from(["mean", "sum", "none"]), case_seed=st.integers(0, 2**31))
-    def run(shape, dtype, layout, reduce, case_seed):
+    @fuzz("gp_norm_penalty", backend, shape=shapes4(backend, min_n=1, min_c=1, min_hw=3, c_values=(1, 2, 3, 4, 5, 7)),
+          dtype=st.sampled_from((torch.float32, torch.float64)), layout=LAYOUTS,
+          reduce=st.sampled_from(["mean", "sum", "none"]))
+    def case(shape, dtype, layout, reduce, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         real = make_input(shape, dtype, layout, gen, dev)
         w0 = torch.randn(2, shape[1], 3, 3, generator=gen, dtype=torch.float64)
@@ -340,8 +325,6 @@ def test_fuzz_r1(backend):
         what = f"r1[{backend}] {shape} {dtype} {layout} {reduce}"
         close(p, rp.detach(), dtype, what + " out")
         close(gw, rgw, dtype, what + " grad D weight")
-
-    run()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,15 +353,10 @@ def sn_group(draw, backend):
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_spectral_norm(backend):
-    if not _available("spectral_norm", backend):
-        pytest.skip(f"{backend} unavailable here")
     dev = _dev(backend)
 
-    @fuzz_settings(backend)
-    @seed(SEED)
-    @given(group=sn_group(backend), dtype=st.sampled_from(DTYPES), iters=st.integers(0, 3),
-           case_seed=st.integers(0, 2**31))
-    def run(group, dtype, iters, case_seed):
+    @fuzz("spectral_norm", backend, group=sn_group(backend), dtype=st.sampled_from(DTYPES), iters=st.integers(0, 3))
+    def case(group, dtype, iters, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         ws = [_leaf(make_input(s, dtype, "contiguous", gen, dev)) for s, _ in group]
         dims = [d for _, d in group]
@@ -410,8 +388,6 @@ def test_fuzz_spectral_norm(backend):
         for i, (a, b) in enumerate(zip(grads, r_grads)):
             close(a, b, dtype, f"{what} grad{i}", ulps=ulps)
 
-    run()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Winograd 3x3 convolutions (CPU kernels; float32/float64)
@@ -423,14 +399,11 @@ def test_fuzz_winograd():
     if not winograd._has_kernels():
         pytest.skip("the Winograd kernels are not built")
 
-    @fuzz_settings("cpu")
-    @seed(SEED)
-    @given(n=st.sampled_from([1, 2, 3]), c=st.sampled_from([1, 2, 3, 5, 8, 16, 17]),
-           k=st.sampled_from([1, 2, 3, 8, 9, 16]), h=st.sampled_from([3, 4, 5, 6, 7, 9, 12, 13, 25, 31]),
-           w=st.sampled_from([3, 4, 5, 6, 8, 11, 17, 38]), pad=st.sampled_from([0, 1, 2]),
-           dtype=st.sampled_from((torch.float32, torch.float64)), layout=LAYOUTS, bias=st.booleans(),
-           case_seed=st.integers(0, 2**31))
-    def run(n, c, k, h, w, pad, dtype, layout, bias, case_seed):
+    @fuzz(None, "cpu", n=st.sampled_from([1, 2, 3]), c=st.sampled_from([1, 2, 3, 5, 8, 16, 17]),
+          k=st.sampled_from([1, 2, 3, 8, 9, 16]), h=st.sampled_from([3, 4, 5, 6, 7, 9, 12, 13, 25, 31]),
+          w=st.sampled_from([3, 4, 5, 6, 8, 11, 17, 38]), pad=st.sampled_from([0, 1, 2]),
+          dtype=st.sampled_from((torch.float32, torch.float64)), layout=LAYOUTS, bias=st.booleans())
+    def case(n, c, k, h, w, pad, dtype, layout, bias, case_seed):
         gen = torch.Generator().manual_seed(case_seed)
         x = make_input((n, c, h, w), dtype, layout, gen, "cpu")
         wt = torch.randn(k, c, 3, 3, generator=gen, dtype=torch.float64).to(dtype)
@@ -453,5 +426,3 @@ def test_fuzz_winograd():
             tol = dtype if dtype == torch.float64 else torch.float16
             close(gx, rgx, tol, what + " input grad")
             close(gw, rgw, tol, what + " weight grad")
-
-    run()

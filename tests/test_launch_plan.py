@@ -254,3 +254,35 @@ def test_empty_penalty(backend, shape):
             if y.numel():
                 (gx,) = torch.autograd.grad(y.sum(), g)
                 assert gx.shape == g.shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the Triton spectral-norm launcher's table upload
+
+
+@requires_triton
+def test_sn_tables_uploaded_in_one_copy(monkeypatch):
+    """The int64 tables go to the device as views of one buffer; on CUDA from pinned memory (a non_blocking copy
+    from pageable memory is synchronous in disguise), elsewhere by a plain copy."""
+    from ganops.triton import spectral_norm_kernels as K
+
+    tables = [[[1, 2, 3], [4, 5, 6]], [[7, 8]], [[9, 10], [11, 12], [13, 14]]]
+    out = K._upload(tables, torch.device("cpu"))
+    assert [t.tolist() for t in out] == [[1, 2, 3, 4, 5, 6], [7, 8], [9, 10, 11, 12, 13, 14]]
+    assert len({t.untyped_storage().data_ptr() for t in out}) == 1  # one buffer, one transfer
+    seen = {}
+    real_pin = torch.Tensor.pin_memory
+
+    def fake_pin(self, *a, **k):  # record the pinning; no CUDA here to pin with
+        seen["pinned"] = True
+        return self
+
+    def fake_to(self, *a, **k):
+        seen["to"] = (a, k)
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    monkeypatch.setattr(torch.Tensor, "to", fake_to)
+    K._upload(tables, torch.device("cuda"))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", real_pin)
+    assert seen.get("pinned") and seen["to"][1].get("non_blocking") is True
