@@ -17,7 +17,7 @@ from .errors import DatasetError
 
 __all__ = [
     "IMG_EXTENSIONS", "DatasetError", "FolderReport", "list_images", "check_image_folder", "to_rgb",
-    "ImageDataset", "open_dataset", "load_single_image", "InfiniteSampler", "InfiniteLoader",
+    "ImageDataset", "open_dataset", "load_single_image", "InfiniteSampler", "InfiniteLoader", "RESIZE_MODES",
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -223,6 +223,11 @@ def _floor_pow2(n: int) -> int:
     return 1 << max(0, int(n).bit_length() - 1)
 
 
+#: how :class:`ImageDataset` makes an image square: "square" (centre crop, Lanczos resize; the default) or
+#: "stretch" (the whole image resized to R x R, aspect ratio not kept, PIL bilinear: FastGAN's reference loader)
+RESIZE_MODES = ("square", "stretch")
+
+
 def _resize(im: Image.Image, resolution: int | None, mode: str) -> Image.Image:
     if resolution is None:
         return im
@@ -235,12 +240,15 @@ def _resize(im: Image.Image, resolution: int | None, mode: str) -> Image.Image:
         if s != resolution:
             im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
         return im
+    if mode == "stretch":  # FastGAN reference: torchvision Resize((R, R)) on a PIL image (bilinear, no crop)
+        return im if (w, h) == (resolution, resolution) else im.resize((resolution, resolution),
+                                                                        Image.Resampling.BILINEAR)
     if mode == "max-side":  # longest side = resolution, aspect kept (single-image GANs)
         scale = resolution / max(w, h)
         if scale != 1.0:
             im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
         return im
-    raise ValueError(f"resize mode must be 'square' or 'max-side', got {mode!r}")
+    raise ValueError(f"resize mode must be one of {RESIZE_MODES + ('max-side',)}, got {mode!r}")
 
 
 def _to_tensor(im: Image.Image) -> torch.Tensor:
@@ -259,15 +267,20 @@ class ImageDataset(torch.utils.data.Dataset):
         resolution: output side (center crop to square, then Lanczos resize); None keeps the size.
         hflip: add horizontally flipped copies.
         attribution: licence text that must travel with the data (written to the run dir as ATTRIBUTION.txt).
+        resize: "square" (center crop, Lanczos) or "stretch" (whole image to R x R, bilinear), see
+            :data:`RESIZE_MODES`; :meth:`set_resize` changes it later.
     """
 
     def __init__(self, items: Sequence[str | os.PathLike | Image.Image], resolution: int | None, *,
-                 hflip: bool = False, attribution: str | None = None, name: str = "") -> None:
+                 hflip: bool = False, attribution: str | None = None, name: str = "", resize: str = "square") -> None:
         if len(items) == 0:
             raise DatasetError(f"dataset {name!r} has no images")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"ImageDataset: resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.items = list(items)
         self.resolution = resolution
         self.hflip = hflip
+        self.resize = resize
         self.attribution = attribution
         self.name = name
         self._cache: torch.Tensor | None = None
@@ -284,6 +297,16 @@ class ImageDataset(torch.utils.data.Dataset):
         self._cache = torch.stack([self._decode(i) for i in range(n)])
         return True
 
+    def set_resize(self, mode: str) -> None:
+        """Switch the resize mode (:data:`RESIZE_MODES`); a preloaded cache is rebuilt in the new mode."""
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"ImageDataset: resize must be one of {RESIZE_MODES}, got {mode!r}")
+        if mode != self.resize:
+            self.resize, cached = mode, self._cache is not None
+            self._cache = None
+            if cached:
+                self.preload()
+
     def _decode(self, i: int) -> torch.Tensor:
         item = self.items[i]
         if isinstance(item, Image.Image):
@@ -297,7 +320,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"cannot read image {item} ({_why(e, Path(item))}); fix or remove it (a file "
                                    "changed after the data check?), or pass --skip-bad") from e
         im, _ = to_rgb(im)
-        a = np.asarray(_resize(im, self.resolution, "square"), dtype=np.uint8).copy()
+        a = np.asarray(_resize(im, self.resolution, self.resize), dtype=np.uint8).copy()
         return torch.from_numpy(a).permute(2, 0, 1)
 
     def __len__(self) -> int:
@@ -316,11 +339,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
 def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool = False,
                  allow_upscale: bool = False, skip_bad: bool = False, verbose: bool = True, flag: str = "--data",
-                 resolutions: Sequence[int] | None = None) -> ImageDataset:
+                 resolutions: Sequence[int] | None = None, resize: str = "square") -> ImageDataset:
     """Validate and open ``--data``: a folder or ``builtin:<name>``.
 
     ``flag`` names the option in messages; ``resolutions`` (the recipe's accepted sizes) shapes the advice for
-    images that are too small (see :func:`check_image_folder`).
+    images that are too small (see :func:`check_image_folder`); ``resize`` see :class:`ImageDataset`.
 
     Raises:
         DatasetError: with every problem found by :func:`check_image_folder` and the flag that fixes it.
@@ -333,13 +356,13 @@ def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool
         if verbose and resolution is not None and small < resolution:
             print(f"[ganops.train] note: builtin:{data.name} images are {small} px, upscaled to {resolution}")
         return ImageDataset(data.images, resolution, hflip=hflip, attribution=data.attribution,
-                            name=f"builtin:{data.name}")
+                            name=f"builtin:{data.name}", resize=resize)
     rep = check_image_folder(spec, resolution, allow_upscale=allow_upscale, skip_bad=skip_bad,
                              raise_on_error=True, flag=flag, resolutions=resolutions)
     if verbose:
         for note in rep.notes:
             print(f"[ganops.train] note: {note}")
-    return ImageDataset(rep.files, resolution, hflip=hflip, name=str(spec))
+    return ImageDataset(rep.files, resolution, hflip=hflip, name=str(spec), resize=resize)
 
 
 def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
