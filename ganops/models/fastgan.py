@@ -238,6 +238,8 @@ class FastGANGenerator(nn.Module):
         tanh: squash both outputs with tanh. ``None`` (default) reproduces the reference quirk: tanh only at 1024,
             raw conv outputs at 256 and 512 (methods.md §7.1).
         sn: spectral norm on every conv (reference: yes). impl: SLE backend.
+        sle: build the skip-layer excitation links (reference: yes). ``sle=False`` is the paper's ablation without
+            them (Table 2's rows without "skip"): no ``se_*`` modules, each up-block's output goes on ungated.
         checkpoint: recompute the blocks at 256^2 and above (up-block, SLE, and the output conv) in backward instead
             of keeping their activations (activation checkpointing; training forwards with grad only). Exact: the
             recomputation replays the same noise, reuses the spectral-normed weights of the first forward and
@@ -250,9 +252,9 @@ class FastGANGenerator(nn.Module):
     SLE_LINKS = {64: 4, 128: 8, 256: 16, 512: 32}  # high resolution -> low resolution
 
     def __init__(self, im_size: int = 256, ngf: int = 64, nz: int = 256, *, tanh: bool | None = None,
-                 sn: bool = True, impl: str = "auto", checkpoint: bool = False) -> None:
+                 sn: bool = True, impl: str = "auto", checkpoint: bool = False, sle: bool = True) -> None:
         super().__init__()
-        self.checkpoint = bool(checkpoint)
+        self.checkpoint, self.sle = bool(checkpoint), bool(sle)
         if im_size not in RESOLUTIONS:
             raise ValueError(f"FastGANGenerator: im_size must be one of {RESOLUTIONS}, got {im_size}")
         self.im_size, self.nz = im_size, nz
@@ -266,14 +268,16 @@ class FastGANGenerator(nn.Module):
         self.feat_64 = UpBlock(nfc[32], nfc[64], sn=sn)
         self.feat_128 = UpBlockComp(nfc[64], nfc[128], sn=sn)
         self.feat_256 = UpBlock(nfc[128], nfc[256], sn=sn)
-        self.se_64 = SLE(nfc[4], nfc[64], spectral_norm=sn, impl=impl)
-        self.se_128 = SLE(nfc[8], nfc[128], spectral_norm=sn, impl=impl)
-        self.se_256 = SLE(nfc[16], nfc[256], spectral_norm=sn, impl=impl)
+        if self.sle:
+            self.se_64 = SLE(nfc[4], nfc[64], spectral_norm=sn, impl=impl)
+            self.se_128 = SLE(nfc[8], nfc[128], spectral_norm=sn, impl=impl)
+            self.se_256 = SLE(nfc[16], nfc[256], spectral_norm=sn, impl=impl)
         self.to_128 = _conv(nfc[128], 3, 1, 1, 0, sn=sn)
         self.to_big = _conv(nfc[im_size], 3, 3, 1, 1, sn=sn)
         if im_size > 256:
             self.feat_512 = UpBlockComp(nfc[256], nfc[512], sn=sn)
-            self.se_512 = SLE(nfc[32], nfc[512], spectral_norm=sn, impl=impl)
+            if self.sle:
+                self.se_512 = SLE(nfc[32], nfc[512], spectral_norm=sn, impl=impl)
         if im_size > 512:
             self.feat_1024 = UpBlock(nfc[512], nfc[1024], sn=sn)
 
@@ -293,12 +297,14 @@ class FastGANGenerator(nn.Module):
         f[16] = self.feat_16(f[8])
         f[32] = self.feat_32(f[16])
         own = {4: f[4], 8: f[8], 16: f[16], 32: f[32]}
-        x = self.se_64(lows.get(64, f[4]), self.feat_64(f[32]))
-        f128 = self.se_128(lows.get(128, f[8]), self.feat_128(x))
+        x = self.feat_64(f[32])
+        x = self.se_64(lows.get(64, f[4]), x) if self.sle else x
+        f128 = self.feat_128(x)
+        f128 = self.se_128(lows.get(128, f[8]), f128) if self.sle else f128
         x = f128
         for r in (256, 512, 1024):
             if r <= self.im_size:
-                low = lows.get(r, f[self.SLE_LINKS[r]]) if r in self.SLE_LINKS else None
+                low = lows.get(r, f[self.SLE_LINKS[r]]) if r in self.SLE_LINKS and self.sle else None
                 x = self._stage(r, x, low)
         big, small = x, self.to_128(f128)
         if self.tanh:
@@ -328,8 +334,12 @@ class FastGANGenerator(nn.Module):
                           context_fn=lambda: (rep.forward(), rep.recompute()))
 
     def sle_links(self) -> list[int]:
-        """High resolutions of this G's SLE links: 64, 128, 256 (and 512 above 256^2)."""
-        return [r for r in self.SLE_LINKS if r <= 256 or self.im_size > 256]
+        """High resolutions of this G's SLE links: 64, 128, 256 (and 512 above 256^2); none with ``sle=False``."""
+        return [r for r in self.SLE_LINKS if self.sle and (r <= 256 or self.im_size > 256)]
+
+    def sle_modules(self) -> dict[str, nn.Module]:
+        """{name: SLE block} of this G (empty with ``sle=False``)."""
+        return {f"se_{r}": getattr(self, f"se_{r}") for r in self.sle_links()}
 
     def noise_layers(self) -> list[NoiseInjection]:
         return [m for m in self.modules() if isinstance(m, NoiseInjection)]
@@ -346,7 +356,8 @@ class FastGANGenerator(nn.Module):
         resolutions = self.sle_links() if resolutions is None else list(resolutions)
         bad = [r for r in resolutions if r not in self.sle_links()]
         if bad:
-            raise ValueError(f"style_mix: resolutions must be SLE links of this G ({self.sle_links()}), got {bad}")
+            raise ValueError(f"style_mix: resolutions must be SLE links of this G ({self.sle_links()}), got {bad}"
+                             + ("" if self.sle else " (built with sle=False: no links to mix)"))
         _, own = self(z_style, return_lows=True)
         lows = {r: own[self.SLE_LINKS[r]] for r in resolutions}
         return self(z_content, lows=lows)[0]
@@ -357,15 +368,21 @@ class FastGANDiscriminator(nn.Module):
 
     Args:
         im_size: 256, 512 or 1024. ndf: width (reference 64). sn: spectral norm. impl: SLE backend.
+        decoders: build the three self-supervision decoders (reference: yes). ``decoders=False`` is the paper's
+            ablation without the reconstruction task (Table 2's rows without "decode"): D is only a classifier.
 
     Shape:
         ``forward(x)`` with x a tensor (B, 3, H, W) (reals: nearest-resized to im_size and 128) or a list
         ``[image, image_128]`` (fakes) -> logits (50 B,): big branch's 5x5 per image, then the small branch's.
-        ``forward(x, part=p)`` (real pass) -> (logits, (rec_big, rec_small, rec_part)), each (B, 3, 128, 128).
+        ``forward(x, part=p)`` (real pass) -> (logits, (rec_big, rec_small, rec_part)), each (B, 3, 128, 128);
+        ``(logits, ())`` without decoders. ``features(x)`` -> (logits, {"big": the 8x8 last big-branch feature,
+        "small": the 8x8 small-branch feature, "f32": the 16x16 big-branch feature}): the decoders' inputs.
     """
 
-    def __init__(self, im_size: int = 256, ndf: int = 64, *, sn: bool = True, impl: str = "auto") -> None:
+    def __init__(self, im_size: int = 256, ndf: int = 64, *, sn: bool = True, impl: str = "auto",
+                 decoders: bool = True) -> None:
         super().__init__()
+        self.has_decoders = bool(decoders)
         if im_size not in RESOLUTIONS:
             raise ValueError(f"FastGANDiscriminator: im_size must be one of {RESOLUTIONS}, got {im_size}")
         self.im_size = im_size
@@ -393,12 +410,22 @@ class FastGANDiscriminator(nn.Module):
                                              DownBlock(nfc[256], nfc[128], sn=sn), DownBlock(nfc[128], nfc[64], sn=sn),
                                              DownBlock(nfc[64], nfc[32], sn=sn))
         self.rf_small = _conv(nfc[32], 1, 4, 1, 0, sn=sn)
-        base = max(1, ndf // 2)
-        self.decoder_big = SimpleDecoder(nfc[16], base, sn=sn)
-        self.decoder_part = SimpleDecoder(nfc[32], base, sn=sn)
-        self.decoder_small = SimpleDecoder(nfc[32], base, sn=sn)
+        self.decoder_base = max(1, ndf // 2)
+        if self.has_decoders:
+            for name, cin in self.decoder_inputs().items():
+                setattr(self, f"decoder_{name}", SimpleDecoder(cin, self.decoder_base, sn=sn))
 
-    def forward(self, x, *, part: int | None = None):
+    def decoder_inputs(self) -> dict[str, int]:
+        """{decoder name: input channels}: big (8x8 last big-branch feature), part (a quadrant of the 16x16 one),
+        small (8x8 small-branch feature); module order of the reference."""
+        return {"big": self.nfc[16], "part": self.nfc[32], "small": self.nfc[32]}
+
+    def decoder_modules(self) -> dict[str, nn.Module]:
+        """{name: SimpleDecoder} (empty with ``decoders=False``)."""
+        return {f"decoder_{k}": getattr(self, f"decoder_{k}") for k in self.decoder_inputs() if self.has_decoders}
+
+    def features(self, x) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the decoders' inputs ``{"big", "small", "f32"}`` (see the class docstring)."""
         if isinstance(x, torch.Tensor):
             big = x if x.shape[-1] == self.im_size else F.interpolate(x, size=self.im_size)
             small = x if x.shape[-1] == 128 else F.interpolate(x, size=128)
@@ -413,10 +440,16 @@ class FastGANDiscriminator(nn.Module):
         rf0 = self.rf_big(f_last).reshape(-1)
         f_small = self.down_from_small(small)
         rf1 = self.rf_small(f_small).reshape(-1)
-        logits = torch.cat([rf0, rf1])
+        return torch.cat([rf0, rf1]), {"big": f_last, "small": f_small, "f32": f32}
+
+    def forward(self, x, *, part: int | None = None):
+        logits, f = self.features(x)
         if part is None:
             return logits
-        recs = (self.decoder_big(f_last), self.decoder_small(f_small), self.decoder_part(crop_part(f32, part)))
+        if not self.has_decoders:
+            return logits, ()
+        recs = (self.decoder_big(f["big"]), self.decoder_small(f["small"]),
+                self.decoder_part(crop_part(f["f32"], part)))
         return logits, recs
 
 

@@ -48,8 +48,9 @@ class FastGANStep:
     over the batch (real pass only), one D step, then G loss ``-mean D(aug(fake))`` on the same fakes.
 
     All randomness of an iteration except G's noise injection (z, DiffAugment parameters of the real and of both
-    fake heads, the quadrant ``part``, the margins) is drawn up front in a fixed order, and the D real pass uses no
-    randomness, so ``order="ours"`` and ``order="reference"`` compute the same losses from the same RNG state.
+    fake heads, the quadrant ``part``, the margins, then the reals' flips) is drawn up front in a fixed order, and the
+    D real pass uses no randomness, so ``order="ours"`` and ``order="reference"`` compute the same losses from the
+    same RNG state.
 
     * ``order="reference"``: G forward; D real fwd/bwd; D fake fwd/bwd; D step; G step (G's graph is alive
       through both D passes, the real pass's LPIPS included).
@@ -66,13 +67,25 @@ class FastGANStep:
         check_finite: callback ``(dict) -> None`` run before each optimizer step (``TrainLoop.check_finite``).
         freeze_d: freeze D in the G step (default: ``order == "ours"``; keep False under DDP).
         impl: DiffAugment backend.
+        hflip: mirror each real horizontally with probability 1/2 every iteration, before DiffAugment (the
+            reference loader's ``RandomHorizontalFlip``); the flips are drawn last in :meth:`draw`, from the torch
+            RNG (checkpointed: a resumed run draws the same flips), so without it every other draw is unchanged.
+
+    A D built with ``decoders=False`` (the ablation) has no reconstruction terms: pass ``recon=None``; the real term
+    is the hinge alone and ``d_rec`` is not reported.
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module, opt_g, opt_d, recon: nn.Module, *, policy: str = "color,translation",
-                 order: str = "ours", amp=None, ema=None, G_: Callable | None = None, D_: Callable | None = None,
-                 check_finite: Callable | None = None, freeze_d: bool | None = None, impl: str = "auto") -> None:
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g, opt_d, recon: nn.Module | None, *,
+                 policy: str = "color,translation", order: str = "ours", amp=None, ema=None, G_: Callable | None = None,
+                 D_: Callable | None = None, check_finite: Callable | None = None, freeze_d: bool | None = None,
+                 impl: str = "auto", hflip: bool = False) -> None:
         if order not in STEP_ORDERS:
             raise ValueError(f"--step-order must be one of {STEP_ORDERS}, got {order!r}")
+        self.decoders = bool(getattr(D, "has_decoders", True))
+        if self.decoders and recon is None:
+            raise ValueError("FastGANStep: D has decoders, so a reconstruction loss is needed (recon=None is for a D "
+                             "built with decoders=False)")
+        self.hflip = bool(hflip)
         self.G, self.D, self.G_, self.D_ = G, D, G_ or G, D_ or D
         self.opt_g, self.opt_d, self.recon, self.policy = opt_g, opt_d, recon, policy
         self.order, self.amp, self.ema, self.impl = order, amp, ema, impl
@@ -94,7 +107,14 @@ class FastGANStep:
         r["part"] = int(torch.randint(0, 4, (1,)).item())
         r["u_real"] = torch.rand(50 * b, device=dev)
         r["u_fake"] = torch.rand(50 * b, device=dev)
+        if self.hflip:
+            r["flip"] = torch.rand(b, device=dev) < 0.5
         return r
+
+    @staticmethod
+    def flip(reals: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``reals`` with the samples where ``mask`` is True mirrored left-right (no-op for ``mask=None``)."""
+        return reals if mask is None else torch.where(mask.view(-1, 1, 1, 1), reals.flip(-1), reals)
 
     def _aug(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
         return x if params is None else diff_augment(x, self.policy, params=params, impl=self.impl)
@@ -115,8 +135,10 @@ class FastGANStep:
 
     def d_real(self, reals: torch.Tensor, r: dict) -> dict:
         """Forward + backward of the real term: hinge + the three reconstruction losses (batch sums)."""
+        if not self.decoders:
+            return self._d_real_hinge(reals, r)
         with self._autocast():
-            x = self._aug(reals, r.get("aug_real"))
+            x = self._aug(self.flip(reals, r.get("flip")), r.get("aug_real"))
             logits, (rec_big, rec_small, rec_part) = self.D_(x, part=r["part"])
             x128 = F.interpolate(x, size=128)
             xp = F.interpolate(crop_part(x, r["part"]), size=128)
@@ -139,6 +161,14 @@ class FastGANStep:
                 del leaf, la, ga
             surrogate.backward()
         return {"d_real": hinge.detach(), "d_rec": rec.detach(), "real_logit": logits.detach().float().mean()}
+
+    def _d_real_hinge(self, reals: torch.Tensor, r: dict) -> dict:
+        """The real term of a D without decoders: the hinge alone."""
+        with self._autocast():
+            logits = self.D_(self._aug(self.flip(reals, r.get("flip")), r.get("aug_real")))
+            hinge = F.relu(0.8 + 0.2 * r["u_real"] - logits.float()).mean()
+        self._backward(hinge)
+        return {"d_real": hinge.detach(), "real_logit": logits.detach().float().mean()}
 
     def g_forward(self, r: dict) -> list[torch.Tensor]:
         with self._autocast():
