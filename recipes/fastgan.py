@@ -16,12 +16,19 @@ Where this code and the reference code (odegeasslbc/FastGAN-pytorch, methods.md 
   * the EMA copies BN running stats and SN u/v from G (the reference's checkpoints also pair EMA params with raw
     buffers); samples use batch statistics like the reference's train-mode sampling (--bn batch) or the running
     stats (--bn running);
-  * data: folders are read recursively, images centre-cropped (the reference stretches); hflip is optional
-    (--hflip; the reference always flips);
+  * data: folders are read recursively; images are centre-cropped (--resize crop, the default: keeps aspect ratios)
+    where the reference stretches them (--resize stretch, PIL bilinear, also offered); --hflip random (default)
+    flips each real with p=1/2 every iteration as the reference does, drawn from the checkpointed torch RNG;
   * --tanh auto keeps the reference quirk (tanh only at 1024; raw outputs at 256/512); --tanh on squashes always;
   * --recon-loss l1|mse|lpips-alex are cheaper substitutes for the reference's LPIPS-VGG;
   * --g-checkpoint recomputes G's high-resolution blocks in the G step's backward (same numbers, less memory);
-    with --precision fp16 it is the configuration that meets the speed and memory targets (docs/fastgan.md).
+    with --precision fp16 it is the configuration that meets the speed and memory targets (docs/fastgan.md);
+  * eval: the paper's protocol (5,000 fakes against the whole training set) with the standard FID Inception, at
+    the training resolution (the reference's benchmarking/fid.py resizes to 256 first).
+
+Paper ablations (Table 2): train --no-sle (no skip-layer excitation in G) and/or --no-decoders (D without the
+self-supervised decoders); `eval --all-checkpoints` tables every checkpoint and marks the best FID (keep them all
+with train --keep 0); `probe-decoders` is appendix B (decoders trained on a frozen D's features).
 """
 from __future__ import annotations
 
@@ -37,9 +44,14 @@ from ganops.models.fastgan_step import RECON_LOSSES, STEP_ORDERS, FastGANStep, m
 from ganops.nn.spectral_norm import spectral_norm_group
 from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
                           train_options)
+from ganops.train.compat import check_added_arch_keys
 from ganops.train.distributed import wrap_ddp
 
 ARCH_KEYS = ["resolution", "ngf", "ndf", "nz", "tanh"]
+#: architecture keys added later: a checkpoint without them was trained with these values (checked before the loop)
+ADDED_ARCH_KEYS = {"sle": True, "decoders": True}
+HFLIPS = ("random", "copy", "off")
+RESIZES = {"crop": "square", "stretch": "stretch"}
 #: the no-argument CPU preset: overrides of `train`'s defaults (which are the reference's hyper-parameters).
 PRESET_OPTS = dict(ngf=8, ndf=8, iters=800, recon_loss="l1", ema_warmup=10, snap=200, sample_every=100, workers=0)
 PRESET = ("builtin:emoji (80 Twemoji smileys, CC-BY 4.0) at 256x256, the reference architecture at width "
@@ -49,13 +61,36 @@ _TANH = {"auto": None, "on": True, "off": False}
 
 
 def build_generator(cfg: dict) -> FastGANGenerator:
-    return FastGANGenerator(cfg["resolution"], cfg["ngf"], cfg["nz"], tanh=_TANH[cfg["tanh"]])
+    return FastGANGenerator(cfg["resolution"], cfg["ngf"], cfg["nz"], tanh=_TANH[cfg["tanh"]],
+                            sle=cfg.get("sle", True))
+
+
+def build_discriminator(cfg: dict) -> FastGANDiscriminator:
+    return FastGANDiscriminator(cfg["resolution"], cfg["ndf"], decoders=cfg.get("decoders", True))
 
 
 def build_models(cfg: dict) -> tuple[FastGANGenerator, FastGANDiscriminator]:
-    g = weights_init(build_generator(cfg))
-    d = weights_init(FastGANDiscriminator(cfg["resolution"], cfg["ndf"]))
-    return g, d
+    return weights_init(build_generator(cfg)), weights_init(build_discriminator(cfg))
+
+
+def parameter_report(G: FastGANGenerator, D: FastGANDiscriminator) -> str:
+    """Parameter counts of G and D with the parts the ablations drop (paper Table 2)."""
+    sle = sum(count_parameters(m) for m in G.sle_modules().values())
+    dec = sum(count_parameters(m) for m in D.decoder_modules().values())
+    g = f"G {count_parameters(G):,} params " + (f"(SLE links {sle:,})" if G.sle else "(no SLE links: --no-sle)")
+    d = f"D {count_parameters(D):,} params " + (f"(decoders {dec:,})" if D.has_decoders
+                                                 else "(no decoders: --no-decoders)")
+    return f"{g}, {d} at {G.im_size}^2"
+
+
+def _replace_shared_option(name: str, option: click.Option):
+    """Put ``option`` in place of the shared train option ``name`` (FastGAN's --hflip is a choice, not a flag)."""
+    def deco(fn):
+        params = fn.__click_params__
+        i = next(i for i, p in enumerate(params) if p.name == name)
+        params[i] = option
+        return fn
+    return deco
 
 
 @click.group(cls=RecipeGroup, invoke_without_command=True, help=__doc__)
@@ -67,7 +102,23 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command(help="Train FastGAN (hinge with random margins + 3 reconstruction decoders, Adam, EMA, DiffAugment).")
+@_replace_shared_option("hflip", click.Option(
+    ["--hflip", "flip"], type=click.Choice(HFLIPS), default="random", show_default=True,
+    help="random: mirror each real with p=1/2 every iteration (the reference's RandomHorizontalFlip; the draws come "
+         "from the checkpointed torch RNG, so resume stays exact); copy: add a mirrored copy of every image to the "
+         "dataset (StyleGAN's --mirror: the sampler decides the flips); off"))
 @train_options(resolution=256, batch=8, iters=50000, snap=5000, sample_every=1000)
+@click.option("--resize", type=click.Choice(list(RESIZES)), default="crop", show_default=True,
+              help="crop: centre-crop to square, then Lanczos (keeps aspect ratios; the default, so a non-square "
+                   "photo is not distorted); stretch: the reference's Resize((R, R)), PIL bilinear, aspect not kept. "
+                   "Square images give the same geometry either way")
+@click.option("--sle/--no-sle", default=True, show_default=True,
+              help="G's skip-layer excitation links (--no-sle: the paper's ablation without them; D keeps its own)")
+@click.option("--decoders/--no-decoders", default=True, show_default=True,
+              help="D's three self-supervised decoders and their reconstruction loss (--no-decoders: the paper's "
+                   "ablation; --recon-loss is then unused)")
+@click.option("--keep", type=click.IntRange(min=0), default=3, show_default=True,
+              help="checkpoints kept on disk (0: all, for `eval --all-checkpoints`, the paper's pick of the best)")
 @click.option("--ngf", type=click.IntRange(min=2), default=64, show_default=True, help="G width")
 @click.option("--ndf", type=click.IntRange(min=2), default=64, show_default=True, help="D width")
 @click.option("--nz", type=click.IntRange(min=1), default=256, show_default=True, help="latent size")
@@ -94,14 +145,20 @@ def train(**opts) -> dict:
     if opts["resolution"] not in RESOLUTIONS:
         raise click.UsageError(f"--resolution must be one of {RESOLUTIONS} for FastGAN, got {opts['resolution']}")
     opts["betas"] = list(opts["betas"])
-    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS, resolutions=RESOLUTIONS)
+    opts["hflip"] = opts["flip"] == "copy"  # the toolkit's key: the dataset holds mirrored copies
+    check_added_arch_keys("fastgan", opts, ADDED_ARCH_KEYS)
+    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS, resolutions=RESOLUTIONS,
+                     keep=opts["keep"] or (1 << 62))
     cfg, dev = loop.config, loop.device
+    loop.dataset.set_resize(RESIZES[opts["resize"]])
     G, D = build_models(cfg)
     G.checkpoint = opts["g_checkpoint"]
     G, D = G.to(dev), D.to(dev)
     if loop.is_main:
-        click.echo(f"fastgan: G {count_parameters(G):,} params, D {count_parameters(D):,} params (incl. decoders) "
-                   f"at {cfg['resolution']}^2, ngf={cfg['ngf']} ndf={cfg['ndf']}")
+        n = len(loop.dataset.items)
+        click.echo(f"fastgan: {parameter_report(G, D)}, ngf={cfg['ngf']} ndf={cfg['ndf']}")
+        click.echo(f"fastgan: data {n} images -> {len(loop.dataset)} items; --hflip {opts['flip']}, --resize "
+                   f"{opts['resize']}")
     if opts["sn_group"]:
         spectral_norm_group(G)
         spectral_norm_group(D)
@@ -112,11 +169,11 @@ def train(**opts) -> dict:
     ema = EMA(G, decay=opts["ema_decay"], warmup=opts["ema_warmup"])
     opt_g = torch.optim.Adam(G.parameters(), opts["lr"], betas=tuple(opts["betas"]))
     opt_d = torch.optim.Adam(D.parameters(), opts["lr"], betas=tuple(opts["betas"]))
-    recon = make_recon_loss(opts["recon_loss"], dev)
+    recon = make_recon_loss(opts["recon_loss"], dev) if opts["decoders"] else None
     if opts["dry_run"]:
         return {}
     stepper = FastGANStep(G, D, opt_g, opt_d, recon, policy=opts["policy"], order=opts["step_order"], amp=loop.amp,
-                          ema=ema, G_=G_, D_=D_, check_finite=loop.check_finite,
+                          ema=ema, G_=G_, D_=D_, check_finite=loop.check_finite, hflip=opts["flip"] == "random",
                           freeze_d=(opts["step_order"] == "ours" and not loop.dist.distributed))
     z_fixed = fixed_noise(opts["n_sample"], cfg["nz"], seed=0, device=dev)
 
@@ -138,6 +195,7 @@ def load_generator(run: str, device: str = "cpu") -> tuple[FastGANGenerator, dic
     cfg = ck["config"]
     g = build_generator(cfg)
     g.load_state_dict(ck["ema"]["G_ema"]["module"])
+    g.step = int(ck["step"])  # the checkpoint's training step
     return g.to(device).eval(), cfg, run_dir
 
 
@@ -203,6 +261,8 @@ def mix(run: str, content_seeds: str, style_seeds: str, resolutions: str, out: s
     g, cfg, run_dir = load_generator(run, device)
     res = [int(r) for r in resolutions.split(",") if r.strip()]
     links = g.sle_links()
+    if not links:
+        raise click.UsageError("this run's G has no SLE links (trained with --no-sle): style mixing swaps their inputs")
     bad = [r for r in res if r not in links]
     if bad:
         raise click.UsageError(f"--resolutions: {bad} are not SLE links of this {g.im_size}^2 G (use {links})")
@@ -223,34 +283,108 @@ def mix(run: str, content_seeds: str, style_seeds: str, resolutions: str, out: s
     return path
 
 
-@cli.command(help="FID/KID of EMA-generator samples against the training data (or --real FOLDER).")
+def _real_set(cfg: dict, real: str | None):
+    """The whole real set of a run (or --real) at its resolution and --resize, without mirrored copies."""
+    from ganops.train import open_dataset
+
+    return open_dataset(real or cfg["data"], cfg["resolution"], verbose=False, flag="--real",
+                        resize=RESIZES[cfg.get("resize", "crop")], allow_upscale=bool(cfg.get("allow_upscale")),
+                        skip_bad=bool(cfg.get("skip_bad")))
+
+
+def _fakes_fn(g: FastGANGenerator, bn: str, z: torch.Tensor):
+    return lambda n, s: _run_g(g, bn, z[s:s + n])[0].clamp(-1, 1)
+
+
+@cli.command(help="FID, KID and precision/recall (k=3) of --num EMA-generator fakes against the whole training set "
+                  "(or --real), with the standard FID Inception: the paper's protocol is --num 5000. One checkpoint "
+                  "(the run's latest, or the file given), or with --all-checkpoints every checkpoint of the run in "
+                  "one table (RUN/eval_checkpoints.json, the best FID marked; resumable).")
 @_run_opt
 @click.option("--real", default=None, help="real images: folder or builtin:NAME [default: the run's --data]")
-@click.option("--num", type=click.IntRange(min=2), default=None, help="images per set [default: real set size]")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--num", type=click.IntRange(min=2), default=5000, show_default=True,
+              help="generated images (as many as asked, whatever the number of reals; paper: 5000)")
+@click.option("--all-checkpoints", is_flag=True, help="every checkpoint-*.pt of the run (train --keep 0 keeps all)")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="fakes per G forward (BatchNorm batch statistics with --bn batch; the reference's eval: 16)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of the latents")
 @_bn_opt
 @_dev_opt
 @torch.no_grad()
-def eval(run: str, real: str | None, num: int | None, seed: int, bn: str, device: str) -> dict:  # noqa: A001
-    from ganops.metrics.features import cached_features, inception_features
-    from ganops.metrics.fid import fid_from_features, kid_from_features
-    from ganops.train import open_dataset
+def eval(run: str, real: str | None, num: int, all_checkpoints: bool, batch: int, seed: int, bn: str,  # noqa: A001
+         device: str) -> dict:
+    from ganops.metrics.features import cached_features
+    from ganops.metrics.sweep import dataset_source, evaluate_generator, format_table, sweep_checkpoints
 
     g, cfg, run_dir = load_generator(run, device)
-    ds = open_dataset(real or cfg["data"], cfg["resolution"], verbose=False, flag="--real")
-    n = min(num or len(ds), len(ds))
-    reals = torch.stack([ds[i] for i in range(n)])
-    z = fixed_noise(n, cfg["nz"], seed=seed, device=device)
-    fakes = torch.cat([_run_g(g, bn, zb)[0] for zb in z.split(16)]).clamp(-1, 1).cpu()
-    fr = cached_features(reals, device=device)
-    ff = inception_features(fakes, device=device)
-    kid = kid_from_features(fr, ff, subset_size=min(1000, n))
-    res = {"num": n, "real": real or cfg["data"], f"fid{n}": fid_from_features(fr, ff), f"kid{n}": kid[0],
-           "kid_std": kid[1]}
+    src = dataset_source(_real_set(cfg, real), name=str(real or cfg["data"]))
+    fr = cached_features(src, device=device)
+    z = fixed_noise(num, cfg["nz"], seed=seed, device=device)
+    settings = {"real": str(real or cfg["data"]), "real_sha256": src.fingerprint(), "seed": seed, "bn": bn,
+                "batch": batch}
+    if all_checkpoints:
+        def load(path: Path):
+            gk = load_generator(str(path), device)[0]
+            return gk.step, _fakes_fn(gk, bn, z)
+
+        cks = sorted(run_dir.glob("checkpoint-*.pt"))
+        click.echo(f"fastgan: {len(cks)} checkpoint(s), {num} fakes each vs {len(fr)} reals")
+        res = sweep_checkpoints(cks, load, fr, num, table=run_dir / "eval_checkpoints.json", settings=settings,
+                                batch=batch, device=device, log=click.echo)
+        click.echo(format_table(res["rows"], best=res["best"]))
+        click.echo(f"fastgan: table written to {run_dir / 'eval_checkpoints.json'}")
+        return res
+    row = evaluate_generator(fr, _fakes_fn(g, bn, z), num, batch=batch, device=device)
+    res = {"step": g.step, "num": num, **row, **settings}
     with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(res) + "\n")
+        f.write(json.dumps({"source": "eval", **res}) + "\n")
     click.echo(json.dumps(res))
     return res
+
+
+@cli.command("probe-decoders", help="Paper appendix B: freeze each run's D, train three fresh decoders (the "
+                                    "reference's) on its features, and report their reconstruction error on the "
+                                    "training images. Compare a run with a run trained --no-decoders: the "
+                                    "self-supervised D's features should reconstruct better (lower).")
+@click.option("--run", "runs", required=True, multiple=True, help="run directory or checkpoint (repeatable)")
+@click.option("--iters", type=click.IntRange(min=1), default=2000, show_default=True, help="decoder Adam steps")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--recon-loss", type=click.Choice(RECON_LOSSES), default=None,
+              help="distance to train and report with [default: the first run's --recon-loss]")
+@click.option("--eval-images", type=click.IntRange(min=1), default=256, show_default=True,
+              help="training images the trained decoders are measured on (the first N)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", default=None, help="JSON of the results [default: FIRST_RUN/probe_decoders.json]")
+@_dev_opt
+def probe_decoders(runs: tuple[str, ...], iters: int, batch: int, recon_loss: str | None, eval_images: int,
+                   seed: int, out: str | None, device: str) -> dict:
+    from ganops.models.fastgan_probe import probe_decoders as probe
+    from ganops.train import InfiniteLoader
+
+    rows, recon, first_dir = [], None, None
+    for run in runs:
+        ck, run_dir = load_run_checkpoint(run, recipe="fastgan")
+        cfg = ck["config"]
+        first_dir = first_dir or run_dir
+        recon_loss = recon_loss or cfg.get("recon_loss", "lpips-vgg")
+        recon = recon or make_recon_loss(recon_loss, device)
+        D = build_discriminator(cfg)
+        D.load_state_dict(ck["models"]["D"])
+        D = D.to(device)
+        ds = _real_set(cfg, None)
+        ev = torch.stack([ds[i] for i in range(min(eval_images, len(ds)))])
+        res = probe(D, InfiniteLoader(ds, batch, seed=seed, device=device), recon, iters=iters, eval_images=ev,
+                    seed=seed, log=click.echo)
+        save_grid(res.pop("samples"), run_dir / "probe_decoders.png", nrow=min(8, len(ev)))
+        rows.append({"run": str(run), "step": int(ck["step"]), "decoders_in_training": cfg.get("decoders", True),
+                     "recon_loss": recon_loss, **res})
+        click.echo(f"fastgan: {run}: D trained {'with' if rows[-1]['decoders_in_training'] else 'WITHOUT'} decoders, "
+                   f"probe {recon_loss} after {iters} steps: " + "  ".join(f"{k}={v:.4g}"
+                                                                          for k, v in res["eval"].items()))
+    path = Path(out) if out else first_dir / "probe_decoders.json"
+    path.write_text(json.dumps({"iters": iters, "batch": batch, "seed": seed, "rows": rows}, indent=1) + "\n")
+    click.echo(f"fastgan: probe results written to {path}")
+    return {"rows": rows, "path": str(path)}
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def test_generate_mix_eval_from_checkpoint(run_dir):
     assert bad.returncode != 0 and "--resolutions" in bad.stderr
     out = _ok(_run("eval", "--run", str(run_dir), "--num", "4"))
     res = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
-    assert res["num"] == 4 and res["fid4"] >= 0 and "kid4" in res
+    assert res["num"] == res["num_fake"] == 4 and res["fid"] >= 0 and res["num_real"] == 80  # builtin:emoji, whole
+    assert {"kid", "kid_std", "precision", "recall", "step"} <= set(res)
 
 
 @pytest.mark.slow
