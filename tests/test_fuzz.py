@@ -17,7 +17,9 @@ check's ``fuzz`` step).
 """
 from __future__ import annotations
 
+import inspect
 import itertools
+import json
 import math
 import os
 
@@ -53,7 +55,7 @@ def fuzz_settings(backend: str):
                     suppress_health_check=list(HealthCheck))
 
 
-def fuzz(op: str | None, backend: str, **strategies):
+def fuzz(op: str | None, backend: str, name: str | None = None, **strategies):
     """Decorator: run the case function at once over Hypothesis draws of ``strategies`` and ``case_seed`` (the seed
     of the case's torch generator), with ``backend``'s number of cases and the fixed seed; skip a backend that is
     not available here."""
@@ -61,10 +63,23 @@ def fuzz(op: str | None, backend: str, **strategies):
         pytest.skip(f"{backend} unavailable here")
 
     def run(fn):
-        fuzz_settings(backend)(seed(SEED)(given(**strategies, case_seed=st.integers(0, 2**31))(fn)))()
+        key = f"{name or op}[{backend}]"
+
+        def counted(*a, **kw):
+            COUNTS[key] = COUNTS.get(key, 0) + 1
+            return fn(*a, **kw)
+
+        counted.__signature__ = inspect.signature(fn)
+        fuzz_settings(backend)(seed(SEED)(given(**strategies, case_seed=st.integers(0, 2**31))(counted)))()
+        if os.environ.get("GANOPS_FUZZ_REPORT"):  # the case counts of this process, for docs/fuzzing.md
+            with open(os.environ["GANOPS_FUZZ_REPORT"], "w") as f:
+                json.dump(COUNTS, f, indent=1, sort_keys=True)
         return fn
 
     return run
+
+
+COUNTS: dict[str, int] = {}  # cases run per "op[backend]" (the last run's, shrinking included)
 
 
 def _dev(backend: str) -> str:
@@ -304,7 +319,8 @@ def test_fuzz_r1(backend):
     """R1 through a small convolutional D: the penalty and its gradient w.r.t. D's weight (second order)."""
     dev = _dev(backend)
 
-    @fuzz("gp_norm_penalty", backend, shape=shapes4(backend, min_n=1, min_c=1, min_hw=3, c_values=(1, 2, 3, 4, 5, 7)),
+    @fuzz("gp_norm_penalty", backend, "r1",
+          shape=shapes4(backend, min_n=1, min_c=1, min_hw=3, c_values=(1, 2, 3, 4, 5, 7)),
           dtype=st.sampled_from((torch.float32, torch.float64)), layout=LAYOUTS,
           reduce=st.sampled_from(["mean", "sum", "none"]))
     def case(shape, dtype, layout, reduce, case_seed):
@@ -399,7 +415,7 @@ def test_fuzz_winograd():
     if not winograd._has_kernels():
         pytest.skip("the Winograd kernels are not built")
 
-    @fuzz(None, "cpu", n=st.sampled_from([1, 2, 3]), c=st.sampled_from([1, 2, 3, 5, 8, 16, 17]),
+    @fuzz(None, "cpu", "winograd", n=st.sampled_from([1, 2, 3]), c=st.sampled_from([1, 2, 3, 5, 8, 16, 17]),
           k=st.sampled_from([1, 2, 3, 8, 9, 16]), h=st.sampled_from([3, 4, 5, 6, 7, 9, 12, 13, 25, 31]),
           w=st.sampled_from([3, 4, 5, 6, 8, 11, 17, 38]), pad=st.sampled_from([0, 1, 2]),
           dtype=st.sampled_from((torch.float32, torch.float64)), layout=LAYOUTS, bias=st.booleans())
