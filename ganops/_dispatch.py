@@ -1,7 +1,12 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Backend selection shared by every op: impl="auto"|"ref"|"cpu"|"cuda"|"triton" and GANOPS_IMPL."""
+"""Backend selection shared by every op: impl="auto"|"ref"|"cpu"|"cuda"|"triton", :func:`use_impl` and GANOPS_IMPL.
+
+What ``impl="auto"`` means, first match wins: the innermost :func:`use_impl` scope (a training run's ``--impl``),
+then the ``GANOPS_IMPL`` environment variable, then the automatic choice. An explicit ``impl=`` always wins.
+"""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -12,7 +17,7 @@ import torch
 from . import _ext
 
 __all__ = ["BACKENDS", "OpInfo", "register_op", "registry", "resolve_impl", "resolve_impl_cached", "backend_status",
-           "triton_status"]
+           "triton_status", "use_impl", "default_impl"]
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
 
@@ -97,6 +102,38 @@ def backend_status(op: str, backend: str, device: torch.device | None = None) ->
     raise ValueError(f"unknown backend {backend!r}; expected one of {('auto',) + BACKENDS}")
 
 
+_SCOPED: list[str] = []  # the use_impl stack (innermost last)
+
+
+def default_impl() -> str:
+    """What ``impl="auto"`` stands for now: the innermost :func:`use_impl`, else ``GANOPS_IMPL``, else "auto"."""
+    if _SCOPED:
+        return _SCOPED[-1]
+    return os.environ.get("GANOPS_IMPL", "auto") or "auto"
+
+
+@contextlib.contextmanager
+def use_impl(impl: str):
+    """Within the ``with`` block, ``impl="auto"`` means ``impl`` for every op (``"auto"`` keeps the automatic
+    choice, and GANOPS_IMPL); restored on exit, also after an exception. Nothing in the process environment changes.
+
+    Example::
+
+        with ganops.use_impl("ref"):
+            loss = step(batch)  # every ganops op on its PyTorch reference
+    """
+    if impl not in ("auto",) + BACKENDS:
+        raise ValueError(f"use_impl: impl must be one of {('auto',) + BACKENDS}, got {impl!r}")
+    if impl == "auto":
+        yield
+        return
+    _SCOPED.append(impl)
+    try:
+        yield
+    finally:
+        _SCOPED.pop()
+
+
 def resolve_impl(op: str, impl: str, x: torch.Tensor) -> str:
     """Pick the backend for ``op`` on tensor ``x`` (see :func:`_resolve`)."""
     return _resolve(op, impl, x.device.type, x.device.index)
@@ -115,7 +152,7 @@ def resolve_impl_cached(op: str, impl: str, x: torch.Tensor) -> str:
     if torch.compiler.is_compiling():
         return resolve_impl(op, impl, x)
     dev = x.device
-    key = (op, impl, dev.type, dev.index, os.environ.get("GANOPS_IMPL") if impl == "auto" else None)
+    key = (op, impl, dev.type, dev.index, default_impl() if impl == "auto" else None)
     backend = _RESOLVED.get(key)
     if backend is None:
         backend = resolve_impl(op, impl, x)
@@ -128,12 +165,12 @@ def resolve_impl_cached(op: str, impl: str, x: torch.Tensor) -> str:
 def _resolve(op: str, impl: str, device_type: str, device_index) -> str:
     """Pick the backend for ``op`` on tensor ``x``.
 
-    ``impl="auto"`` (or GANOPS_IMPL when set) tries cuda -> triton -> ref for CUDA tensors and cpu -> ref for
-    CPU tensors; a fallback warns once naming the op and the reason. An explicitly requested backend that
+    ``impl="auto"`` (or what :func:`default_impl` names) tries cuda -> triton -> ref for CUDA tensors and cpu ->
+    ref for CPU tensors; a fallback warns once naming the op and the reason. An explicitly requested backend that
     cannot run raises.
     """
     if impl == "auto":
-        impl = os.environ.get("GANOPS_IMPL", "auto") or "auto"
+        impl = default_impl()
     if impl not in ("auto",) + BACKENDS:
         raise ValueError(f"{op}: impl must be one of {('auto',) + BACKENDS}, got {impl!r}")
     dev = torch.device(device_type, device_index)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -12,6 +11,7 @@ import click
 import torch
 from torch import nn
 
+from .._dispatch import use_impl
 from . import distributed as ddp
 from .amp import Amp
 from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get_rng_state, latest_checkpoint,
@@ -75,8 +75,7 @@ class TrainLoop:
         self.metrics_every = int(c.get("metrics_every", 0))
         check_metrics(self.metric_specs, resolution=c.get("resolution"), has_dataset=dataset is not None,
                       recipe=f"recipe '{name}'")
-        if c.get("impl", "auto") != "auto":
-            os.environ["GANOPS_IMPL"] = str(c["impl"])
+        self.impl = str(c.get("impl", "auto") or "auto")  # --impl: applied to the run's ops by run() (use_impl)
         self.dist = ddp.init_distributed(str(c.get("device", "auto")))
         self.device, self.rank, self.world_size = self.dist.device, self.dist.rank, self.dist.world_size
         self.is_main = self.dist.is_main
@@ -289,7 +288,8 @@ class TrainLoop:
         self._stepped = False
         self._hooks: dict[int, Any] = {}
         try:
-            return self._run(step, sample, fakes, eta)
+            with use_impl(self.impl):  # --impl for every op of the run, restored after it (no process-wide env)
+                return self._run(step, sample, fakes, eta)
         finally:
             for h in self._hooks.values():
                 h.remove()
