@@ -64,6 +64,10 @@ def gpu_rows(path: str = GPU_RESULTS) -> list[Row]:
         st = steps["memcheck"]
         rows.append(Row("compute-sanitizer memcheck: errors (exit status 9 = errors found)", float(st["rc"]), 0, "",
                         "measured", dev, note=f"{st['seconds']} s"))
+    if "fuzz" in steps:  # tests/test_fuzz.py on cuda and compiled Triton: pytest's exit status (0 = no mismatch)
+        st = steps["fuzz"]
+        rows.append(Row("GPU fuzz suite (cuda, Triton): pytest exit status", float(st["rc"]), 0, "", "measured", dev,
+                        note=f"{st['seconds']} s" + (f"; {st['note']}" if st.get("note") else "")))
     if "tests" in sec:
         t = sec["tests"]
         rows.append(Row(f"pytest -m 'cuda or triton' on the GPU: failures ({t.get('passed', 0)} passed, "

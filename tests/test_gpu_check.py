@@ -85,6 +85,7 @@ def _results():
           "gbps": 3000.0, "copy_gbps": 4300.0, "frac_copy_bw": 0.70, "noisy": False}
     return {"device": dev, "steps": {"env": {"rc": 0, "seconds": 3}, "correct-sle": {"rc": 1, "seconds": 30},
                                      "memcheck": {"rc": 0, "seconds": 80}, "speed": {"rc": 0, "seconds": 60},
+                                     "fuzz": {"rc": 1, "seconds": 90},
                                      "fastgan": {"rc": 124, "seconds": 170},
                                      "gmm": {"rc": -1, "seconds": 0, "note": "skipped: the budget of 510s was spent"}},
             "sections": {"env": {"device": dev, "torch": "2.11.0+cu130"},
@@ -103,6 +104,7 @@ def test_gpu_rows_from_a_device_check(tmp_path):
     corr = rows["GPU correctness sle: mismatches vs float64 (cuda, triton)"]
     assert corr.value == 2 and corr.ok is False and corr.kind == "measured" and corr.device == "NVIDIA H200"
     assert rows["compute-sanitizer memcheck: errors (exit status 9 = errors found)"].ok is True
+    assert rows["GPU fuzz suite (cuda, Triton): pytest exit status"].ok is False
     vs = rows["GPU sle fwd+bwd 8x16x512x512 channels_last [cuda] vs eager ref"]
     assert vs.value == 3.5 and vs.ok and "3.20-3.80" in vs.note
     assert rows["GPU sle fwd+bwd 8x16x512x512 channels_last [cuda] fraction of copy bandwidth"].ok is True
