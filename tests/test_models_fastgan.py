@@ -242,3 +242,99 @@ def test_checkpoint_off_without_grad_or_in_eval():
         g(torch.randn(2, 16))  # plain path under no_grad (sampling)
     g.eval()
     g(torch.randn(2, 16))[0].sum().backward()  # eval: plain path too
+
+
+# -- paper Table 2 ablations: no SLE in G, no decoders in D ---------------------------------------------------------
+# SLE link (low -> high channels at width 64): conv4x4 low->high + conv1x1 high->high, no bias (methods.md §1.2):
+# se_64 1024->128, se_128 512->64, se_256 256->32 (+ se_512 128->16 above 256^2).
+_SLE = {r: sum(lo * hi * 16 + hi * hi for lo, hi in links) for r, links in
+        {256: [(1024, 128), (512, 64), (256, 32)], 512: [(1024, 128), (512, 64), (256, 32), (128, 16)]}.items()}
+_SLE[1024] = _SLE[512]
+# SimpleDecoder(cin): four UpBlocks cin->128->64->64->32 (conv3x3 to 2c + BN(2c)) and conv3x3 32->3; big cin 512,
+# part and small cin 256 (methods.md §1.3: 1.44 M + 2 x 0.85 M).
+_DEC = sum(c * 256 * 9 + 512 + 147_712 + 73_984 + 36_992 + 864 for c in (512, 256, 256))
+
+
+@pytest.mark.parametrize("res", [256, 512, 1024])
+def test_ablation_parameter_counts(res):
+    """--no-sle drops exactly the SLE blocks' parameters from G, --no-decoders exactly the decoders' from D."""
+    assert (_SLE[256], _DEC) == (2_774_016, 3_139_488)
+    with torch.device("meta"):
+        g, d = FastGANGenerator(res, 64, 256, sle=False), FastGANDiscriminator(res, 64, decoders=False)
+        g_full, d_full = FastGANGenerator(res, 64, 256), FastGANDiscriminator(res, 64)
+    assert count_parameters(g) == PINNED[res][0] - _SLE[res]
+    assert count_parameters(d) == PINNED[res][1] - _DEC
+    assert sum(count_parameters(m) for m in g_full.sle_modules().values()) == _SLE[res]
+    assert sum(count_parameters(m) for m in d_full.decoder_modules().values()) == _DEC
+    assert not g.sle_modules() and not d.decoder_modules() and g.sle_links() == []
+    assert not any(k.startswith("se_") for k in g.state_dict()) and not any("decoder" in k for k in d.state_dict())
+    assert any(k.startswith("se_2_16") for k in d.state_dict())  # D keeps its own SLE blocks
+
+
+def test_no_sle_generator_skips_the_gates():
+    """Without SLE, each stage's output is the up-block's output (no gate multiply): checked against a full G with
+    the same weights whose gates are forced to 1."""
+    torch.manual_seed(0)
+    full = _noise_free(weights_init(FastGANGenerator(256, W, 16)))
+    bare = _noise_free(FastGANGenerator(256, W, 16, sle=False))
+    missing = bare.load_state_dict(full.state_dict(), strict=False)
+    assert not missing.missing_keys and all(k.startswith("se_") for k in missing.unexpected_keys)
+    z = torch.randn(3, 16)
+    with torch.no_grad():
+        a, a128 = bare(z)
+        ones = {r: m.register_forward_hook(lambda m, i, o: i[1]) for r, m in full.sle_modules().items()}
+        b, b128 = full(z)
+        for h in ones.values():
+            h.remove()
+        c = full(z)[0]
+    assert torch.equal(a, b) and torch.equal(a128, b128)
+    assert not torch.allclose(a, c)  # the real gates change the image
+    with pytest.raises(ValueError, match="sle=False"):
+        bare.style_mix(z, z, resolutions=(64,))
+
+
+def test_no_decoders_step_is_the_hinge_alone():
+    torch.manual_seed(0)
+    g, d = weights_init(FastGANGenerator(256, W, 16)), weights_init(FastGANDiscriminator(256, W, decoders=False))
+    og, od = (torch.optim.Adam(m.parameters(), 2e-4, betas=(0.5, 0.999)) for m in (g, d))
+    x = torch.rand(2, 3, 256, 256) * 2 - 1
+    logits, recs = d(x, part=1)
+    assert logits.shape == (100,) and recs == ()
+    with pytest.raises(ValueError, match="reconstruction loss"):
+        FastGANStep(g, weights_init(FastGANDiscriminator(256, W)), og, od, None)
+    st = FastGANStep(g, d, og, od, None)
+    d0 = [p.clone() for p in d.parameters()]
+    torch.manual_seed(1)
+    r = st.draw(x)
+    twin = FastGANDiscriminator(256, W, decoders=False)  # a copy: a forward advances SN's power iteration
+    twin.load_state_dict(d.state_dict())
+    with torch.no_grad():
+        logits = twin(st._aug(x, r["aug_real"]))
+        expect = torch.nn.functional.relu(0.8 + 0.2 * r["u_real"] - logits).mean()
+    torch.manual_seed(1)
+    out = st(x)
+    assert set(out) == {"d_real", "real_logit", "d_fake", "g"}
+    assert float(out["d_real"]) == pytest.approx(float(expect), rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(d0, d.parameters()))
+
+
+def test_hflip_mirrors_the_drawn_samples_only():
+    """hflip=True: each real is mirrored where the drawn mask says so, before DiffAugment; the mask is drawn last,
+    so every other draw equals the draws without hflip."""
+    st = _setup()
+    st.policy = ""  # no DiffAugment: D sees the (flipped) reals themselves
+    x = torch.rand(8, 3, 256, 256) * 2 - 1
+    torch.manual_seed(3)
+    plain = st.draw(x)
+    st.hflip = True
+    torch.manual_seed(3)
+    r = st.draw(x)
+    assert "flip" not in plain and set(r) == set(plain) | {"flip"}
+    assert all(torch.equal(torch.as_tensor(plain[k]), torch.as_tensor(r[k])) for k in plain)
+    mask = r["flip"]
+    assert mask.dtype == torch.bool and 0 < int(mask.sum()) < 8  # seed 3: a mix of flipped and kept
+    seen = []
+    st.D_ = lambda inp, **kw: (seen.append(inp.detach().clone()), st.D(inp, **kw))[1]
+    st.d_real(x, r)
+    want = torch.stack([xi.flip(-1) if m else xi for xi, m in zip(x, mask)])
+    assert torch.equal(seen[0], want)
