@@ -92,19 +92,19 @@ def _stats(run: Path) -> list[dict]:
 
 # -- data ------------------------------------------------------------------------------------------------------------
 def test_random_flip_is_the_default_and_resume_stays_bit_identical(cli, tmp_path):
-    """The default --hflip random: a run killed after 2 steps and resumed ends bit-identical (weights, EMA, Adam
-    moments, RNG) to the uninterrupted 4-step run; and the flips are really drawn (--hflip off trains otherwise)."""
-    out = invoke(cli, "train", *TINY, "--iters", "4", "--snap", "2", "--outdir", str(tmp_path / "a"))
+    """The default --hflip random: a run stopped after 2 steps and resumed ends bit-identical (weights, EMA, Adam
+    moments, RNG) to the uninterrupted 3-step run; and the flips are really drawn (--hflip off trains otherwise)."""
+    out = invoke(cli, "train", *TINY, "--iters", "3", "--snap", "2", "--outdir", str(tmp_path / "a"))
     assert "--hflip random" in out and "80 images -> 80 items" in out  # no mirrored copies in the dataset
     a = run_of(tmp_path / "a")
     cfg = json.loads((a / "config.json").read_text())
     assert cfg["flip"] == "random" and cfg["hflip"] is False and cfg["resize"] == "crop"
     invoke(cli, "train", *TINY, "--iters", "2", "--snap", "2", "--outdir", str(tmp_path / "b"))
-    invoke(cli, "train", *TINY, "--iters", "4", "--snap", "2", "--outdir", str(tmp_path / "b"), "--resume", "auto")
+    invoke(cli, "train", *TINY, "--iters", "3", "--snap", "2", "--outdir", str(tmp_path / "b"), "--resume", "auto")
     b = run_of(tmp_path / "b")
     assert _same(_state(latest_checkpoint(a)), _state(latest_checkpoint(b)))
     assert _stats(a) == _stats(b)
-    invoke(cli, "train", *TINY, "--iters", "4", "--snap", "2", "--outdir", str(tmp_path / "c"), "--hflip", "off")
+    invoke(cli, "train", *TINY, "--iters", "1", "--outdir", str(tmp_path / "c"), "--hflip", "off")
     off, on = _stats(run_of(tmp_path / "c")), _stats(a)
     assert off[0]["d_fake"] == on[0]["d_fake"]  # every other draw is the same: the first fake term too
     assert off[0]["d_real"] != on[0]["d_real"]  # the flipped reals change the real term
@@ -272,10 +272,10 @@ def test_probe_decoders_leaves_d_frozen_and_learns():
     for dec in (True, False):
         D = weights_init(FastGANDiscriminator(256, 4, decoders=dec)).train()
         before = {k: v.clone() for k, v in D.state_dict().items()}
-        res = probe_decoders(D, iter(lambda: x, None), make_recon_loss("l1"), iters=25, eval_images=x, lr=2e-3)
+        res = probe_decoders(D, iter(lambda: x, None), make_recon_loss("l1"), iters=8, eval_images=x, lr=2e-3)
         assert all(torch.equal(before[k], v) for k, v in D.state_dict().items())
         assert D.training and all(p.grad is None for p in D.parameters())
-        assert res["last_loss"] < 0.9 * res["first_loss"], res
+        assert res["last_loss"] < 0.92 * res["first_loss"], res
         assert set(res["eval"]) == {"big", "small", "part", "mean"} and all(v > 0 for v in res["eval"].values())
         assert res["samples"].shape == (6, 3, 128, 128)
 
