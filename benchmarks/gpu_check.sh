@@ -111,18 +111,18 @@ for op in sle diff_augment penalty spectral_norm gp_end_to_end; do
   step "correct-$op" 120 "$PY" -m benchmarks.gpu_check correct --op "$op" --out "$work" "${q[@]}"
 done
 if (( has_gpu )) && command -v compute-sanitizer > /dev/null; then
-  step memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+  step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     "$PY" -m benchmarks.gpu_check memcheck --out "$work"
 else
   step memcheck 60 "$PY" -m benchmarks.gpu_check memcheck --out "$work"  # no sanitizer here: the calls alone
 fi
 # 3. the test suite's CUDA and Triton tests (on a GPU the Triton ones compile for it)
-step tests 180 "$PY" -m pytest -q -rfE -m "cuda or triton" -p no:cacheprovider --junitxml="$work/tests.xml" \
+step tests 150 "$PY" -m pytest -q -rfE -m "cuda or triton" -p no:cacheprovider --junitxml="$work/tests.xml" \
   --ignore=tests/test_fuzz.py tests/  # the fuzz suite runs in its own step
 # the fuzz suite's generator on the GPU backends, more cases than the tests step's CI subset
 fz=(300 100)
 (( quick )) && fz=(25 6)
-step fuzz 120 env GANOPS_FUZZ_CASES=${fz[0]} GANOPS_FUZZ_TRITON_CASES=${fz[1]} \
+step fuzz 90 env GANOPS_FUZZ_CASES=${fz[0]} GANOPS_FUZZ_TRITON_CASES=${fz[1]} \
   "$PY" -m pytest -q -rfE -p no:cacheprovider tests/test_fuzz.py -k "cuda or triton"
 # 4. speed, then the model-level figures
 step speed 150 "$PY" -m benchmarks.gpu_check speed --out "$work" "${q[@]}"

@@ -8,6 +8,7 @@ failed, timed out or was skipped still gives a row (a figure the check could not
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -38,12 +39,34 @@ def _step_row(label: str, step: dict | None, device: str) -> Row | None:
                note=why.get(rc, "failed; see its log in gpu-check.tar.gz"))
 
 
+def _load(path: str) -> dict | None:
+    """``path``, merged with its siblings ``results-*.json`` (a second call's steps, e.g. the ones the first call's
+    budget skipped: later files replace a step and its section); None when there is none."""
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(path), "results-*.json")))
+    paths = ([path] if os.path.exists(path) else []) + paths
+    if not paths:
+        return None
+    data: dict = {"steps": {}, "sections": {}}
+    for p in paths:
+        with open(p) as f:
+            d = json.load(f)
+        data["device"] = data.get("device") or d.get("device")
+        for k, st in d.get("steps", {}).items():
+            if st.get("rc") == -1 and k in data["steps"]:
+                continue  # skipped there, ran in an earlier file
+            data["steps"][k] = st
+            if k in d.get("sections", {}):
+                data["sections"][k] = d["sections"][k]
+        for k, sec in d.get("sections", {}).items():
+            data["sections"].setdefault(k, sec)
+    return data
+
+
 def gpu_rows(path: str = GPU_RESULTS) -> list[Row]:
-    """Rows of one device check's ``results.json``; [] when there is none."""
-    if not os.path.exists(path):
+    """Rows of one device check's ``results.json`` (and ``results-*.json`` beside it); [] when there is none."""
+    data = _load(path)
+    if data is None:
         return []
-    with open(path) as f:
-        data = json.load(f)
     sec = data.get("sections", {})
     steps = data.get("steps", {})
     dev = data.get("device") or sec.get("env", {}).get("device") or "GPU"

@@ -10,6 +10,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from conftest import requires_cuda, requires_ext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,7 @@ def _run_check(out: Path, steps: str, budget: int = 600, **env):
                           text=True, env=e, timeout=600)
 
 
+@pytest.mark.slow
 @requires_ext
 def test_gpu_check_sh_leaves_archive_results_and_summary(tmp_path):
     r = _run_check(tmp_path / "out", "correct-gp_end_to_end")
@@ -43,6 +46,7 @@ def test_gpu_check_sh_leaves_archive_results_and_summary(tmp_path):
     assert "3 of 3 steps passed" in r.stdout
 
 
+@pytest.mark.slow
 @requires_ext
 def test_gpu_check_sh_skips_steps_past_the_budget(tmp_path):
     """A budget already spent skips the remaining steps (rc -1, said in the summary) and fails the run."""
@@ -131,3 +135,19 @@ def test_backends_on_a_gpu_are_cuda_and_triton():
     from benchmarks import gpu_check as G
 
     assert set(G.backends("sle")) <= {"cuda", "triton"}
+
+
+def test_gpu_rows_merge_a_second_call(tmp_path):
+    """results-2.json (the steps a first call's budget skipped) completes results.json."""
+    from benchmarks.gpu_results import gpu_rows
+
+    first = _results()
+    (tmp_path / "results.json").write_text(json.dumps(first))
+    second = {"device": first["device"], "steps": {"gmm": {"rc": 0, "seconds": 20}, "env": {"rc": 0, "seconds": 3}},
+              "sections": {"gmm": {"n": 50000, "d": 512, "k": 10, "cpu_cores": 16, "speedup_f32": 45.0}}}
+    (tmp_path / "results-2.json").write_text(json.dumps(second))
+    rows = {r.target: r for r in gpu_rows(str(tmp_path / "results.json"))}
+    assert not any(t.startswith("GMM fit: step exit") for t in rows)
+    gmm = [r for t, r in rows.items() if t.startswith("GMM fit N=50000")]
+    assert len(gmm) == 1 and gmm[0].value == 45.0 and gmm[0].ok
+    assert "GPU correctness sle: mismatches vs float64 (cuda, triton)" in rows  # the first call's rows stay
