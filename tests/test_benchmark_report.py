@@ -79,6 +79,7 @@ def test_rows_round_trip(tmp_path, monkeypatch):
     assert data["extra"] == {"k": 1} and rows[0].ok is True and rows[0].note == "n"
 
 
+@pytest.mark.slow
 def test_sn_launch_rows():
     pytest.importorskip("ganops._C")
     rows = report.sn_launch_rows()

@@ -43,6 +43,7 @@ def test_info_command_lists_every_op():
         assert "sle" in out and "available" in out
 
 
+@pytest.mark.slow
 def test_import_never_fails_without_extension():
     code = ("import warnings, torch, ganops; assert not ganops._ext.loaded; "
             "x=torch.randn(2,3,4,4); g=torch.randn(2,3);"
@@ -55,6 +56,7 @@ def test_import_never_fails_without_extension():
     assert r.returncode == 0 and "NOT loaded" in r.stdout
 
 
+@pytest.mark.slow
 def test_explicit_backend_missing_raises_and_auto_warns_once():
     code = ("import warnings, torch, ganops\n"
             "x=torch.randn(2,3,4,4); g=torch.randn(2,3)\n"

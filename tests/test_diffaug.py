@@ -170,6 +170,7 @@ def test_triton_matches_reference_and_opcheck():
     torch.library.opcheck(torch.ops.ganops.diffaug_apply_triton.default, (x, color, spatial, 2, 3, False, 0))
 
 
+@pytest.mark.slow
 @requires_triton
 def test_triton_gradgradcheck_and_canary():
     """The interpreter does not catch out-of-bounds stores: write into the middle of a canary buffer."""

@@ -91,6 +91,7 @@ def _stats(run: Path) -> list[dict]:
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_random_flip_is_the_default_and_resume_stays_bit_identical(cli, tmp_path):
     """The default --hflip random: a run stopped after 2 steps and resumed ends bit-identical (weights, EMA, Adam
     moments, RNG) to the uninterrupted 3-step run; and the flips are really drawn (--hflip off trains otherwise)."""
@@ -163,6 +164,7 @@ def _refused(cli, *args: str, needles=()) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_ablation_keys_are_architecture_and_old_runs_resume(cli, tmp_path):
     """sle/decoders must match on resume (one-line error, nothing written); a checkpoint written before the keys
     existed (its config lacks them) resumes with the defaults and is refused with --no-sle."""
@@ -188,6 +190,7 @@ def test_ablation_keys_are_architecture_and_old_runs_resume(cli, tmp_path):
 
 
 # -- evaluation protocol --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eval_draws_as_many_fakes_as_asked(cli, sweep_run):
     out = invoke(cli, "eval", "--run", str(sweep_run), "--num", "6", "--batch", "4")
     res = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
@@ -198,6 +201,7 @@ def test_eval_draws_as_many_fakes_as_asked(cli, sweep_run):
     assert logged["source"] == "eval" and logged["fid"] == res["fid"]
 
 
+@pytest.mark.slow
 def test_eval_all_checkpoints_one_table_best_marked_and_cached(cli, sweep_run):
     assert sorted(p.name for p in sweep_run.glob("checkpoint-*.pt")) == [f"checkpoint-{i:08d}.pt" for i in (1, 2, 3, 4)]
     for i in (1, 2):  # two are enough (time); the sweep takes what is on disk
@@ -260,6 +264,7 @@ def test_sweep_resumes_and_recomputes_only_what_changed(tmp_path, monkeypatch):
 
 
 # -- appendix B -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_probe_decoders_leaves_d_frozen_and_learns():
     """Fresh decoders on a frozen D: D's parameters and buffers (BN stats, SN u/v) unchanged, the decoders' loss
     falls on a fixed batch; a D trained without decoders can be probed too."""

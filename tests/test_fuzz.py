@@ -409,6 +409,7 @@ def test_fuzz_spectral_norm(backend):
 # Winograd 3x3 convolutions (CPU kernels; float32/float64)
 
 
+@pytest.mark.slow
 def test_fuzz_winograd():
     from ganops.ops import winograd
 

@@ -109,6 +109,7 @@ def test_detection_finds_the_known_gpu_and_triton_tests():
     assert sum(("cuda", "all") in r or ("cuda", "param") in r for r in need.values()) >= 13
 
 
+@pytest.mark.slow
 def test_every_cuda_and_triton_test_carries_its_marker(collected):
     missing = []
     for key, reqs in required_markers().items():

@@ -119,6 +119,7 @@ def inception():
     return FIDInceptionV3()
 
 
+@pytest.mark.slow
 def test_inception_equals_torchscript(inception):
     x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ts = load_torchscript_inception()

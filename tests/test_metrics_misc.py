@@ -57,6 +57,7 @@ def test_laplacian_pyramid_reconstructs():
     torch.testing.assert_close(rec, x, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_swd_zero_for_identical_and_monotonic_in_noise():
     g = torch.Generator().manual_seed(0)
     x = F.interpolate(torch.rand(12, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear") * 2 - 1
@@ -98,6 +99,7 @@ def _center_224(a: np.ndarray) -> torch.Tensor:
     return F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
 
 
+@pytest.mark.slow
 def test_efficientnet_classifies_chelsea_and_coffee():
     skd = pytest.importorskip("skimage.data")
     x = torch.cat([_center_224(skd.chelsea()), _center_224(skd.coffee())])
@@ -191,6 +193,7 @@ def test_compute_swd_streams_in_chunks_like_one_batch():
     assert whole["swd_16"] > 0
 
 
+@pytest.mark.slow
 def test_run_metrics_pr_on_vgg16_features(tmp_path):
     from ganops.metrics.__main__ import run_metrics
 

@@ -49,6 +49,7 @@ def test_sifid_matches_textbook_computation(layer):
         np.testing.assert_allclose(got[0], want, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_sifid_zero_for_the_image_itself_and_grows_with_noise():
     real = _image(64, 80, 3)
     g = torch.Generator().manual_seed(0)

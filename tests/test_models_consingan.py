@@ -90,6 +90,7 @@ def test_shapes_generation_and_retarget():
     assert Discriminator(nfc=8)(torch.zeros(2, 3, 20, 27)).shape == (2, 1, 10, 17)
 
 
+@pytest.mark.slow
 def test_stage_growth_copies_weights():
     t = ConSinGANTrainer(_reals(), _cfg())
     t.start_stage(0)
@@ -104,6 +105,7 @@ def test_stage_growth_copies_weights():
     assert t.amps[1] > 0 and t.amps[0] == 1.0
 
 
+@pytest.mark.slow
 def test_per_stage_learning_rates_and_freezing():
     t = ConSinGANTrainer(_reals(), _cfg())
     for s in range(5):
@@ -158,6 +160,7 @@ def _run(order, gp, stages=4, iters=2, dtype=torch.float64, **kw):
         torch.set_default_dtype(old)
 
 
+@pytest.mark.slow
 def test_fused_vs_plain_penalty_same_losses():
     a, _ = _run("reference", "plain")
     b, _ = _run("reference", "fused")
@@ -342,6 +345,7 @@ def _conv_copies(m):
             for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
 
 
+@pytest.mark.slow
 def test_plain_restatement_of_the_official_iteration():
     """Stages 0 and 1 of the official training loop (training_generation.py) written out with F.conv2d, plain
     autograd and torch.optim on copied weights, fed the same random draws: the trainer's reference order and ours
@@ -507,6 +511,7 @@ def test_graphed_iteration_warms_up_captures_once_and_returns_clones():
     assert outs[3]["x"] is not outs[4]["x"] and outs[3]["x"].data_ptr() != g.graph.out["x"].data_ptr()
 
 
+@pytest.mark.slow
 def test_trainer_graph_path_same_losses_and_recaptures_per_stage():
     """cuda_graphs_upto=1 with the stand-in: stages 0-1 go through GraphedIteration (one capture each, a fresh
     one after a stage change and after an optimiser-state load), stage 2 runs eagerly; the losses are those of the

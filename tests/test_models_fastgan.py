@@ -152,6 +152,7 @@ def test_train_step_finite_and_updates():
     assert all(p.requires_grad for p in st.D.parameters())  # unfrozen after the G step
 
 
+@pytest.mark.slow
 def test_step_orders_give_the_same_losses():
     a, b = _losses(_setup(order="ours")), _losses(_setup(order="reference"))
     for la, lb in zip(a, b):
@@ -169,6 +170,7 @@ def test_fused_and_reference_backends_agree(monkeypatch):
             assert la[k] == pytest.approx(lb[k], rel=1e-3, abs=1e-4), k
 
 
+@pytest.mark.slow
 def test_lpips_vgg_reconstruction_step():
     st = _setup(recon="lpips-vgg")
     out = _losses(st, 1)[0]
@@ -189,6 +191,7 @@ def _g_state(g):
             [p.grad.clone() for p in g.parameters()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [False, True], ids=["per-layer-sn", "grouped-sn"])
 def test_checkpointed_g_step_is_exact(group):
     """G.checkpoint (recompute the 256² stage in the G step's backward) gives the same losses, gradients, weights,
@@ -217,6 +220,7 @@ def test_checkpointed_g_step_is_exact(group):
     assert all(torch.equal(a, b) for a, b in zip(ga, gb))
 
 
+@pytest.mark.slow
 def test_checkpointed_g_1024_same_gradients():
     """Every checkpointed stage at 1024² (256, 512 with SLE, 1024 + output conv and tanh): same outputs,
     gradients and buffers as the plain forward/backward."""

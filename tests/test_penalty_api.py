@@ -59,6 +59,7 @@ def assert_grads_close(a, b, **kw):
         torch.testing.assert_close(x, y, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gradient_penalty_matches_plain_autograd_every_mode(impl):
     D = patch_d()

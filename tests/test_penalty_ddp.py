@@ -58,6 +58,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo missing")
 @pytest.mark.skipif(sys.platform == "win32", reason="spawned gloo workers: Linux/macOS only here")
 def test_ddp_two_gloo_processes_match_single_process_average(tmp_path):

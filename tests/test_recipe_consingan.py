@@ -215,6 +215,7 @@ def test_a_stopped_run_samples_and_composites_at_its_newest_stage(recipe, tmp_pa
             assert note in res.output and Image.open(tmp_path / "e.png").size == (3 * w + 8, h + 4)
 
 
+@pytest.mark.slow
 def test_divergence_warns_with_the_checkpoint_before_it_and_reseed_takes_another_path(recipe, tmp_path,
                                                                                       monkeypatch):
     """A stage whose reconstruction loss jumps and stays up gets one warning naming the newest checkpoint from

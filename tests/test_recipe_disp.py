@@ -56,6 +56,7 @@ def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return tmp / "runs" / "00000-disp", p
 
 
+@pytest.mark.slow
 def test_no_argument_run_writes_outputs(trained):
     run, p = trained
     assert "no command given, training the default preset" in p.stdout
@@ -96,6 +97,7 @@ def test_final_fakes_match_checkpointed_ema(trained):
     assert np.abs(a - b).max() <= 1
 
 
+@pytest.mark.slow
 def test_generate_modes(trained, tmp_path):
     run, _ = trained
     img = tmp_path / "edit.png"
@@ -115,6 +117,7 @@ def test_generate_modes(trained, tmp_path):
     assert last < first  # Adam on the per-block priors (and z) lowers the reconstruction error
 
 
+@pytest.mark.slow
 def test_resume_continues_and_baseline(trained, tmp_path):
     run, _ = trained
     outdir = run.parent

@@ -568,6 +568,7 @@ def _script(recipe: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_the_script_prints_one_line(recipe, trained, tmp_path):
     """`python recipes/X.py ...` itself (the issue's report): a truncated --resume checkpoint (fastgan: also a

@@ -105,6 +105,7 @@ def test_no_argument_run_writes_outputs(tmp_path):
     assert cfg["recon_loss"] == "l1" and cfg["ema_warmup"] == 10 and cfg["resolution"] == 256
 
 
+@pytest.mark.slow
 def test_help_shows_defaults_and_preset():
     out = _ok(_run("train", "--help"))
     for flag in ("--recon-loss", "--step-order", "--tanh", "--ngf", "--ema-decay", "--resume", "--precision",
@@ -116,6 +117,7 @@ def test_help_shows_defaults_and_preset():
     assert any(ln.startswith("    * --tanh auto") for ln in top.splitlines())  # one deviation per line
 
 
+@pytest.mark.slow
 def test_bad_resolution_and_run_errors(tmp_path):
     p = _run("train", "--resolution", "128", "--outdir", str(tmp_path))
     assert p.returncode != 0 and "--resolution" in p.stderr

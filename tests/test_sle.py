@@ -67,6 +67,7 @@ def test_forward_backward_match_reference(backend, dtype, layout, shape):
     torch.testing.assert_close(gg.double(), rg, **tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_gradcheck_and_gradgradcheck(backend, layout):
