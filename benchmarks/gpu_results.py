@@ -16,6 +16,7 @@ import os
 from .targets import RESULTS_DIR, Row
 
 GPU_RESULTS = os.path.join(RESULTS_DIR, "gpu", "results.json")
+GPU_TRAIN = os.path.join(RESULTS_DIR, "gpu", "train.json")  # benchmarks.gpu_train_score's output
 
 # The issue's GPU targets (shared/spec/targets.md and the device-check issue).
 SPEED_TARGET_VS_REF = {"sle": 3.0, "diff_augment": 5.0, "gradient_penalty": 1.5, "spectral_norm": 3.0}
@@ -163,3 +164,64 @@ def gpu_rows(path: str = GPU_RESULTS) -> list[Row]:
     elif "gmm" in steps:
         rows.append(_step_row("GMM fit", steps["gmm"], dev))
     return [r for r in rows if r is not None]
+
+
+def gpu_train_rows(path: str = GPU_TRAIN) -> list[Row]:
+    """Rows of the training runs of ``benchmarks/gpu_train.sh`` as scored here (``benchmarks.gpu_train_score``):
+    FastGAN's speed and FID of both step orders at equal iterations, ConSinGAN's time per image and sample
+    quality, DISP's FIDs, and the check of the compact Inception against the real one. [] when there is none."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        res = json.load(f)
+    dev_res = res.get("device", {})
+    dev = (dev_res.get("env") or {}).get("device") or "GPU"
+    rows: list[Row] = []
+    ic = res.get("inception_check") or {}
+    if ic.get("max_rel_diff") is not None:
+        rows.append(Row("GPU training: compact FID Inception vs the package's, largest relative feature difference",
+                        ic["max_rel_diff"], 1e-2, "", "measured", dev, note=f"FID between the two feature sets "
+                        f"{ic.get('fid_device_vs_here')}"))
+    fg = dev_res.get("fastgan") or {}
+    for order, r in fg.items():
+        if not r:
+            continue
+        c = r.get("config", {})
+        what = f"FastGAN {c.get('resolution', '?')}² b{c.get('batch', '?')} {c.get('precision', '')} training " \
+               f"({order} step order)"
+        if r.get("s_per_it"):
+            rows.append(Row(f"{what} time / iteration", r["s_per_it"], None, "s", "measured", dev,
+                            note=f"{r.get('iters')} iterations in {r.get('train_seconds')} s"))
+        for step, fid in r.get("fid", []):
+            rows.append(Row(f"{what} {r.get('fid_name', 'fid')} vs the training set at step {step}", fid, None, "",
+                            "measured", dev))
+    eq = res.get("fastgan_equal_iterations") or []
+    if eq:
+        worst = max(abs(e["ours"] - e["reference"]) / max(abs(e["reference"]), 1e-9) for e in eq)
+        rows.append(Row("FastGAN: largest relative FID difference between the two step orders at equal iterations",
+                        worst, None, "", "measured", dev,
+                        note=f"{len(eq)} points; the maths is the same, so the difference is noise"))
+    cg = res.get("consingan") or {}
+    dc = dev_res.get("consingan") or {}
+    if dc:
+        minutes = (dc.get("wall_seconds") or 0) / 60 if dc.get("finished") else \
+            (dc.get("projected_total_recipe_eta_s") or dc.get("projected_total_flat_s") or float("nan")) / 60
+        rows.append(Row("ConSinGAN 250 px, 6 x 2000 it: time per image" + ("" if dc.get("finished") else
+                                                                         " (projected from the stages run)"),
+                        minutes, 10.0, "min", "measured" if dc.get("finished") else "projected", dev,
+                        note=f"{dc.get('iters_done')} of {dc.get('iters_total')} iterations run"))
+    ev = cg.get("eval") or {}
+    if ev:
+        for layer in ("sifid_conv_4", "sifid_conv_2"):
+            if layer in ev:
+                rows.append(Row(f"ConSinGAN {layer.replace('_', ' ', 1)} of {ev.get('num')} samples",
+                                ev[layer]["mean"], None, "", "measured", dev))
+        if "diversity" in ev:
+            rows.append(Row(f"ConSinGAN diversity of {ev.get('num')} samples", ev["diversity"], None, "", "measured",
+                            dev))
+    d = (dev_res.get("disp") or {}).get("eval") or {}
+    for key in ("fid_vicinal", "fid_gmm"):
+        if d.get(key) is not None:
+            rows.append(Row(f"DISP FID{d.get('num', '')} of {key[4:]} samples vs the set", d[key], None, "",
+                            "measured", dev))
+    return rows

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from .gpu_results import gpu_rows
+from .gpu_results import gpu_rows, gpu_train_rows
 from .targets import RESULTS_DIR, Row, read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         run_all()
     rows = op_rows()
     mrows, missing = model_rows()
-    rows += mrows + sn_launch_rows() + gpu_rows()
+    rows += mrows + sn_launch_rows() + gpu_rows() + gpu_train_rows()
     if not glob.glob(os.path.join(RESULTS_DIR, "ops-latest.json")):
         missing.insert(0, "ops (pytest benchmarks/ --benchmark-only)")
     print(render(rows, missing, args.markdown))

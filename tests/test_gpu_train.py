@@ -71,6 +71,12 @@ def test_scorer_on_the_quick_run(quick_out, tmp_path):
     assert ev["num"] == 2 and np.isfinite(ev["sifid_conv_2"]["mean"])
     assert any(p.endswith("consingan-score-samples.png") for p in res["pictures"])
     assert res["fastgan_equal_iterations"] == []  # no reference run in this test
+    from benchmarks.gpu_results import gpu_train_rows  # the report's rows of that file
+
+    rows = {r.target: r for r in gpu_train_rows(str(tmp_path / "train.json"))}
+    assert any(t.startswith("ConSinGAN sifid conv_2 of 2 samples") for t in rows), sorted(rows)
+    assert any(t.startswith("ConSinGAN 250 px, 6 x 2000 it: time per image") for t in rows), sorted(rows)
+    assert gpu_train_rows(str(tmp_path / "none.json")) == []
 
 
 def test_int8_roundtrip_and_vgg_checkpoint_layout(tmp_path):
