@@ -44,11 +44,10 @@ from ganops.models.fastgan_step import RECON_LOSSES, STEP_ORDERS, FastGANStep, m
 from ganops.nn.spectral_norm import spectral_norm_group
 from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint, save_grid,
                           train_options)
-from ganops.train.compat import check_added_arch_keys
 from ganops.train.distributed import wrap_ddp
 
 ARCH_KEYS = ["resolution", "ngf", "ndf", "nz", "tanh"]
-#: architecture keys added later: a checkpoint without them was trained with these values (checked before the loop)
+#: architecture keys added later: a checkpoint without them was trained with these values (TrainLoop arch_defaults)
 ADDED_ARCH_KEYS = {"sle": True, "decoders": True}
 HFLIPS = ("random", "copy", "off")
 RESIZES = {"crop": "square", "stretch": "stretch"}
@@ -146,8 +145,7 @@ def train(**opts) -> dict:
         raise click.UsageError(f"--resolution must be one of {RESOLUTIONS} for FastGAN, got {opts['resolution']}")
     opts["betas"] = list(opts["betas"])
     opts["hflip"] = opts["flip"] == "copy"  # the toolkit's key: the dataset holds mirrored copies
-    check_added_arch_keys("fastgan", opts, ADDED_ARCH_KEYS)
-    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS, resolutions=RESOLUTIONS,
+    loop = TrainLoop("fastgan", opts, arch_keys=ARCH_KEYS, arch_defaults=ADDED_ARCH_KEYS, resolutions=RESOLUTIONS,
                      keep=opts["keep"] or (1 << 62))
     cfg, dev = loop.config, loop.device
     loop.dataset.set_resize(RESIZES[opts["resize"]])

@@ -49,6 +49,10 @@ class TrainLoop:
             written to ``config.json`` and stored in checkpoints.
         arch_keys: config keys that must match on resume (default: every key except
             :data:`ganops.train.checkpoint.NON_ARCH_KEYS`).
+        arch_defaults: ``{key: value}`` for architecture keys added after runs were written: a checkpoint whose
+            config lacks ``key`` was trained with ``value`` (the architecture before the option existed), so it
+            resumes with that value and is refused with another. The keys are checked on resume beside
+            ``arch_keys``.
         dataset: "auto" (open ``config["data"]`` at ``config["resolution"]``), an explicit dataset, or None (the
             step gets ``batch=None``; e.g. single-image GANs that hold their image themselves).
         attribution: licence text to print and write to ``ATTRIBUTION.txt`` (builtin data sets add theirs).
@@ -62,7 +66,8 @@ class TrainLoop:
 
     def __init__(self, name: str, config: Mapping[str, Any], *, arch_keys: list[str] | None = None,
                  dataset: str | torch.utils.data.Dataset | None = "auto", attribution: str | None = None,
-                 log_every: int = 1, keep: int = 3, resolutions: list[int] | tuple[int, ...] | None = None) -> None:
+                 log_every: int = 1, keep: int = 3, resolutions: list[int] | tuple[int, ...] | None = None,
+                 arch_defaults: Mapping[str, Any] | None = None) -> None:
         self.name, self.config = name, dict(_jsonable(dict(config)))
         self.arch_keys = list(arch_keys) if arch_keys is not None else None
         self.log_every, self.keep = max(1, log_every), max(1, keep)
@@ -93,8 +98,10 @@ class TrainLoop:
         self._resume_state = None
         if self.resume_path is not None:
             self._resume_state = load_checkpoint(self.resume_path, recipe=name)
-            check_config(self._resume_state.get("config", {}), self.config, self.arch_keys,
-                         source=str(self.resume_path))
+            saved = {**dict(arch_defaults or {}), **self._resume_state.get("config", {})}
+            keys = None if self.arch_keys is None else self.arch_keys + [k for k in arch_defaults or {}
+                                                                         if k not in self.arch_keys]
+            check_config(saved, self.config, keys, source=str(self.resume_path))
         if self.run_dir is None:  # a new run dir: its --outdir must be usable, known before the data pass
             bad = None
             if self.is_main:
