@@ -45,38 +45,9 @@ pack() {  # the archive, results.json and summary.txt into OUTDIR (also when the
 trap 'pack; rm -rf "$work"' EXIT
 trap 'echo "== interrupted"; exit 130' INT TERM
 
-elapsed() { echo $(( $(date +%s) - t0 )); }
-
-# step NAME LIMIT CMD...: run CMD under `timeout`, log to logs/NAME.log, record "NAME rc seconds" in steps.tsv.
-# rc 124/137: the step's own limit; -1: skipped (reason in the log line).
-status=0
-step() {
-  local name=$1 limit=$2
-  shift 2
-  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " build env $GPU_CHECK_STEPS " != *" $name "* ]]; then
-    return 0
-  fi
-  local left=$(( budget - $(elapsed) ))
-  if (( left < 20 )); then
-    printf '%s\t-1\t0\tskipped: the budget of %ss was spent\n' "$name" "$budget" >> "$work/steps.tsv"
-    echo "== $name: skipped (budget spent)"
-    status=1
-    return 0
-  fi
-  (( limit > left )) && limit=$left
-  echo "== $name (limit ${limit}s, $(elapsed)s elapsed)"
-  local s rc
-  s=$(date +%s)
-  timeout -k 10 "$limit" "$@" > "$work/logs/$name.log" 2>&1
-  rc=$?
-  printf '%s\t%s\t%s\t\n' "$name" "$rc" "$(( $(date +%s) - s ))" >> "$work/steps.tsv"
-  tail -n 4 "$work/logs/$name.log" | sed 's/^/   /'
-  if (( rc != 0 )); then
-    status=1
-    echo "   -> exit $rc$( ((rc == 124 || rc == 137)) && echo " (its ${limit}s limit)")"
-  fi
-  return $rc
-}
+# the step runner (step NAME LIMIT CMD...; status; elapsed): benchmarks/steps.sh
+step_filter=${GPU_CHECK_STEPS:-} step_always="build env" step_reserve=0 step_tail=4
+source benchmarks/steps.sh
 
 has_gpu=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null)
 if [ -z "$has_gpu" ]; then

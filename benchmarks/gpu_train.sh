@@ -63,43 +63,9 @@ collect() {
 trap 'collect; rm -rf "$work"' EXIT
 trap 'echo "== interrupted"; exit 130' INT TERM
 
-elapsed() { echo $(( $(date +%s) - t0 )); }
-
-# step NAME LIMIT [box] CMD...: CMD under `timeout` (the limit capped by what is left of the budget), logged to
-# logs/NAME.log, "NAME rc seconds note" in steps.tsv. With `box`, the limit is a time box: SIGTERM at the limit (the
-# recipes checkpoint and stop at the next step), SIGKILL 45 s later; rc 124 then means stopped at its box.
-status=0
-step() {
-  local name=$1 limit=$2 boxed=0
-  shift 2
-  [ "${1:-}" = box ] && { boxed=1; shift; }
-  case " build assets assets-check env ${GPU_TRAIN_STEPS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
-  local left=$(( budget - reserve - $(elapsed) ))
-  if (( left < 20 )); then
-    printf '%s\t-1\t0\tskipped: the budget of %ss was spent\n' "$name" "$budget" >> "$work/steps.tsv"
-    echo "== $name: skipped (budget spent)"
-    status=1
-    return 0
-  fi
-  (( limit > left )) && limit=$left
-  echo "== $name (limit ${limit}s$( ((boxed)) && echo ", time box"), $(elapsed)s elapsed)"
-  local s rc note=""
-  s=$(date +%s)
-  if ((boxed)); then
-    timeout -s TERM -k 45 "$limit" "$@" > "$work/logs/$name.log" 2>&1
-  else
-    timeout -k 10 "$limit" "$@" > "$work/logs/$name.log" 2>&1
-  fi
-  rc=$?
-  ((boxed && rc == 124)) && note="stopped at its ${limit}s time box"
-  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - s ))" "$note" >> "$work/steps.tsv"
-  tail -n 3 "$work/logs/$name.log" | sed 's/^/   /'
-  if (( rc != 0 )) && ! ((boxed && rc == 124)); then
-    status=1
-    echo "   -> exit $rc$( ((rc == 124 || rc == 137)) && echo " (its ${limit}s limit)")"
-  fi
-  return $rc
-}
+# the step runner (step NAME LIMIT [box] CMD...; status; elapsed), shared with gpu_check.sh: benchmarks/steps.sh
+step_filter=${GPU_TRAIN_STEPS:-} step_always="build assets assets-check env" step_reserve=$reserve step_tail=3
+source benchmarks/steps.sh
 fail() { echo "FAIL: $*"; printf 'fail\t3\t0\t%s\n' "$*" >> "$work/steps.tsv"; exit 3; }
 
 has_gpu=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null) || fail "no importable torch"
