@@ -44,7 +44,7 @@ if __package__ in (None, ""):
 from benchmarks.targets import Row, write_rows  # noqa: E402
 from ganops import profiling as P  # noqa: E402
 from ganops.models.consingan import adjust_to_max_size, create_pyramid  # noqa: E402
-from ganops.models.consingan_train import ConSinGANTrainer  # noqa: E402
+from ganops.train.consingan import ConSinGANTrainer  # noqa: E402
 from ganops.train import load_single_image  # noqa: E402
 
 VARIANTS = {"ours": dict(step_order="ours", gp="fused", conv="winograd"),

@@ -816,7 +816,7 @@ def _quick_fastgan(res, variant, batch, ck):
 
 def section_consingan(args) -> int:
     from benchmarks import bench_consingan as BC
-    from ganops.models.consingan_train import ConSinGANTrainer
+    from ganops.train.consingan import ConSinGANTrainer
 
     reals = BC.pyramid()
     stages = [0, 1] if QUICK else list(range(BC.STAGES))

