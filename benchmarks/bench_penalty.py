@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import ganops
-from ganops.ops.penalty_ops import interpolate, norm_penalty
+from ganops.ops.penalty import interpolate, norm_penalty
 from ganops.profiling import count
 
 SIZES = [(188, 250), (25, 34)]

@@ -336,7 +336,7 @@ def diffaug_cases() -> list[Case]:
 
 
 def penalty_cases() -> list[Case]:
-    from ganops.ops.penalty_ops import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
+    from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
     if QUICK:
         big, mid, many = (2, 3, 9, 11), (2, 3, 8, 8), (70, 3, 2, 2)
@@ -450,7 +450,7 @@ def gradgrad(op: str, backend: str) -> dict:
     """gradgradcheck in float64 of the op's public function on a small shape."""
     from torch.autograd import gradcheck, gradgradcheck
 
-    from ganops.ops.penalty_ops import interpolate, norm_penalty
+    from ganops.ops.penalty import interpolate, norm_penalty
 
     dd = dict(device=DEV, dtype=torch.float64)
     torch.manual_seed(5)

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,18 +18,26 @@ import torch
 from . import _ext
 
 __all__ = ["BACKENDS", "OpInfo", "register_op", "registry", "resolve_impl", "resolve_impl_cached", "backend_status",
-           "triton_status", "use_impl", "default_impl"]
+           "triton_status", "triton_interpreting", "use_impl", "default_impl"]
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
 
 
 @dataclass
 class OpInfo:
-    """What backends an op has. ``compiled`` names the C++ forward op in the ganops namespace."""
+    """What backends an op has.
+
+    ``compiled`` names the C++ forward op in the ganops namespace; ``cuda``: that op has CUDA kernels too (False for
+    a CPU-only op). ``triton``: a Triton backend exists; ``load_triton`` (set by the op's module) imports its
+    ``ganops.triton.<op>_kernels`` module and registers the kernels' autograd and fake kernels, once; it runs
+    whenever the triton backend is picked.
+    """
 
     name: str
     compiled: str | None = None
     triton: bool = False
+    cuda: bool = True
+    load_triton: Callable[[], object] | None = None
     notes: dict = field(default_factory=dict)
 
 
@@ -56,7 +65,8 @@ def triton_status() -> tuple[bool, str]:
         return False, f"triton not importable: {type(e).__name__}: {e}"
 
 
-def _interpret() -> bool:
+def triton_interpreting() -> bool:
+    """TRITON_INTERPRET is set: Triton kernels run on CPU tensors through the interpreter."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -76,7 +86,7 @@ def backend_status(op: str, backend: str, device: torch.device | None = None) ->
             return False, f"tensor on {device.type}, cpu kernel needs CPU tensors"
         return True, "C++ kernel"
     if backend == "cuda":
-        if info.compiled is None:
+        if info.compiled is None or not info.cuda:
             return False, "no CUDA kernel for this op"
         if not _ext.loaded:
             return False, f"extension not loaded ({_ext.load_error})"
@@ -96,7 +106,7 @@ def backend_status(op: str, backend: str, device: torch.device | None = None) ->
         dev = device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         if dev == "cuda":
             return True, why
-        if dev == "cpu" and _interpret():
+        if dev == "cpu" and triton_interpreting():
             return True, why + " (TRITON_INTERPRET=1)"
         return False, "needs a CUDA device, or CPU tensors with TRITON_INTERPRET=1"
     raise ValueError(f"unknown backend {backend!r}; expected one of {('auto',) + BACKENDS}")
@@ -163,6 +173,14 @@ def resolve_impl_cached(op: str, impl: str, x: torch.Tensor) -> str:
 
 @torch.compiler.assume_constant_result  # torch.compile evaluates the choice once, at trace time
 def _resolve(op: str, impl: str, device_type: str, device_index) -> str:
+    """:func:`_pick`, and the op's Triton kernels loaded (:attr:`OpInfo.load_triton`) when it picks "triton"."""
+    backend = _pick(op, impl, device_type, device_index)
+    if backend == "triton" and _REGISTRY[op].load_triton is not None:
+        _REGISTRY[op].load_triton()
+    return backend
+
+
+def _pick(op: str, impl: str, device_type: str, device_index) -> str:
     """Pick the backend for ``op`` on tensor ``x``.
 
     ``impl="auto"`` (or what :func:`default_impl` names) tries cuda -> triton -> ref for CUDA tensors and cpu ->
@@ -191,5 +209,5 @@ def _resolve(op: str, impl: str, device_type: str, device_index) -> str:
         if key not in _WARNED:
             _WARNED.add(key)
             warnings.warn(f"ganops.{op}: using the reference implementation ({'; '.join(reasons)})", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=4)
     return "ref"

@@ -88,7 +88,7 @@ def compiled_backends(op: str, device: str = "cpu") -> list[str]:
 
 
 def triton_interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return ganops._dispatch.triton_interpreting()
 
 
 TRITON_MARKS = (pytest.mark.triton, pytest.mark.skipif(

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import ganops
 from conftest import backends, compiled_backends, device_for
-from ganops.ops.penalty_ops import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
+from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 from ganops.ops.spectral_norm import spectral_norm_ref, weight_matrix
 
 CASES = int(os.environ.get("GANOPS_FUZZ_CASES", "25"))

@@ -18,7 +18,7 @@ import torch
 
 import ganops
 from conftest import backends, compiled_backends, device_for, requires_ext, requires_triton, triton_device
-from ganops.ops.penalty_ops import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
+from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535

@@ -9,6 +9,7 @@ backend and the fake kernels to it.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 
 import ganops
 from conftest import backends, compiled_backends, device_for
-from ganops.ops.penalty_ops import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
+from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 # the 24 orders in which a (2, 3, 5, 4) tensor's dims can lie in memory (outermost first)
 PERMS = list(itertools.permutations(range(4)))
@@ -108,7 +109,8 @@ def _ops(backend):
     """(op overload, args builder) of every image-shaped op of `backend`, for opcheck (fake strides = real ones)."""
     sfx = "" if backend == "cpu" else "_triton"
     if backend == "triton":
-        from ganops.triton import diffaug_kernels, penalty_kernels, sle_kernels  # noqa: F401 - register the ops
+        for mod in ("diffaug", "penalty", "sle"):
+            importlib.import_module(f"ganops.ops.{mod}").triton_kernels()  # autograd and fakes of the Triton ops
     o = torch.ops.ganops
     color = lambda dev: torch.tensor([[0.1, 1.5, 0.7], [-0.3, 0.2, 1.2]], device=dev)  # noqa: E731
     spatial = lambda dev: torch.tensor([[1, -2, 3, 0], [-1, 0, 2, 2]], device=dev)  # noqa: E731

@@ -139,7 +139,9 @@ def test_opcheck_compiled_ops():
 
 @requires_triton
 def test_opcheck_triton_ops():
-    from ganops.triton import sle_kernels  # noqa: F401
+    from ganops.ops.sle import triton_kernels
+
+    triton_kernels()  # the Triton ops with their autograd and fakes
 
     dev = triton_device()
     x, gate = sample_inputs((2, 3, 4, 5), device=dev, dtype=torch.float32, requires_grad=True)

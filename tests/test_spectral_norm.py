@@ -431,12 +431,9 @@ def test_errors_are_clear():
 
 @requires_triton
 def test_triton_no_out_of_bounds_writes():
-    """Outputs inside canary buffers, on triton_device() (the library's canary_check() builds CPU tensors, so it can
-    only run under the interpreter: the same check is spelled out here for either device)."""
+    """Outputs inside canary buffers, on triton_device() (the interpreter does not catch out-of-bounds writes)."""
     sn = pytest.importorskip("ganops.triton.spectral_norm_kernels")
     dev = triton_device()
-    if dev == "cpu":
-        sn.canary_check()
     g = torch.Generator().manual_seed(0)
     shapes = [((5, 3, 3, 3), 0), ((3, 4, 2, 2), 1), ((7, 3), 0)]
     ws = [torch.randn(s, generator=g).to(dev) for s, _ in shapes]

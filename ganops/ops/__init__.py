@@ -4,7 +4,7 @@ from .diffaug import diff_augment, diff_augment_params, diff_augment_ref
 from .sle import sle, sle_ref
 from .spectral_norm import spectral_norm_weight, spectral_norm_weights
 from .penalty import LazyRegularizer, gradient_penalty, r1_penalty, r2_penalty
-from .penalty_ops import interpolate, norm_penalty
+from .penalty import interpolate, norm_penalty
 
 __all__ = ["diff_augment", "diff_augment_params", "diff_augment_ref", "sle", "sle_ref"]
 __all__ += ["gradient_penalty", "r1_penalty", "r2_penalty", "LazyRegularizer", "interpolate", "norm_penalty"]

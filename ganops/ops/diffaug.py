@@ -7,6 +7,7 @@ to float rounding.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -15,9 +16,19 @@ from .. import _ext
 from .._dispatch import OpInfo, register_op, resolve_impl
 from .._layout import dense_output_like
 
-__all__ = ["POLICIES", "diff_augment", "diff_augment_params", "diff_augment_ref", "parse_policy"]
+__all__ = ["POLICIES", "diff_augment", "diff_augment_params", "diff_augment_ref", "parse_policy", "triton_kernels"]
 
-register_op(OpInfo("diff_augment", compiled="diffaug_apply", triton=True))
+
+@functools.cache
+def triton_kernels():
+    """The module of DiffAugment's Triton kernel (imports Triton), with its op's autograd and fake registered."""
+    from ..triton import diffaug_kernels
+
+    register_diffaug_autograd("diffaug_apply_triton")
+    return diffaug_kernels
+
+
+register_op(OpInfo("diff_augment", compiled="diffaug_apply", triton=True, load_triton=triton_kernels))
 
 #: policy name -> the functions it applies, in order (the reference's AUGMENT_FNS).
 POLICIES: dict[str, tuple[str, ...]] = {
@@ -254,9 +265,7 @@ def diff_augment(x: torch.Tensor, policy: str | Sequence[str] = "color,translati
     if backend == "ref":
         y = diff_augment_ref(xc, names, params, translation_ratio=translation_ratio, cutout_ratio=cutout_ratio)
     else:
-        if backend == "triton":
-            from ..triton import diffaug_kernels  # noqa: F401 - registers ganops::diffaug_apply_triton
-
+        if backend == "triton":  # the kernel was loaded when the backend was picked
             op = torch.ops.ganops.diffaug_apply_triton
         else:
             op = torch.ops.ganops.diffaug_apply

@@ -2,15 +2,27 @@
 """Skip-layer excitation (FastGAN): ``x_high * sigmoid(gate_logits)``, the gate broadcast over H x W."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import _ext
 from .._dispatch import OpInfo, register_op, resolve_impl_cached
 from .._layout import dense_output_like
 
-__all__ = ["sle", "sle_ref"]
+__all__ = ["sle", "sle_ref", "triton_kernels"]
 
-register_op(OpInfo("sle", compiled="sle_forward", triton=True))
+
+@functools.cache
+def triton_kernels():
+    """The module of SLE's Triton kernels (imports Triton), with its ops' autograd and fake kernels registered."""
+    from ..triton import sle_kernels
+
+    register_sle_autograd("sle_forward_triton", "sle_backward_triton")
+    return sle_kernels
+
+
+register_op(OpInfo("sle", compiled="sle_forward", triton=True, load_triton=triton_kernels))
 
 
 def sle_ref(x_high: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
@@ -63,9 +75,7 @@ def sle(x_high: torch.Tensor, gate_logits: torch.Tensor, *, impl: str = "auto") 
     backend = resolve_impl_cached("sle", impl, x_high)
     if backend == "ref":
         return sle_ref(x_high, g)
-    if backend == "triton":
-        from ..triton import sle_kernels  # noqa: F401 - registers ganops::sle_forward_triton
-
+    if backend == "triton":  # the kernels were loaded when the backend was picked
         return torch.ops.ganops.sle_forward_triton(x_high, g)
     return torch.ops.ganops.sle_forward(x_high, g)
 

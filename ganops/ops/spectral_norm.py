@@ -2,6 +2,7 @@
 """Fused spectral normalisation: power iteration, sigma and W / sigma for one weight or a whole group of weights."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -11,9 +12,19 @@ from .. import _ext
 from .._dispatch import OpInfo, register_op, resolve_impl_cached
 
 __all__ = ["spectral_norm_weights", "spectral_norm_weight", "spectral_norm_ref", "spectral_norm_backward_ref",
-           "weight_matrix"]
+           "weight_matrix", "triton_kernels"]
 
-register_op(OpInfo("spectral_norm", compiled="spectral_norm_forward", triton=True))
+
+@functools.cache
+def triton_kernels():
+    """The module of spectral norm's Triton kernels (imports Triton), with its ops' autograd and fakes registered."""
+    from ..triton import spectral_norm_kernels
+
+    register_spectral_norm_autograd("spectral_norm_forward_triton", "spectral_norm_backward_triton")
+    return spectral_norm_kernels
+
+
+register_op(OpInfo("spectral_norm", compiled="spectral_norm_forward", triton=True, load_triton=triton_kernels))
 
 Tensors = list[torch.Tensor]
 
@@ -144,9 +155,7 @@ def spectral_norm_weights(weights: Sequence[torch.Tensor], us: Sequence[torch.Te
     backend = resolve_impl_cached("spectral_norm", impl, weights[0])
     if backend == "ref":
         return spectral_norm_ref(weights, us, vs, dims, n_power_iterations, eps)
-    if backend == "triton":
-        from ..triton import spectral_norm_kernels  # noqa: F401 - registers ganops::spectral_norm_forward_triton
-
+    if backend == "triton":  # the kernels were loaded when the backend was picked
         op = torch.ops.ganops.spectral_norm_forward_triton
     else:
         op = torch.ops.ganops.spectral_norm_forward

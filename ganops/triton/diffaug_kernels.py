@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Triton kernels for DiffAugment, launched from the Python custom op ganops::diffaug_apply_triton."""
+"""Triton kernels for DiffAugment, launched from the Python custom op ganops::diffaug_apply_triton.
+
+A leaf: kernels, launchers and the custom ops; their autograd and fake kernels are registered by
+:func:`ganops.ops.diffaug.triton_kernels`, which imports this module.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +11,6 @@ import triton
 import triton.language as tl
 
 from .._layout import dense_output_like
-from ..ops.diffaug import register_diffaug_autograd
 
 __all__ = ["diffaug_apply_triton"]
 
@@ -154,6 +157,3 @@ def diffaug_apply_triton(x: torch.Tensor, color: torch.Tensor, spatial: torch.Te
                                                 CUT_AT_SRC=cut_at_src, CL=cl, BLOCK_C=triton.next_power_of_2(C),
                                                 BLOCK_P=BP, BLOCK_PB=triton.next_power_of_2(PB), ACC_F64=f64)
     return out
-
-
-register_diffaug_autograd("diffaug_apply_triton")

@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Triton kernels for the gradient penalty, launched from the custom ops ganops::gp_*_triton."""
+"""Triton kernels for the gradient penalty, launched from the custom ops ganops::gp_*_triton.
+
+A leaf: kernels, launchers and the custom ops; their autograd and fake kernels are registered by
+:func:`ganops.ops.penalty.triton_kernels`, which imports this module.
+"""
 from __future__ import annotations
 
 import math
@@ -9,7 +13,6 @@ import triton
 import triton.language as tl
 
 from .._layout import dense_output_like
-from ..ops.penalty_ops import register_penalty_autograd
 
 __all__ = ["gp_interpolate_triton", "gp_norm_penalty_triton", "gp_norm_penalty_backward_triton"]
 
@@ -187,6 +190,3 @@ def gp_norm_penalty_backward_triton(grad_out: torch.Tensor, grad: torch.Tensor, 
                                                       BLOCK=_BLOCK, MODE=mode, ACC_F64=g.dtype == torch.float64,
                                                       T_ZERO=target == 0)
     return gx
-
-
-register_penalty_autograd("gp_interpolate_triton", "gp_norm_penalty_triton", "gp_norm_penalty_backward_triton")

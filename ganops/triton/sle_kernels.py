@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Triton kernels for SLE, launched from the Python custom ops ganops::sle_{forward,backward}_triton."""
+"""Triton kernels for SLE, launched from the Python custom ops ganops::sle_{forward,backward}_triton.
+
+A leaf: kernels, launchers and the custom ops; their autograd and fake kernels are registered by
+:func:`ganops.ops.sle.triton_kernels`, which imports this module.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +11,6 @@ import triton
 import triton.language as tl
 
 from .._layout import dense_output_like
-from ..ops.sle import register_sle_autograd
 
 __all__ = ["sle_forward_triton", "sle_backward_triton"]
 
@@ -168,6 +171,3 @@ def sle_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, gate: torch.Ten
         _sle_bwd_finalize_kernel[(_programs(n_blocks),)](ws, gate, gg, N * C, pl["chunks"], n_blocks, BLOCK=BLOCK,
                                                          ACC_F64=f64)
     return gx, gg
-
-
-register_sle_autograd("sle_forward_triton", "sle_backward_triton")
