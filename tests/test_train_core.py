@@ -334,7 +334,7 @@ def test_progress_tqdm_bar_in_a_terminal(monkeypatch):
 
 
 def test_builtin_missing_package_names_install_command(monkeypatch):
-    import ganops.train.builtin as bmod
+    import ganops.data.builtin as bmod
 
     real = bmod.importlib.util.find_spec
     monkeypatch.setattr(bmod.importlib.util, "find_spec",

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ganops.train import (BUILTINS, DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler,
                           check_image_folder, list_images, load_builtin, load_single_image, open_dataset)
-from ganops.train.data import to_rgb
+from ganops.data import to_rgb
 
 
 def _img(path, mode="RGB", size=(40, 32), color=(200, 100, 50)):
@@ -206,5 +206,7 @@ def test_check_data_command(messy):
     assert r.exit_code == 1 and "corrupt.jpg" in r.output and "--allow-upscale" in r.output
     r = CliRunner().invoke(main, ["check-data", str(messy), "--resolution", "16", "--skip-bad", "--allow-upscale"])
     assert r.exit_code == 0 and "7 usable" in r.output
+    r = CliRunner().invoke(main, ["check-data", "builtin:nope"])
+    assert r.exit_code == 2 and "Error: --data builtin:nope: unknown builtin dataset" in r.output
     r = CliRunner().invoke(main, ["builtins"])
     assert "builtin:emoji" in r.output and "CC-BY 4.0" in r.output

@@ -7,26 +7,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
+from ..data import IMAGE_SUFFIXES, is_builtin, list_images, load_builtin, pil_to_uint8, read_image, to_rgb, to_uint8
+
 __all__ = ["ImageSource", "open_images", "IMAGE_SUFFIXES", "to_uint8"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
-    return im.convert("RGB") if im.mode != "RGB" else im
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] (clamped) -> uint8 in [0, 255], rounded, on the CPU; same shape."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class ImageSource:
@@ -63,12 +49,10 @@ class ImageSource:
                 im = item
             else:
                 try:
-                    with Image.open(item) as f:
-                        f.load()
-                        im = f.copy()
+                    im = read_image(item)
                 except Exception as e:
                     raise ValueError(f"ganops.metrics: cannot read image {item}: {type(e).__name__}: {e}") from e
-            x = torch.from_numpy(np.asarray(_to_rgb(im), dtype=np.uint8).copy()).permute(2, 0, 1)
+            x = pil_to_uint8(to_rgb(im)[0])
         if size is not None and tuple(x.shape[1:]) != (size, size):
             y = torch.nn.functional.interpolate(x[None].float(), size=(size, size), mode="bicubic",
                                                 align_corners=False, antialias=True)
@@ -104,27 +88,20 @@ class ImageSource:
         return self._fp
 
 
-def _list_folder(root: Path) -> list[Path]:
-    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: str(p.relative_to(root)))
-
-
 def open_images(spec: str | os.PathLike | ImageSource | torch.Tensor | Sequence) -> ImageSource:
-    """Open ``--real``/``--fake``: a folder (flat or nested), ``builtin:<name>``, a tensor, or PIL images.
+    """Open ``--real``/``--fake``: a folder (flat or nested; hidden files and folders skipped, like the training
+    data), ``builtin:<name>``, a tensor, or PIL images.
 
     Raises:
-        FileNotFoundError / ValueError: missing or empty folder, unknown builtin, naming the argument.
+        FileNotFoundError / ValueError: missing or empty folder, unknown builtin (``ganops.data.DataError``),
+        naming the argument.
     """
     if isinstance(spec, ImageSource):
         return spec
     if isinstance(spec, (torch.Tensor, list, tuple)):
         return ImageSource(spec)
     s = str(spec)
-    if s.startswith("builtin:"):
-        try:
-            from ..train.builtin import load_builtin
-        except ImportError as e:
-            raise ValueError(f"ganops.metrics: builtin datasets need ganops.train.builtin ({e})") from e
+    if is_builtin(s):
         data = load_builtin(s)
         return ImageSource(data.images, name=s)
     root = Path(s)
@@ -132,7 +109,7 @@ def open_images(spec: str | os.PathLike | ImageSource | torch.Tensor | Sequence)
         raise FileNotFoundError(f"ganops.metrics: image folder {s!r} does not exist")
     if root.is_file():
         return ImageSource([root], name=s)
-    files = _list_folder(root)
+    files = list_images(root)
     if not files:
         raise ValueError(f"ganops.metrics: folder {s!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
     return ImageSource(files, name=s)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._images import to_uint8
+from ..data import to_uint8
 from .features import get_inception
 from .fid import fid_from_features
 from .inception import _max3s2

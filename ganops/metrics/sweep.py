@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._images import ImageSource, to_uint8
+from ..data import to_uint8
+from ._images import ImageSource
 
 __all__ = ["FakesFn", "dataset_source", "fake_features", "compare_features", "evaluate_generator",
            "sweep_checkpoints", "best_row", "format_table"]

@@ -2,8 +2,8 @@
 """Training toolkit for the recipes: data, run dirs, checkpoints, EMA, AMP, DDP, progress, samples, metrics, CLI."""
 from __future__ import annotations
 
+from ..data import BUILTINS, TWEMOJI_ATTRIBUTION, load_builtin
 from .amp import PRECISIONS, Amp
-from .builtin import BUILTINS, TWEMOJI_ATTRIBUTION, load_builtin
 from .checkpoint import (CheckpointError, ConfigMismatchError, check_config, config_diff, get_rng_state,
                          latest_checkpoint, load_checkpoint, load_run_checkpoint, load_torch_file, save_checkpoint,
                          set_rng_state)

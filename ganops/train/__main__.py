@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .builtin import BUILTINS, load_builtin
+from ..data import BUILTINS, load_builtin
 from .data import check_image_folder, is_builtin
 
 __all__ = ["main"]
@@ -25,6 +25,7 @@ def main() -> None:
 def check_data(path: str, resolution: int | None, allow_upscale: bool, skip_bad: bool) -> None:
     """Decode every image under PATH (or a builtin:NAME) and report problems with the flag that fixes them."""
     if is_builtin(path):
+        check_image_folder(path)  # an unknown name: DatasetError, one Error: line
         data = load_builtin(path)
         click.echo(f"{path}: {len(data.images)} image(s), licence {data.license}")
         if data.attribution:

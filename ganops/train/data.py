@@ -8,56 +8,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
-from .builtin import SINGLE_IMAGE, builtin_name, is_builtin, load_builtin
+from ..data import (IMAGE_SUFFIXES, SINGLE_IMAGE, BuiltinData, DataError, builtin_name, is_builtin, list_images,
+                    load_builtin, pil_to_uint8, read_image, to_rgb, visible_files)
 from .errors import DatasetError
 
 __all__ = [
-    "IMG_EXTENSIONS", "DatasetError", "FolderReport", "list_images", "check_image_folder", "to_rgb",
-    "ImageDataset", "open_dataset", "load_single_image", "InfiniteSampler", "InfiniteLoader", "RESIZE_MODES",
+    "DatasetError", "FolderReport", "list_images", "check_image_folder", "ImageDataset", "open_dataset",
+    "load_single_image", "InfiniteSampler", "InfiniteLoader", "RESIZE_MODES",
 ]
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
-
-def _visible_files(root: Path) -> list[Path]:
-    """Files under ``root``, skipping hidden files and folders (macOS ``._x.jpg``, ``.ipynb_checkpoints``)."""
-    return sorted(p for p in root.rglob("*") if p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
-
-
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under ``root`` (recursive, case-insensitive suffixes, hidden files skipped), sorted."""
-    return [p for p in _visible_files(Path(root)) if p.suffix.lower() in IMG_EXTENSIONS]
-
-
-def _to_8bit(im: Image.Image) -> Image.Image:
-    """High-bit-depth greyscale (16-bit PNG: ``I;16``/``I``; float ``F``) as 8-bit ``L``, scaled to 0..255.
-    ``Image.convert`` would clip 16-bit values at 255 (a 16-bit photo turns white)."""
-    a = np.asarray(im).astype(np.float64)
-    if im.mode == "F":
-        a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
-    elif im.mode.startswith("I;16") or (a.size and a.max() > 255):  # 16-bit range (PNG "I" in older Pillow)
-        a = a / 257.0
-    return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8), "L")
-
-
-def to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
-    """Convert to RGB; RGBA/LA/palette-with-transparency are composited on white, 16-bit and float greyscale
-    scaled to 8 bits, CMYK converted by PIL. Returns (image, original mode if a conversion happened else None)."""
-    if im.mode == "RGB":
-        return im, None
-    mode = im.mode
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB"), mode
-    if mode.startswith("I") or mode == "F":
-        return _to_8bit(im).convert("RGB"), mode
-    return im.convert("RGB"), mode
+def _builtin(spec: str | os.PathLike, flag: str, load: bool = True) -> BuiltinData | str:
+    """``builtin:<name>`` loaded (or, with ``load=False``, its validated name); an unknown name is a
+    :class:`DatasetError` naming ``flag`` (one ``Error:`` line in a recipe)."""
+    try:
+        name = builtin_name(str(spec), flag)
+    except DataError as e:
+        raise DatasetError(str(e)) from None
+    return load_builtin(name) if load else name
 
 
 @dataclass
@@ -144,31 +115,28 @@ def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *
     """
     rep = FolderReport(path=str(path), resolution=resolution, flag=flag)
     if is_builtin(path):
-        builtin_name(str(path), flag)  # validates the name
+        _builtin(path, flag, load=False)  # validates the name
         return rep
     p = Path(path)
     if not p.exists():
         rep.errors.append(f"does not exist; check the path (or use a builtin such as {flag} builtin:emoji)")
     elif not p.is_dir():
-        hint = f"; to train on this image's folder pass {flag} {p.parent}" if p.suffix.lower() in IMG_EXTENSIONS \
+        hint = f"; to train on this image's folder pass {flag} {p.parent}" if p.suffix.lower() in IMAGE_SUFFIXES \
             else ""
         rep.errors.append(f"is a file, not a directory: {flag} takes a folder of images "
-                          f"({'/'.join(e[1:] for e in IMG_EXTENSIONS)}){hint}")
+                          f"({'/'.join(e[1:] for e in IMAGE_SUFFIXES)}){hint}")
     else:
-        all_files = _visible_files(p)
-        candidates = [q for q in all_files if q.suffix.lower() in IMG_EXTENSIONS]
-        rep.non_image = [q for q in all_files if q.suffix.lower() not in IMG_EXTENSIONS]
+        all_files = visible_files(p)
+        candidates = [q for q in all_files if q.suffix.lower() in IMAGE_SUFFIXES]
+        rep.non_image = [q for q in all_files if q.suffix.lower() not in IMAGE_SUFFIXES]
         if not candidates:
-            rep.errors.append(f"no images found (searched recursively for {', '.join(IMG_EXTENSIONS)}, any case)"
+            rep.errors.append(f"no images found (searched recursively for {', '.join(IMAGE_SUFFIXES)}, any case)"
                               + (f"; {len(rep.non_image)} other files ignored" if rep.non_image else ""))
         wide: list[tuple[Path, tuple[int, int]]] = []
         for q in candidates:
             try:
-                with Image.open(q) as im:
-                    im.load()
-                    size, mode = im.size, im.mode
-                    if mode == "F" and not np.isfinite(np.asarray(im)).all():
-                        raise ValueError("float image with NaN/Inf values")
+                im = read_image(q)
+                size, mode = im.size, im.mode
             except Exception as e:  # PIL raises many types for corrupt data
                 rep.unreadable.append((q, _why(e, q)))
                 continue
@@ -251,11 +219,6 @@ def _resize(im: Image.Image, resolution: int | None, mode: str) -> Image.Image:
     raise ValueError(f"resize mode must be one of {RESIZE_MODES + ('max-side',)}, got {mode!r}")
 
 
-def _to_tensor(im: Image.Image) -> torch.Tensor:
-    a = np.asarray(im, dtype=np.uint8).copy()
-    return torch.from_numpy(a).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-
-
 class ImageDataset(torch.utils.data.Dataset):
     """Images from paths or PIL images, as float tensors (3, R, R) in [-1, 1].
 
@@ -313,15 +276,12 @@ class ImageDataset(torch.utils.data.Dataset):
             im = item
         else:
             try:
-                with Image.open(item) as f:
-                    f.load()
-                    im = f.copy()
+                im = read_image(item)
             except Exception as e:
                 raise DatasetError(f"cannot read image {item} ({_why(e, Path(item))}); fix or remove it (a file "
                                    "changed after the data check?), or pass --skip-bad") from e
         im, _ = to_rgb(im)
-        a = np.asarray(_resize(im, self.resolution, self.resize), dtype=np.uint8).copy()
-        return torch.from_numpy(a).permute(2, 0, 1)
+        return pil_to_uint8(_resize(im, self.resolution, self.resize))
 
     def __len__(self) -> int:
         return len(self.items) * (2 if self.hflip else 1)
@@ -349,7 +309,7 @@ def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool
         DatasetError: with every problem found by :func:`check_image_folder` and the flag that fixes it.
     """
     if is_builtin(spec):
-        data = load_builtin(str(spec), flag)
+        data = _builtin(spec, flag)
         if verbose and data.attribution:
             print(f"[ganops.train] builtin:{data.name}: {data.attribution}")
         small = min(min(im.size) for im in data.images)
@@ -375,10 +335,9 @@ def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
         (image (1, 3, H, W) in [-1, 1] with the longest side resized to ``max_size``, attribution or None).
     """
     if is_builtin(spec):
-        name = builtin_name(str(spec), flag)
-        if name not in SINGLE_IMAGE:
-            warnings.warn(f"builtin:{name} is a multi-image set; using its first image", stacklevel=2)
-        data = load_builtin(name)
+        data = _builtin(spec, flag)
+        if data.name not in SINGLE_IMAGE:
+            warnings.warn(f"builtin:{data.name} is a multi-image set; using its first image", stacklevel=2)
         im, attribution = data.images[0], data.attribution
     else:
         p = Path(spec)
@@ -389,11 +348,7 @@ def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
                                    f"{len(files)} images in it; pass the file path")
             p = files[0]
         try:
-            with Image.open(p) as f:
-                f.load()
-                if f.mode == "F" and not np.isfinite(np.asarray(f)).all():
-                    raise ValueError("float image with NaN/Inf values")
-                im = f.copy()
+            im = read_image(p)
         except FileNotFoundError:
             raise DatasetError(f"{flag} {p}: no such file") from None
         except Exception as e:
@@ -401,7 +356,7 @@ def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
                 from e
         attribution = None
     im, _ = to_rgb(im)
-    return _to_tensor(_resize(im, max_size, "max-side")).unsqueeze(0), attribution
+    return pil_to_uint8(_resize(im, max_size, "max-side")).float().div_(127.5).sub_(1.0)[None], attribution
 
 
 class InfiniteSampler(torch.utils.data.Sampler):

