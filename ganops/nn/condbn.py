@@ -5,31 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CondBatchNorm2d", "sn_wrap"]
+from .spectral_norm import sn_wrap
 
-
-def sn_wrap(module: nn.Module, enabled: bool = True) -> nn.Module:
-    """Wrap ``module`` in spectral norm (legacy torch semantics, methods.md §5.2).
-
-    Uses ``ganops.nn.spectral_norm`` once it exists and ``torch.nn.utils.spectral_norm`` (the same semantics)
-    until then.
-
-    Args:
-        module: a Linear/Conv/Embedding layer.
-        enabled: return ``module`` unchanged when False.
-
-    Returns:
-        The module with a spectral-norm reparametrisation of its ``weight``.
-    """
-    if not enabled:
-        return module
-    try:
-        from .spectral_norm import spectral_norm as _ours  # type: ignore[import-not-found]
-    except ImportError:
-        _ours = None
-    if _ours is not None:
-        return _ours(module)
-    return nn.utils.spectral_norm(module)
+__all__ = ["CondBatchNorm2d", "sn_wrap"]  # sn_wrap: also importable from here (its home is .spectral_norm)
 
 
 class CondBatchNorm2d(nn.Module):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..ops.sle import sle
+from .spectral_norm import sn_wrap
 
 __all__ = ["SLE", "Swish"]
 
@@ -15,17 +16,6 @@ class Swish(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(x)
-
-
-def _sn(module: nn.Module, enabled: bool) -> nn.Module:
-    if not enabled:
-        return module
-    try:  # ganops' spectral norm once it exists; torch's legacy hook (same semantics) until then
-        from .spectral_norm import spectral_norm as _ours  # type: ignore
-
-        return _ours(module)
-    except ImportError:
-        return nn.utils.spectral_norm(module)
 
 
 class SLE(nn.Module):
@@ -48,9 +38,9 @@ class SLE(nn.Module):
         self.impl = impl
         self.main = nn.Sequential(
             nn.AdaptiveAvgPool2d(4),
-            _sn(nn.Conv2d(ch_low, ch_high, 4, 1, 0, bias=False), spectral_norm),
+            sn_wrap(nn.Conv2d(ch_low, ch_high, 4, 1, 0, bias=False), spectral_norm),
             Swish(),
-            _sn(nn.Conv2d(ch_high, ch_high, 1, 1, 0, bias=False), spectral_norm),
+            sn_wrap(nn.Conv2d(ch_high, ch_high, 1, 1, 0, bias=False), spectral_norm),
         )
 
     def gate_logits(self, x_low: torch.Tensor) -> torch.Tensor:

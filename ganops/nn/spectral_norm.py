@@ -1,21 +1,23 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Spectral norm with torch's legacy semantics and state-dict layout, computed by ganops' fused op."""
+"""Spectral norm with torch's legacy semantics and state-dict layout, computed by ganops' fused op; the group that
+updates every spectral-norm layer of a module tree with one fused call per root forward; :func:`sn_wrap`."""
 from __future__ import annotations
 
 import importlib
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from ..ops.spectral_norm import spectral_norm_weight, weight_matrix
+from ..ops.spectral_norm import spectral_norm_weight, spectral_norm_weights, weight_matrix
 
 _tsn = importlib.import_module("torch.nn.utils.spectral_norm")  # the module (the package attribute is the function)
 
 __all__ = ["SpectralNorm", "spectral_norm", "remove_spectral_norm", "SNConv2d", "SNConvTranspose2d", "SNLinear",
            "SNEmbedding", "SpectralNormGroup", "spectral_norm_group", "to_parametrizations_state_dict",
-           "from_parametrizations_state_dict"]
+           "from_parametrizations_state_dict", "sn_wrap"]
 
 T = TypeVar("T", bound=nn.Module)
 _PARAM_SUFFIX = {"_orig": ".original", "_u": ".0._u", "_v": ".0._v"}
@@ -157,6 +159,20 @@ def spectral_norm(module: T, name: str = "weight", n_power_iterations: int = 1, 
     return module
 
 
+def sn_wrap(module: T, enabled: bool = True) -> T:
+    """:func:`spectral_norm` (legacy torch semantics, methods.md §5.2) with the default settings when ``enabled``,
+    else ``module`` unchanged (for models whose spectral norm is an option).
+
+    Args:
+        module: a Linear/Conv/Embedding layer.
+        enabled: return ``module`` unchanged when False.
+
+    Returns:
+        The module, with a spectral-norm reparametrisation of its ``weight`` when ``enabled``.
+    """
+    return spectral_norm(module) if enabled else module
+
+
 def remove_spectral_norm(module: T, name: str = "weight") -> T:
     """Remove the spectral norm (ours or torch's legacy one) from ``module``; ``<name>`` becomes W / sigma."""
     for k, hook in module._forward_pre_hooks.items():
@@ -245,4 +261,137 @@ class SNEmbedding(nn.Embedding):
         _sn_init(self, n_power_iterations, eps, dim, impl)
 
 
-from ._sn_group import SpectralNormGroup, spectral_norm_group  # noqa: E402  (the group uses SpectralNorm)
+# ---------------------------------------------------------------------------------------------------------------
+# Grouped updates: one fused call for every layer of a network.
+
+
+@dataclass
+class _Pending:
+    """A layer's state during one root forward of its :class:`SpectralNormGroup`."""
+
+    weight: torch.Tensor  # W / sigma for this forward
+    u: torch.Tensor  # u and v after the power iteration, written into the buffers after the forward
+    v: torch.Tensor
+    n_iter: int  # power iterations of its bucket (0 in eval: nothing to write back)
+    calls: int = 0  # times the layer ran in this forward (0: skipped, its buffers keep their values)
+
+
+class SpectralNormGroup:
+    """Batch the spectral-norm work of all ganops-SN layers under ``root`` into a constant number of launches.
+
+    On each ``root`` forward, a pre-hook computes W / sigma of every layer with one
+    :func:`~ganops.ops.spectral_norm_weights` call per (device, dtype, n_power_iterations, eps, training) bucket;
+    each layer's own hook then just picks its weight. After the forward, the new u, v of the layers that actually
+    ran are written into their buffers with one ``torch._foreach_copy_`` per bucket, so layers skipped in a
+    forward (e.g. FastGAN's decoders on fake images) keep their u, v exactly as torch's per-layer hooks would.
+    A layer called twice in one root forward (shared weights) iterates again from its pending u, v, as torch does.
+    A layer called outside a root forward falls back to its own per-layer update.
+
+    Args:
+        root: the module tree (e.g. a discriminator); layers added later are picked up by :meth:`refresh`.
+        impl: backend for the grouped op ("auto" | "ref" | "cpu" | "cuda" | "triton").
+    """
+
+    def __init__(self, root: nn.Module, impl: str = "auto") -> None:
+        self.root = root
+        self.impl = impl
+        self.active = False
+        self.entries: list[tuple[nn.Module, SpectralNorm]] = []
+        self._pending: dict[int, _Pending] = {}  # id(fn) -> this root forward's state of that layer
+        self._handles = [root.register_forward_pre_hook(self._pre),
+                         root.register_forward_hook(self._post, always_call=True)]
+        self.refresh()
+
+    def refresh(self) -> None:
+        """(Re)collect the ganops spectral-norm hooks under ``root``."""
+        for _, fn in self.entries:
+            fn.group = None
+        self.entries = []
+        for m in self.root.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, SpectralNorm):
+                    hook.group = self
+                    self.entries.append((m, hook))
+
+    def discard(self, fn: SpectralNorm) -> None:
+        self.entries = [(m, f) for m, f in self.entries if f is not fn]
+        fn.group = None
+
+    def remove(self) -> None:
+        """Detach the group: layers go back to per-layer updates."""
+        for h in self._handles:
+            h.remove()
+        for _, fn in self.entries:
+            fn.group = None
+        self.entries = []
+
+    def _buckets(self) -> dict:
+        buckets: dict = {}
+        for m, fn in self.entries:
+            w = getattr(m, fn.name + "_orig")
+            n = fn.n_power_iterations if m.training else 0
+            buckets.setdefault((w.device, w.dtype, n, fn.eps, fn.impl), []).append((m, fn))
+        return buckets
+
+    def _pre(self, root: nn.Module, inputs) -> None:
+        if self.active:  # re-entrant root call: the outer forward's pending state stays in charge
+            return
+        self._pending = {}
+        for (_, _, n, eps, impl), items in self._buckets().items():
+            ws, us, vs, dims = [], [], [], []
+            for m, fn in items:
+                fn._sync_user_weight(m)
+                ws.append(getattr(m, fn.name + "_orig"))
+                us.append(getattr(m, fn.name + "_u"))
+                vs.append(getattr(m, fn.name + "_v"))
+                dims.append(fn.dim)
+            outs, _, un, vn = spectral_norm_weights(ws, us, vs, dims, n_power_iterations=n, eps=eps,
+                                                    impl=self.impl if impl == "auto" else impl)
+            for (m, fn), o, u, v in zip(items, outs, un, vn):
+                self._pending[id(fn)] = _Pending(o, u, v, n)
+        self.active = True
+
+    def weight_for(self, fn: SpectralNorm, module: nn.Module) -> torch.Tensor:
+        """The normalised weight of ``fn``'s layer for this root forward."""
+        p = self._pending.get(id(fn))
+        if p is None:  # a layer added after the group was built
+            return fn.compute_weight(module, do_power_iteration=module.training)
+        p.calls += 1
+        if p.calls > 1:  # shared layer called again: torch iterates again, starting from the updated u, v
+            w = getattr(module, fn.name + "_orig")
+            p.weight, _, p.u, p.v = spectral_norm_weight(w, p.u, p.v, dim=fn.dim, n_power_iterations=p.n_iter,
+                                                         eps=fn.eps, impl=self.impl if fn.impl == "auto" else fn.impl)
+        return p.weight
+
+    def _post(self, root: nn.Module, inputs, output) -> None:
+        if not self.active:
+            return
+        self.active = False
+        dst_u, src_u, dst_v, src_v = [], [], [], []
+        for m, fn in self.entries:
+            p = self._pending.get(id(fn))
+            if p is None or p.calls == 0 or p.n_iter == 0:
+                continue
+            dst_u.append(getattr(m, fn.name + "_u"))
+            dst_v.append(getattr(m, fn.name + "_v"))
+            src_u.append(p.u)
+            src_v.append(p.v)
+        self._pending = {}
+        if dst_u:
+            with torch.no_grad():
+                torch._foreach_copy_(dst_u + dst_v, src_u + src_v)
+
+
+def spectral_norm_group(root: nn.Module, impl: str = "auto") -> SpectralNormGroup:
+    """Group every ganops spectral-norm layer under ``root`` (see :class:`SpectralNormGroup`).
+
+    Returns the group; keep it or call ``.remove()`` to go back to per-layer updates. The result is identical to
+    the per-layer (and to torch's) update when each SN layer runs at most once per root forward, and when it runs
+    more often (see the class docs).
+    """
+    existing = getattr(root, "_ganops_sn_group", None)
+    if existing is not None:
+        existing.remove()
+    group = SpectralNormGroup(root, impl)
+    root._ganops_sn_group = group  # type: ignore[attr-defined]
+    return group
