@@ -2,7 +2,6 @@
 """ganops.train pieces: checkpoints (atomic, weights_only, RNG, config diff), EMA, AMP, run dirs, CLI, logs."""
 from __future__ import annotations
 
-import argparse
 import json
 import random
 
@@ -15,7 +14,7 @@ from torch import nn
 
 import ganops.train.checkpoint as ckmod
 from ganops.train import (EMA, Amp, ConfigMismatchError, NonFiniteLossError, RunDirError, StatsWriter, TrainLoop,
-                          add_train_args, check_config, check_options, config_diff, fixed_noise, get_rng_state,
+                          check_config, check_options, config_diff, fixed_noise, get_rng_state,
                           latest_checkpoint, load_checkpoint, make_run_dir, per_rank_batch, save_checkpoint,
                           save_grid, set_rng_state, train_options)
 
@@ -217,8 +216,6 @@ def test_cli_options_defaults_and_validation():
     if not torch.cuda.is_available():
         r = CliRunner().invoke(cmd, ["--device", "cuda"])
         assert r.exit_code == 2 and "CUDA is not available" in r.output
-    ns = add_train_args(argparse.ArgumentParser(), batch=16).parse_args(["--precision", "bf16", "--compile"])
-    assert ns.batch == 16 and ns.precision == "bf16" and ns.compile and ns.data == "builtin:emoji"
 
 
 def test_global_batch_split():

@@ -7,7 +7,7 @@ from .amp import PRECISIONS, Amp
 from .checkpoint import (CheckpointError, ConfigMismatchError, check_config, config_diff, get_rng_state,
                          latest_checkpoint, load_checkpoint, load_run_checkpoint, load_torch_file, save_checkpoint,
                          set_rng_state)
-from .cli import add_train_args, check_options, train_options
+from .cli import check_options, train_options
 from .data import (DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler, check_image_folder,
                    list_images, load_single_image, open_dataset)
 from .distributed import DistInfo, init_distributed, is_main, per_rank_batch, wrap_ddp
@@ -23,7 +23,7 @@ __all__ = [
     "Amp", "PRECISIONS", "BUILTINS", "TWEMOJI_ATTRIBUTION", "load_builtin", "ConfigMismatchError", "check_config",
     "config_diff", "get_rng_state", "set_rng_state", "latest_checkpoint", "load_checkpoint",
     "load_run_checkpoint", "save_checkpoint",
-    "add_train_args", "check_options", "train_options", "DatasetError", "ImageDataset", "InfiniteLoader",
+    "check_options", "train_options", "DatasetError", "ImageDataset", "InfiniteLoader",
     "InfiniteSampler", "check_image_folder", "list_images", "load_single_image", "open_dataset", "DistInfo",
     "init_distributed", "is_main", "per_rank_batch", "wrap_ddp", "EMA", "TrainLoop", "seed_everything",
     "set_deterministic", "NonFiniteLossError", "Progress", "StatsWriter", "RunDirError", "make_run_dir",

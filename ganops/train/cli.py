@@ -1,8 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Shared training flags for every recipe: a click decorator and an argparse equivalent with the same names."""
+"""Shared training flags for every recipe: a click decorator and the cross-flag checks."""
 from __future__ import annotations
 
-import argparse
 from typing import Any, Callable
 
 import click
@@ -11,7 +10,7 @@ import torch
 from .amp import PRECISIONS
 from .metrics import MetricsType, check_metrics, parse_metrics
 
-__all__ = ["TRAIN_OPTION_DEFAULTS", "train_options", "add_train_args", "check_options"]
+__all__ = ["TRAIN_OPTION_DEFAULTS", "train_options", "check_options"]
 
 # name -> (default, help). Recipes override defaults per recipe: train_options(resolution=256, batch=8).
 TRAIN_OPTION_DEFAULTS: dict[str, tuple[Any, str]] = {
@@ -80,22 +79,6 @@ def train_options(**defaults: Any) -> Callable:
         return fn
 
     return deco
-
-
-def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse.ArgumentParser:
-    """The same flags on an argparse parser (for recipes not using click)."""
-    for name, (default, help_) in TRAIN_OPTION_DEFAULTS.items():
-        default = defaults.get(name, default)
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action="store_true", default=default, help=help_)
-        elif name in _CHOICES:
-            parser.add_argument(flag, dest=name, choices=_CHOICES[name], default=default, help=help_)
-        elif name in _MIN or name == "seed":
-            parser.add_argument(flag, dest=name, type=int, default=default, help=help_ + f" (default {default})")
-        else:
-            parser.add_argument(flag, dest=name, default=default, help=help_ + f" (default {default})")
-    return parser
 
 
 def check_options(opts: dict[str, Any], *, power_of_two: bool = False) -> dict[str, Any]:
