@@ -65,12 +65,29 @@ def test_shapes(res):
 
 
 # Pinned parameter counts (prior 512-d, z 120, embed 128): any architecture change must update them knowingly.
-@pytest.mark.parametrize("res,ch,n_g,n_d", [(32, 8, 282819, 83233), (64, 4, 454371, 109629),
-                                             (128, 4, 460707, 183485), (32, 64, 5071491, 4335873)])
-def test_parameter_counts(res, ch, n_g, n_d):
+# n_g: the paper's CBN input W_G c (the default); n_g_z: cbn_z=True, CBN input cat(W_G c, z) (the default before).
+@pytest.mark.parametrize("res,ch,n_g,n_g_z,n_d", [(32, 8, 236739, 282819, 83233), (64, 4, 383331, 454371, 109629),
+                                                  (128, 4, 386787, 460707, 183485),
+                                                  (32, 64, 4702851, 5071491, 4335873)])
+def test_parameter_counts(res, ch, n_g, n_g_z, n_d):
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(DispGenerator(res, 512, ch=ch)) == n_g
+    assert count(DispGenerator(res, 512, ch=ch, cbn_z=True)) == n_g_z
     assert count(DispDiscriminator(res, 512, ch=ch)) == n_d
+
+
+def test_cbn_input_paper_default_and_cbn_z():
+    """Default (paper, SNGAN): every CBN reads W_G c alone, so z reaches G only through the input layer;
+    cbn_z=True feeds cat(W_G c, z) to every CBN."""
+    g = DispGenerator(32, 16, ch=2, z_dim=8)
+    assert g.blocks[0].bn1.gain.in_features == g.W_G.out_features
+    gz = DispGenerator(32, 16, ch=2, z_dim=8, cbn_z=True)
+    assert gz.blocks[0].bn1.gain.in_features == gz.W_G.out_features + 8
+    for m in (g, gz):
+        _randomise_cbn(m)
+        assert m(torch.randn(2, 8), torch.randn(2, 16)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="exclude each other"):
+        DispGenerator(32, 16, z_dim=24, hierarchical=True, cbn_z=True)
 
 
 def test_hierarchical_latent():
@@ -233,3 +250,16 @@ def test_vicinal_other_laws():
     assert torch.equal(lam, torch.ones(50)) and torch.equal(c, pri[i])
     with pytest.raises(ValueError, match="vicinal law"):
         vicinal_sample(pri, 3, law="gauss")
+
+
+def test_precision_recall_separate_k():
+    """k_recall sets the fakes' neighbourhood (recall) alone; precision keeps k (DISP's eval --k-precision/--k-recall)."""
+    from ganops.metrics.prdc import precision_recall
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(40, 8, generator=g), torch.randn(40, 8, generator=g) * 0.5 + 0.5
+    assert precision_recall(real, fake, k=3) == precision_recall(real, fake, k=3, k_recall=3)
+    p1, r1 = precision_recall(real, fake, k=3, k_recall=1)
+    p9, r9 = precision_recall(real, fake, k=3, k_recall=9)
+    assert p1 == p9 == precision_recall(real, fake, k=3)[0]
+    assert r1 < r9  # larger balls around the fakes cover more reals

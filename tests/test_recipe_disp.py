@@ -65,7 +65,7 @@ def test_no_argument_run_writes_outputs(trained):
         assert (run / f).is_file(), f
     assert list(run.glob("fakes*.png")) and list(run.glob("checkpoint-*.pt"))
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["data"] == "builtin:emoji" and cfg["prior"] == "vgg16" and cfg["diffaug"] == "translation,cutout,color"
+    assert cfg["data"] == "builtin:emoji" and cfg["prior"] == "vgg16" and cfg["diffaug"] == "color,translation,cutout"
     lines = [json.loads(s) for s in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2]
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in lines)
@@ -74,6 +74,7 @@ def test_no_argument_run_writes_outputs(trained):
     torch.testing.assert_close(pri["priors"].norm(dim=1), torch.ones(80))  # --prior-norm l2
     assert "GMM K=3 diag" in p.stdout and "vicinal.png" in p.stdout
     assert "computed and cached" in p.stdout
+    assert cfg["cbn_z"] is False and cfg["preset"] == "cpu" and cfg["eval_split"] == 0  # the paper's CBN input
 
 
 def test_final_fakes_match_checkpointed_ema(trained):
@@ -180,7 +181,7 @@ def test_help_and_usage_errors():
     r = CliRunner().invoke(m.cli, ["train", "--help"])
     assert r.exit_code == 0
     for s in ("--prior", "--vicinal", "--gmm-components", "--baseline", "--hierarchical", "[default: 600",
-              "translation,cutout,color"):
+              "color,translation,cutout", "--preset", "--cbn-z", "--cr-fakes", "--eval-split", "SimCLR"):
         assert s in r.output, s
     top = CliRunner().invoke(m.cli, ["--help"])
     assert "differ" in top.output and "generate" in top.output and "eval" in top.output
@@ -189,3 +190,122 @@ def test_help_and_usage_errors():
     assert bad.exit_code != 0 and "--resolution must be 32, 64 or 128" in bad.output
     r = CliRunner().invoke(m.cli, ["generate", "--run", "/nonexistent/run"])
     assert r.exit_code == 2 and "--run /nonexistent/run: no such checkpoint file" in r.output  # no traceback
+
+
+def test_presets_fill_unset_options_and_explicit_ones_win(tmp_path):
+    """--preset biggan32 sets the paper's settings (dry run of the baseline: no prior extraction); --batch wins."""
+    from ganops.models.disp_train import PRESETS
+
+    m = load_recipe()
+    args = ["train", "--preset", "biggan32", "--baseline", "--batch", "4", "--dry-run", "--outdir", str(tmp_path)]
+    r = CliRunner().invoke(m.cli, args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output[r.output.index("{"): r.output.rindex("}") + 1])["config"]
+    want = {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS["biggan32"].items()}
+    assert {k: cfg[k] for k in want if k != "batch"} == {k: v for k, v in want.items() if k != "batch"}
+    assert cfg["batch"] == 4 and cfg["d_steps"] == 4 and cfg["cr_weight"] == 10 and cfg["cr_fakes"] is True
+    assert cfg["diffaug"] == "color,translation,cutout"
+    # the cpu preset is the options' own defaults
+    defaults = {p.name: p.default for p in m.train.params}
+    for k, v in PRESETS["cpu"].items():
+        assert defaults[k] == v, k
+
+
+def test_generate_one_file_per_image_and_old_conditioning(trained, tmp_path):
+    """generate --out DIR --num N writes N PNGs; a run whose config predates --cbn-z loads with cat(W_G c, z)."""
+    from PIL import Image
+
+    from ganops.train import load_checkpoint, save_checkpoint
+
+    run, _ = trained
+    m = load_recipe()
+    r = CliRunner().invoke(m.cli, ["generate", "--run", str(run), "--num", "5", "--out", str(tmp_path / "imgs")])
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "imgs").glob("*.png"))
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
+    assert Image.open(files[0]).size == (32, 32)
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in ("priors.pt", "gmm.pt"):
+        (old / f).write_bytes((run / f).read_bytes())
+    ck = load_checkpoint(run / "checkpoint-00000002.pt")
+    g_old, _ = m.build_models({**ck["config"], "cbn_z": True}, 80)  # what a run before the option trained
+    ck["ema"]["G_ema"]["module"] = g_old.state_dict()
+    del ck["config"]["cbn_z"], ck["config"]["eval_split"]
+    save_checkpoint(ck, old / "checkpoint-00000002.pt")
+    g, pri, cfg, _ = m._load_run(str(old), "cpu")
+    assert cfg["cbn_z"] is True and g.cbn_z and pri.shape == (80, 512)
+
+
+def test_eval_split_holds_out_images_and_eval_uses_them(tmp_path):
+    """--eval-split: the held-out images are not trained on; `eval` compares the same number of generated and
+    held-out real images, with separate k for precision and recall."""
+    from ganops.models.disp_train import eval_dataset, split_indices
+
+    tr, held = split_indices(80, 0.25, seed=3)
+    assert len(held) == 20 and not set(tr) & set(held) and sorted(tr + held) == list(range(80))
+    assert split_indices(80, 0.25, seed=3) == (tr, held) and split_indices(80, 0.0) == (list(range(80)), [])
+    p = run_cli([(["train", "--baseline", "--eval-split", "0.25", "--iters", "1"], {"train": tiny(tmp_path / "o")})],
+                tmp_path)
+    assert "20 of 80 images held out" in p.stdout
+    run = tmp_path / "o" / "00000-disp"
+    assert torch.load(run / "priors.pt", weights_only=True)["priors"].shape[0] == 60  # G's table: 60 images
+    cfg = json.loads((run / "config.json").read_text())
+    reals, label = eval_dataset(cfg, "auto")
+    assert label == "held-out" and len(reals) == 20
+
+
+def test_d_loss_consistency_regularisation():
+    """CR adds w*(D(T(x)) - D(x))^2 on reals; --cr-fakes (bCR) adds the same on fakes."""
+    from ganops.models.disp_train import d_loss
+
+    torch.manual_seed(0)
+    w = torch.randn(3 * 4 * 4, requires_grad=True)
+    D = lambda x, **kw: x.flatten(1) @ w  # noqa: E731
+    reals, fakes = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    aug = lambda x: x.flip(-1)  # noqa: E731
+    hinge = torch.relu(1 - D(aug(reals))).mean() + torch.relu(1 + D(aug(fakes))).mean()
+    torch.testing.assert_close(d_loss(D, reals, fakes, {}, aug), hinge)
+    cr_r = (D(aug(reals)) - D(reals)).square().mean()
+    cr_f = (D(aug(fakes)) - D(fakes)).square().mean()
+    torch.testing.assert_close(d_loss(D, reals, fakes, {}, aug, 10.0), hinge + 10 * cr_r)
+    loss = d_loss(D, reals, fakes, {}, aug, 10.0, cr_fakes=True)
+    torch.testing.assert_close(loss, hinge + 10 * cr_r + 10 * cr_f)
+    loss.backward()
+    assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+def test_loop_keeps_best_fid_snapshot(tmp_path, monkeypatch):
+    """TrainLoop.run(best=NAME) keeps best.pt/best.json at the lowest NAME so far (scripted metric values); a
+    resumed loop reads the best value back from best.pt and does not replace it with a worse one."""
+    from ganops.train import TrainLoop, load_checkpoint
+    from ganops.train.best import BestSnapshot
+    from ganops.train.metrics import TrainMetrics
+
+    vals = iter([3.0, 1.0, 2.0, 1.5])
+    monkeypatch.setattr(TrainMetrics, "evaluate", lambda self, fakes, log=print: {"swd16": next(vals)})
+    cfg = dict(data="builtin:emoji", resolution=16, iters=3, batch=2, outdir=str(tmp_path), metrics="swd16",
+               metrics_every=1, snap=0, sample_every=0, workers=0)
+    lin = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+
+    def step(batch, it):
+        opt.zero_grad()
+        loss = lin(torch.ones(1, 2)).sum()
+        loss.backward()
+        opt.step()
+        return {"loss": loss}
+
+    fakes = lambda n, s: torch.zeros(n, 3, 16, 16)  # noqa: E731
+    out = TrainLoop("bt", cfg).run(step, models={"m": lin}, optimizers={"m": opt}, fakes=fakes, best="swd16")
+    run = Path(out["run_dir"])
+    assert json.loads((run / "best.json").read_text()) == {"metric": "swd16", "value": 1.0, "step": 2}
+    ck = load_checkpoint(run / "best.pt")
+    assert ck["step"] == 2 and ck["best"]["value"] == 1.0 and "m" in ck["models"]
+    assert (run / "latest").read_text().strip() == "checkpoint-00000003.pt"  # best.pt is not the latest
+    assert not list(run.glob(".best.pt.tmp*"))
+    snap = BestSnapshot(run, "swd16")
+    assert snap.value == 1.0 and snap.step == 2 and not snap.improved({"swd16": 1.5}) and snap.improved({"swd16": 0.9})
+    TrainLoop("bt", {**cfg, "iters": 4, "resume": "auto"}).run(step, models={"m": lin}, optimizers={"m": opt},
+                                                                 fakes=fakes, best="swd16")
+    assert json.loads((run / "best.json").read_text())["step"] == 2  # 1.5 at step 4 is worse than 1.0

@@ -40,7 +40,7 @@ def _coverage_counts(query: torch.Tensor, support: torch.Tensor, radii: torch.Te
     return _blocked_cdist(query, support, block, lambda d, s: (d <= radii.unsqueeze(0)).sum(1))
 
 
-def precision_recall(real, fake, k: int = 3, block: int = 1024) -> tuple[float, float]:
+def precision_recall(real, fake, k: int = 3, block: int = 1024, k_recall: int | None = None) -> tuple[float, float]:
     """Improved precision and recall of generated ``fake`` features against ``real`` features.
 
     Precision: fraction of fake samples inside the real manifold (the union of balls around each real sample
@@ -49,7 +49,8 @@ def precision_recall(real, fake, k: int = 3, block: int = 1024) -> tuple[float, 
 
     Args:
         real, fake: (N, D) and (M, D) features (numpy or torch), compared in float64.
-        k: neighbourhood size.
+        k: neighbourhood size (of precision, and of recall unless ``k_recall`` is given).
+        k_recall: a separate neighbourhood size for recall (the fakes' balls).
 
     Returns:
         (precision, recall) in [0, 1].
@@ -58,7 +59,7 @@ def precision_recall(real, fake, k: int = 3, block: int = 1024) -> tuple[float, 
     if r.shape[1] != f.shape[1]:
         raise ValueError(f"precision_recall: feature sizes differ: {r.shape[1]} vs {f.shape[1]}")
     prec = (_coverage_counts(f, r, knn_radii(r, k, block), block) > 0).double().mean()
-    rec = (_coverage_counts(r, f, knn_radii(f, k, block), block) > 0).double().mean()
+    rec = (_coverage_counts(r, f, knn_radii(f, k if k_recall is None else k_recall, block), block) > 0).double().mean()
     return float(prec), float(rec)
 
 

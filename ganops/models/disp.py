@@ -120,9 +120,11 @@ class DBlock(nn.Module):
 class DispGenerator(nn.Module):
     """ResNet generator conditioned on an instance prior through conditional BatchNorm.
 
-    Each block's CondBatchNorm2d reads ``cat(W_G c, z_b)``: ``W_G`` a learnable linear projection of the prior
-    (the paper's W_G), ``z_b`` the whole latent (SNGAN-style) or, with ``hierarchical=True``, the block's chunk
-    of the latent (BigGAN's hierarchical latent; the first chunk feeds the input linear layer).
+    Each block's CondBatchNorm2d reads ``W_G c`` (the paper's SNGAN conditioning: ``W_G`` a learnable linear
+    projection of the prior); with ``hierarchical=True`` it reads ``cat(W_G c, z_b)``, ``z_b`` the block's chunk of
+    the latent (BigGAN's hierarchical latent; the first chunk feeds the input linear layer); with ``cbn_z=True``
+    (not hierarchical) ``cat(W_G c, z)``, the whole latent (this package's conditioning before it followed the
+    paper; runs written then load with it).
 
     Args:
         resolution: output size, 32, 64 or 128.
@@ -134,6 +136,7 @@ class DispGenerator(nn.Module):
         n_instances: when set, the fair baseline: a learnable embedding per training image replaces the prior
             (pass ``idx`` instead of ``c``).
         spectral_norm: SN on every conv/linear of G (DISP trains SN in G and D).
+        cbn_z: without ``hierarchical``, also feed the whole latent to every CBN (``cat(W_G c, z)``).
 
     Shape:
         z (N, z_dim), c (N, prior_dim) or idx (N,) -> images (N, 3, resolution, resolution) in [-1, 1].
@@ -143,19 +146,21 @@ class DispGenerator(nn.Module):
 
     def __init__(self, resolution: int = 64, prior_dim: int = 512, *, z_dim: int = 120, ch: int = 64,
                  embed_dim: int = 128, hierarchical: bool = False, n_instances: int | None = None,
-                 spectral_norm: bool = True) -> None:
+                 spectral_norm: bool = True, cbn_z: bool = False) -> None:
         super().__init__()
         arch = _arch(resolution)
         nb = len(arch["g_in"])
+        if hierarchical and cbn_z:
+            raise ValueError("cbn_z and hierarchical exclude each other (hierarchical feeds each CBN its own chunk)")
         if hierarchical and z_dim % (nb + 1):
             raise ValueError(f"hierarchical latent: z_dim ({z_dim}) must be a multiple of blocks+1 ({nb + 1}) "
                              f"at resolution {resolution}")
         self.resolution, self.prior_dim, self.z_dim, self.ch = resolution, prior_dim, z_dim, ch
-        self.hierarchical = hierarchical
+        self.hierarchical, self.cbn_z = hierarchical, cbn_z
         self.z_chunk = z_dim // (nb + 1) if hierarchical else z_dim
         self.condition = _InstanceCondition(prior_dim, n_instances)
         self.W_G = _linear(prior_dim, embed_dim, sn=False)
-        cond_dim = embed_dim + self.z_chunk
+        cond_dim = embed_dim + (self.z_chunk if hierarchical or cbn_z else 0)
         self.c0 = arch["g_in"][0] * ch
         self.linear = _linear(self.z_chunk, self.c0 * 16, spectral_norm)
         self.blocks = nn.ModuleList(GBlock(i * ch, o * ch, cond_dim, sn=spectral_norm)
@@ -182,8 +187,10 @@ class DispGenerator(nn.Module):
         if self.hierarchical:
             zs = torch.split(z, self.z_chunk, dim=1)
             z0, conds = zs[0], [torch.cat([eb, zb], 1) for eb, zb in zip(es, zs[1:])]
-        else:
+        elif self.cbn_z:
             z0, conds = z, [torch.cat([eb, z], 1) for eb in es]
+        else:
+            z0, conds = z, es
         h = self.linear(z0).view(z.shape[0], self.c0, 4, 4)
         for blk, cond in zip(self.blocks, conds):
             h = blk(h, cond)

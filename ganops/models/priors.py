@@ -6,14 +6,14 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["EXTRACTORS", "get_extractor", "compute_priors", "cached_priors", "prior_cache_key", "vicinal_sample",
-           "VICINAL_LAWS", "ImageIndex"]
+           "VICINAL_LAWS", "ImageIndex", "iter_batches", "prior_cache_path"]
 
 _VERSION = 1  # bump when an extractor's preprocessing changes (invalidates caches)
 
@@ -70,36 +70,52 @@ def get_extractor(name: str, device: str | torch.device = "cpu") -> nn.Module:
     return _NETS[key]
 
 
+def iter_batches(images: Any, batch_size: int, *, num_workers: int = 0) -> Iterator[torch.Tensor]:
+    """Batches (B, 3, H, W) of a tensor or of a map-style dataset of (3, H, W) images, in order; a dataset is read
+    through a DataLoader (``num_workers`` processes), so only one batch is in memory at a time."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        yield from images.split(batch_size)
+        return
+    yield from torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
 @torch.no_grad()
-def compute_priors(images: torch.Tensor, extractor: str = "vgg16", *, size: int = 224, batch_size: int = 16,
-                   device: str | torch.device = "cpu", progress: bool = True) -> torch.Tensor:
-    """Instance priors C(x_i) of every image.
+def compute_priors(images: Any, extractor: str = "vgg16", *, size: int = 224, batch_size: int = 16,
+                   device: str | torch.device = "cpu", progress: bool = True, num_workers: int = 0) -> torch.Tensor:
+    """Instance priors C(x_i) of every image, in one streaming pass.
 
     Args:
-        images: (N, 3, H, W) in [-1, 1].
+        images: (N, 3, H, W) in [-1, 1], or a map-style dataset of (3, H, W) images in [-1, 1] (read batch by
+            batch, never held in memory as a whole: large sets).
         extractor: a key of :data:`EXTRACTORS`.
         size: images are bilinearly resized to size x size first (224: ImageNet statistics).
         batch_size: images per forward pass.
         device: where the extractor runs.
-        progress: tqdm bar.
+        progress: tqdm bar (images done of N).
+        num_workers: DataLoader processes for a dataset.
 
     Returns:
         (N, dim) float32 priors on the CPU.
     """
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+    batches = iter_batches(images, batch_size, num_workers=num_workers)
     net = get_extractor(extractor, device)
     out = []
-    starts = range(0, images.shape[0], batch_size)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=f"DISP priors ({extractor}, {size}px)", unit="batch")
-    for s in starts:
-        x = images[s:s + batch_size].to(device=device, dtype=torch.float32)
+        bar = tqdm(total=len(images), desc=f"DISP priors ({extractor}, {size}px)", unit="img")
+    for xb in batches:
+        if bar is not None:
+            bar.update(xb.shape[0])
+        x = xb.to(device=device, dtype=torch.float32)
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(net(x).float().cpu())
+    if bar is not None:
+        bar.close()
     return torch.cat(out, 0)
 
 
@@ -112,32 +128,50 @@ def prior_cache_key(images: torch.Tensor, extractor: str, size: int) -> str:
     return h.hexdigest()[:24]
 
 
+def prior_cache_path(images: torch.Tensor | None, extractor: str, size: int, *,
+                     cache_dir: str | os.PathLike | None = None, key: str | None = None) -> str:
+    """Where :func:`cached_priors` keeps the priors of ``images`` (or of the set whose content ``key`` names)."""
+    if key is None:
+        key = prior_cache_key(images, extractor, size)
+    else:
+        key = hashlib.sha256(json.dumps([key, extractor, size, _VERSION]).encode()).hexdigest()[:24]
+    d = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir()
+    return os.path.join(d, f"disp-priors-{extractor}-{size}-{key}.pt")
+
+
 def _default_cache_dir() -> str:
     return os.environ.get("GANOPS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ganops"))
 
 
-def cached_priors(images: torch.Tensor, extractor: str = "vgg16", *, size: int = 224,
+def cached_priors(images: Any, extractor: str = "vgg16", *, size: int = 224,
                   cache_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                  batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, bool]:
+                  batch_size: int = 16, progress: bool = True, key: str | None = None,
+                  num_workers: int = 0) -> tuple[torch.Tensor, bool]:
     """:func:`compute_priors`, cached on disk keyed by dataset content + extractor + size.
 
     Args:
+        images: a tensor or a dataset (see :func:`compute_priors`).
         cache_dir: directory of the cache (default ``$GANOPS_CACHE`` or ``~/.cache/ganops``).
+        key: the content part of the cache key; required for a dataset (:attr:`ImageIndex.digest` of the same
+            dataset gives it without a second pass), default :func:`prior_cache_key` of a tensor.
 
     Returns:
         (priors (N, dim) float32 on the CPU, hit) with ``hit`` True when read from the cache.
     """
     d = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir()
-    key = prior_cache_key(images, extractor, size)
-    path = os.path.join(d, f"disp-priors-{extractor}-{size}-{key}.pt")
+    if key is None and not isinstance(images, torch.Tensor):
+        raise ValueError("cached_priors: pass key= (e.g. ImageIndex(dataset).digest) for a dataset")
+    path = prior_cache_path(images if key is None else None, extractor, size, cache_dir=d, key=key)
+    key = os.path.basename(path)[:-3].rsplit("-", 1)[1]
     if os.path.isfile(path):
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("key") == key and blob["priors"].shape[0] == images.shape[0]:
+            if blob.get("key") == key and blob["priors"].shape[0] == len(images):
                 return blob["priors"], True
         except Exception:  # noqa: BLE001 - a corrupt cache entry is recomputed
             pass
-    pri = compute_priors(images, extractor, size=size, batch_size=batch_size, device=device, progress=progress)
+    pri = compute_priors(images, extractor, size=size, batch_size=batch_size, device=device, progress=progress,
+                         num_workers=num_workers)
     try:
         os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
@@ -197,13 +231,33 @@ class ImageIndex:
     """Maps images back to their dataset indices by content hash (to look up each real's prior in a batch).
 
     The toolkit's loader yields image tensors only; DISP pairs each real with its own prior C(x_i), so the recipe
-    recovers i from the pixels (decoding is deterministic, so the bytes match exactly).
+    recovers i from the pixels (decoding is deterministic, so the bytes match exactly). ``images`` may be a tensor
+    or a dataset, read in one streaming pass (only 16-byte digests are kept: large sets fit). :attr:`digest`
+    identifies the whole set's content (a cache key for :func:`cached_priors`).
     """
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: Any, *, batch_size: int = 64, num_workers: int = 0, progress: bool = False) -> None:
         self._map: dict[bytes, int] = {}
-        for k in range(images.shape[0]):
-            self._map.setdefault(self._h(images[k]), k)
+        whole = hashlib.sha256()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(images), desc="DISP image index", unit="img")
+        k = 0
+        for xb in iter_batches(images, batch_size, num_workers=num_workers):
+            whole.update(str(tuple(xb.shape[1:])).encode())
+            for x in xb:
+                h = self._h(x)
+                whole.update(h)
+                self._map.setdefault(h, k)
+                k += 1
+            if bar is not None:
+                bar.update(xb.shape[0])
+        if bar is not None:
+            bar.close()
+        self.n_images = k
+        self.digest = whole.hexdigest()
 
     @staticmethod
     def _h(x: torch.Tensor) -> bytes:

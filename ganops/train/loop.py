@@ -14,6 +14,7 @@ from torch import nn
 from .._dispatch import use_impl
 from . import distributed as ddp
 from .amp import Amp
+from .best import BestSnapshot
 from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get_rng_state, latest_checkpoint,
                          load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state)
 from .data import InfiniteLoader, open_dataset
@@ -260,7 +261,7 @@ class TrainLoop:
     def run(self, step: StepFn, sample: SampleFn | None = None, *, models: Mapping[str, nn.Module],
             optimizers: Mapping[str, torch.optim.Optimizer], ema: Mapping[str, Any] | None = None,
             extra: Mapping[str, Any] | None = None, fakes: FakesFn | None = None,
-            eta: Callable[[int], float] | None = None) -> dict:
+            eta: Callable[[int], float] | None = None, best: str | None = None) -> dict:
         """Train from the start (or the resumed step) to ``config["iters"]``.
 
         Args:
@@ -281,6 +282,8 @@ class TrainLoop:
                 Must be deterministic in (n, seed). Required when ``--metrics`` is not ``none``.
             eta: ``eta(done) -> seconds left in the run``, shown and logged (``eta_s``) instead of the uniform-rate
                 ETA, for runs whose iterations get costlier (ConSinGAN's growing stages); non-finite: the uniform one.
+            best: a ``--metrics`` name (e.g. ``fid1k``): after each evaluation where it is lower than before, the
+                full state of that step is kept as ``best.pt`` (+ ``best.json``), see ``ganops.train.best``.
 
         Returns:
             ``{"run_dir", "step", "losses", "checkpoint"}``.
@@ -294,6 +297,8 @@ class TrainLoop:
         self._sha = git_sha() if self.is_main else ""
         self._stepped = False
         self._hooks: dict[int, Any] = {}
+        self._best_name = best
+        self._best = BestSnapshot(self.run_dir, best) if best and self.is_main and not self.dry_run else None
         try:
             with use_impl(self.impl):  # --impl for every op of the run, restored after it (no process-wide env)
                 return self._run(step, sample, fakes, eta)
@@ -366,6 +371,10 @@ class TrainLoop:
                 timing = prog.update(done, {**losses, **self._last_metrics})
                 due = self._metrics_due(done)  # before the checkpoint: a kill during metrics resumes before them
                 measured = self._eval_metrics(fakes, done, prog) if due else {}
+                if due and self._best_name and ddp.broadcast_object(bool(self._best and self._best.improved(measured))):
+                    st = self._state(done, get_rng_state(), self.data.consumed if self.data is not None else None)
+                    if self._best is not None:  # best.pt: this step's state (the lowest --metrics value so far)
+                        self._best.save(st, done, measured)
                 if done % self.log_every == 0 or done == self.iters or due:
                     logged = ddp.reduce_mean(losses)
                     if stats is not None:

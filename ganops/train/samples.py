@@ -8,9 +8,9 @@ from typing import Callable
 
 import torch
 
-from ..metrics._images import to_uint8
+from ..data import to_uint8
 
-__all__ = ["save_grid", "save_gif", "fixed_noise"]
+__all__ = ["save_grid", "save_gif", "save_images", "fixed_noise"]
 
 
 def _write_atomic(path: str | os.PathLike, suffix: str, write: Callable[[str], None]) -> None:
@@ -56,6 +56,26 @@ def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
     ims = [Image.fromarray(a) for a in to_uint8(frames).permute(0, 2, 3, 1).numpy()]
     _write_atomic(path, ".gif", lambda tmp: ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:],
                                                          duration=1000 / fps, loop=0))
+
+
+def save_images(images: torch.Tensor, directory: str | os.PathLike, *, start: int = 0, digits: int = 6) -> list[str]:
+    """Save a batch (N, 3, H, W) in [-1, 1] as one PNG per image, ``{start + i:0{digits}d}.png`` in ``directory``
+    (created), each written atomically: the layout external FID tools (pytorch-fid, clean-fid) read.
+
+    Returns:
+        the paths written, in order.
+    """
+    from PIL import Image
+
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"save_images: images must be (N, 3, H, W), got {tuple(images.shape)}")
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for i, a in enumerate(to_uint8(images).permute(0, 2, 3, 1).numpy()):
+        path = os.path.join(os.fspath(directory), f"{start + i:0{digits}d}.png")
+        _write_atomic(path, ".png", lambda tmp, a=a: Image.fromarray(a).save(tmp, format="PNG"))
+        paths.append(path)
+    return paths
 
 
 def fixed_noise(*shape: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
