@@ -4,14 +4,13 @@
 `python recipes/consingan.py` (no arguments) trains on scikit-learn's china.jpg (photo by danielbuechele, CC BY 2.0:
 the credit is printed and written to the run's ATTRIBUTION.txt) with a CPU preset (max size 96 px, 600 iterations per
 stage, 6 stages; 2 threads when the machine is idle, else 1) and writes a sample grid per stage, a 2x-width sample and
-the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the
-reference's generation settings (250 px, 6 x 2000 iterations); `--preset paper` also applies the reference's
-settings for --mode harmonization / editing.
+the samples' SIFID into the run directory. `python recipes/consingan.py train` uses the reference's generation
+settings (250 px, 6 x 2000 iterations); `--preset paper` also those for --mode harmonization / editing.
 
 Commands: train (default), generate (trained size and any scale / aspect ratio), evaluate (SIFID and diversity of
-the samples; train prints them at the end too), harmonize and edit (composite a
-naive image with a mask, optional fine-tuning of the last stage), animate (the reference's z random-walk GIF;
---all writes its beta x start-scale sweep).
+the samples; train prints them at the end too), harmonize and edit (the reference's inference on a naive image and
+mask, optional fine-tuning), animate (the reference's z random-walk GIF; --all: its sweep), dataset (train and
+evaluate every image of a folder, one table; resumable).
 
 Where this code and the reference differ (methods.md §3; reference behaviour is the default):
 
@@ -22,8 +21,8 @@ Where this code and the reference differ (methods.md §3; reference behaviour is
     --step-order reference runs the official order; with ours, the 3x3 convolutions on CPU use ganops'
     Winograd kernels (--conv aten: nn.Conv2d as the reference);
   * --iters is iterations per stage and --resolution the maximum image side (the reference's max_size);
-  * --gp-every N (lazy GP, N x weight every N-th D step) is not in the reference (default 1 = reference);
-  * --cuda-graphs-upto S replays each iteration of stages 0..S as a CUDA graph (same maths; default off);
+  * --gp-every N (lazy GP, N x weight every N-th D step; default 1 = reference); --cuda-graphs-upto S replays
+    each iteration of stages 0..S as a CUDA graph (same maths; default off); --pyramid old|improved for any mode;
   * harmonisation's albumentations strong_aug and the editing shuffle_grid are torch re-implementations
     (docs/consingan.md lists them); mask dilation radii are in pixels of the trained size as in the reference.
 """
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import click
 import torch
+from click.core import ParameterSource
 
 from ganops.models.consingan import GEN_MODES, MODES, count_params
 from ganops.models.step_order import STEP_ORDERS
@@ -40,8 +40,9 @@ from ganops.train import RecipeGroup, TrainLoop, check_options, save_grid, train
 from ganops.train.consingan import ConSinGANTrainer, trainer_config
 from ganops.train.consingan_graphs import cuda_graph_problems
 from ganops.train.consingan_infer import load_trainer, paste, write_animations
-from ganops.train.consingan_run import (SAMPLE_MODES, build_pyramid, evaluate_samples, load_image, preset_threads,
-                                       stage0_input, stage_step)
+from ganops.train.consingan_run import (ANIMATION_MIN_SIZE, PYRAMID_RULES, SAMPLE_MODES, SHARED_FLAG_HELP,
+                                       build_pyramid, evaluate_samples, finish_run, load_image, preset_threads,
+                                       run_dataset, stage0_input, stage_step)
 
 PRESET = ("cpu: builtin:china, --resolution 96 (max side), --iters 600 per stage, 6 stages, --threads {threads} "
           "(paper: 250 px, 2000 per stage)")
@@ -73,7 +74,12 @@ def cli(ctx: click.Context) -> None:
 @click.option("--stages", type=click.IntRange(2, 16), default=6, show_default=True, help="train_stages")
 @click.option("--train-depth", type=click.IntRange(1), default=3, show_default=True,
               help="stages trained concurrently")
-@click.option("--min-size", type=click.IntRange(12), default=25, show_default=True, help="coarsest short side")
+@click.option("--min-size", type=click.IntRange(12), default=25, show_default=True,
+              help="coarsest short side (--mode animation: 20 unless given, as the reference)")
+@click.option("--pyramid", "pyramid_rule", type=click.Choice(PYRAMID_RULES), default="auto", show_default=True,
+              help="rescaling rule: improved (ConSinGAN's, more stages at low resolution) or old (SinGAN's "
+                   "geometric one; the paper's supplement compares them for generation); auto: old for "
+                   "harmonization, else improved (the reference)")
 @click.option("--nfc", type=click.IntRange(1), default=64, show_default=True, help="filters")
 @click.option("--num-layer", type=click.IntRange(1), default=3, show_default=True, help="convs per stage")
 @click.option("--slope", type=float, default=0.05, show_default=True, help="LeakyReLU slope")
@@ -98,6 +104,8 @@ def cli(ctx: click.Context) -> None:
               help="replay each iteration of stages 0..S as a CUDA graph (the launch-bound small stages; -1: off). "
                    "Needs CUDA, generation/animation mode, --step-order ours, no AMP. Same maths; not yet run on "
                    "a GPU in ganops' development (bash benchmarks/gpu_check.sh tests it)")
+@click.option("--eval-num", type=click.IntRange(0), default=20, show_default=True,
+              help="samples for the SIFID and diversity printed at the end (generation/retarget/animation; 0: none)")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="torch CPU threads (0: leave torch's default)")
 @click.option("--reseed", type=click.IntRange(0), default=0, show_default=True,
@@ -108,8 +116,11 @@ def cli(ctx: click.Context) -> None:
 def train(ctx: click.Context, **o) -> dict:
     if o["preset"] == "paper":
         for k, v in PAPER[o["mode"]].items():
-            if ctx.get_parameter_source(k) in (None, click.core.ParameterSource.DEFAULT):
+            if ctx.get_parameter_source(k) in (None, ParameterSource.DEFAULT):
                 o[k] = v
+    if o["mode"] == "animation" and ctx.get_parameter_source("min_size") in (None, ParameterSource.DEFAULT):
+        o["min_size"] = ANIMATION_MIN_SIZE
+        click.echo(f"consingan: --mode animation: --min-size {ANIMATION_MIN_SIZE} (the reference's animation setting)")
     check_options(o)
     if o["cuda_graphs_upto"] >= 0:
         why = cuda_graph_problems(step_order=o["step_order"], amp=o.get("precision", "fp32") != "fp32",
@@ -125,35 +136,22 @@ def train(ctx: click.Context, **o) -> dict:
     img, credit = load_image(o["data"], with_attribution=True)
     reals = build_pyramid(img, o)
     loop = TrainLoop("consingan", dict(o, iters=o["stages"] * niter), arch_keys=ARCH, dataset=None,
-                     attribution=credit)
+                     attribution=credit, arch_defaults={"pyramid_rule": "auto"})
     t = ConSinGANTrainer(reals, trainer_config(o), loop.device, amp=loop.amp, stage0=stage0_input(o["mode"]))
     if loop.is_main:
         click.echo(f"consingan: {o['mode']}, {o['stages']} stages x {niter} iterations, pyramid "
                    + ", ".join(f"{h}x{w}" for h, w in t.shapes) + f"; D {count_params(t.D):,} params")
-
-    def sample(_it: int) -> torch.Tensor:
-        return t.generate(4, generator=torch.Generator(device=loop.device).manual_seed(0))
-
-    res = loop.run(stage_step(t, loop, niter, o["reseed"]), sample, models={"G": t.G, "D": t.D},
-                   optimizers={"opt": t.optim_state()}, extra={"stage": t},
+    res = loop.run(stage_step(t, loop, niter, o["reseed"]),
+                   lambda _it: t.generate(4, generator=torch.Generator(device=loop.device).manual_seed(0)),
+                   models={"G": t.G, "D": t.D}, optimizers={"opt": t.optim_state()}, extra={"stage": t},
                    eta=lambda done: t.run_eta(done - t.stage * niter))
     if loop.is_main and not o["dry_run"]:
-        g = torch.Generator(device=loop.device).manual_seed(1)
-        save_grid(t.generate(4, generator=g), Path(res["run_dir"]) / "samples.png", nrow=2)
-        save_grid(t.generate(2, scale_w=2.0, generator=g), Path(res["run_dir"]) / "samples_2x_width.png", nrow=1)
-        click.echo(f"consingan: wrote samples.png and samples_2x_width.png to {res['run_dir']}")
-        if o["mode"] in SAMPLE_MODES:
-            evaluate_samples(t, Path(res["run_dir"]), num=20, seed=1, device=loop.device, quiet_missing=True)
+        finish_run(t, Path(res["run_dir"]), mode=o["mode"], eval_num=o["eval_num"], device=loop.device)
     return res
 
 
-_HELP = {"iters": "iterations PER STAGE (the reference's niter; total = stages x iters)",
-         "metrics": "none only: FID/KID/PR/SWD compare image sets, and this is a single image; SIFID and diversity "
-                    "come at the end of training and from the evaluate command",
-         "resolution": "maximum image side in pixels (the reference's max_size; images are only downscaled)"}
 for _p in train.params:  # the shared flags' help text, as it applies to a single-image GAN
-    if _p.name in _HELP:
-        _p.help = _HELP[_p.name]
+    _p.help = SHARED_FLAG_HELP.get(_p.name, _p.help)
 
 
 @cli.command(help="Random samples at the trained size, or scaled per axis (arbitrary sizes/aspect ratios).")
@@ -190,8 +188,8 @@ def evaluate(run: str, num: int, seed: int, device: str) -> dict | None:
     return evaluate_samples(t, rd, num=num, seed=seed, device=device)
 
 
-def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, seed: int, out: str | None,
-           device: str) -> str:
+def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, train_depth: int | None, seed: int,
+           out: str | None, device: str) -> str:
     for flag, v in (("--naive", naive), ("--mask", mask)):
         if not v:
             raise click.UsageError(f"{task} needs {flag} (the {'naive composite' if flag == '--naive' else 'mask'}"
@@ -200,40 +198,62 @@ def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, seed: int
     if cfg["mode"] != {"harmonize": "harmonization", "edit": "editing"}[task]:
         click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}")
     m = load_image(mask, "--mask").to(device).mean(1, keepdim=True).add(1).div(2)
-    panels = paste(t, task, load_image(naive, "--naive").to(device), m, fine_tune=fine_tune, seed=seed)
+    panels = paste(t, task, load_image(naive, "--naive").to(device), m, fine_tune=fine_tune,
+                   train_depth=train_depth, seed=seed)
     path = out or str(rd / f"{task}-{Path(naive).stem}.png")
     save_grid(panels, path, nrow=3)
     click.echo(f"consingan: wrote naive | G output | composite to {path}")
     return path
 
 
-@cli.command(help="Harmonise a pasted object: G on the naive image, composited through the dilated, blurred mask.")
-@click.option("--run", required=True, help="run trained with --mode harmonization")
-@click.option("--naive", default=None, help="naive composite image (required)")
-@click.option("--mask", default=None, help="mask image, white where the object is (required)")
-@click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True,
-              help="iterations training only the last stage on the naive image first")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--out", default=None)
-@click.option("--device", default="cpu", show_default=True)
-def harmonize(**o) -> str:
-    return _paste("harmonize", **o)
+def _paste_command(task: str, mode: str, what: str, extra: str) -> click.Command:
+    @cli.command(task, help=f"{what} as the reference: G gets the naive image as stage 0's input{extra} and the "
+                            "fixed reconstruction noise at the later stages; its output is composited over the "
+                            "training image through the dilated, blurred mask. Writes naive | G output | composite.")
+    @click.option("--run", required=True, help=f"run trained with --mode {mode}")
+    @click.option("--naive", default=None, help="naive image: the training image with the object pasted in / the "
+                                                "region edited (required)")
+    @click.option("--mask", default=None, help="mask image, white where the object / edit is (required)")
+    @click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True,
+                  help="first train the last stage this many iterations on the naive image (the reference's "
+                       "--fine_tune; fresh Adam, lr decay at 80%; the tuned model is not saved)")
+    @click.option("--train-depth", type=click.IntRange(1), default=None,
+                  help="stages trained by --fine-tune, at the lr scaling [default: the run's --train-depth]")
+    @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+    @click.option("--out", default=None, help="output PNG [default: RUN/TASK-NAIVE.png]")
+    @click.option("--device", default="cpu", show_default=True)
+    def command(**o) -> str:
+        return _paste(task, **o)
+    return command
 
 
-@cli.command(help="Edit: G on the edited image, composited through the dilated, blurred mask.")
-@click.option("--run", required=True, help="run trained with --mode editing")
-@click.option("--naive", default=None, help="edited image (required)")
-@click.option("--mask", default=None, help="mask of the edited region (required)")
-@click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--out", default=None)
-@click.option("--device", default="cpu", show_default=True)
-def edit(**o) -> str:
-    return _paste("edit", **o)
+harmonize = _paste_command("harmonize", "harmonization", "Harmonise a pasted object", "")
+edit = _paste_command("edit", "editing", "Edit a region", " plus 0.1 N(0, 1) test-time noise")
 
 
-#: the reference's animation sweep (methods.md §3.6): alpha 0.1, these betas x start scales, 100 frames at 10 fps
-SWEEP_BETAS, SWEEP_STARTS = (0.80, 0.85, 0.90, 0.95), (0, 1, 2)
+@cli.command(context_settings={"ignore_unknown_options": True},
+             help="Train and evaluate on every image of the folder DIR (recursive), one run each, and write one table "
+                  "of SIFID and diversity per image with their means (OUTDIR/dataset.json and dataset.md; the "
+                  "paper's user studies used 50 LSUN + 50 Places images). Resumable: run the same command again and "
+                  "it continues with the images not yet done (an interrupted image from its checkpoint). "
+                  "TRAIN_OPTIONS after DIR are `train`'s, e.g. --iters 600 --resolution 96 (not --data, --outdir, "
+                  "--resume, --eval-num: set per image).")
+@click.argument("folder", metavar="DIR")
+@click.argument("train_args", nargs=-1, type=click.UNPROCESSED, metavar="[TRAIN_OPTIONS]...")
+@click.option("--outdir", default=None, help="table and per-image runs [default: runs/dataset-NAME, NAME = DIR's name]")
+@click.option("--num", type=click.IntRange(2), default=50, show_default=True,
+              help="samples per image for SIFID and diversity")
+def dataset(folder: str, train_args: tuple[str, ...], outdir: str | None, num: int) -> dict:
+    for flag in ("--data", "--outdir", "--resume", "--eval-num", "--dry-run"):
+        if any(a == flag or a.startswith(flag + "=") for a in train_args):
+            raise click.UsageError(f"dataset: {flag} is set per image by `dataset`, not a TRAIN_OPTION here")
+
+    def one(image: str, out: Path, resume: bool) -> str:
+        args = ["--data", image, "--outdir", str(out), "--eval-num", str(num), *train_args]
+        return train.main(args + (["--resume", "auto"] if resume else []), standalone_mode=False)["run_dir"]
+
+    return run_dataset(folder, outdir or f"runs/dataset-{Path(folder).resolve().name}", one,
+                       settings={"train_args": list(train_args), "num": num})
 
 
 @cli.command(help="The reference's z random walk as a GIF: per moving stage z_t = a Z + (1-a)(z_{t-1} + "
@@ -258,7 +278,7 @@ def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale
             seed: int, out: str | None, sweep: bool, device: str) -> list[str]:
     if sweep:
         given = [f for f, k in (("--beta", "beta"), ("--start-scale", "start_scale"))
-                 if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)]
+                 if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)]
         if given:
             raise click.UsageError(f"--all sweeps beta and the start scale itself; drop {' and '.join(given)}")
     elif not 0 <= beta < 1:
@@ -273,19 +293,8 @@ def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale
         click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}, not animation: stage 0's "
                    "fixed noise is built from the coarsest real image, so the walk starts at (and is pulled back "
                    "to) the reconstruction")
-    folder = Path(out) if out and sweep else rd / "animation"
-    jobs = ([(b, s, folder / f"animation-a{alpha:g}-b{b:g}-s{s}.gif") for b in SWEEP_BETAS for s in SWEEP_STARTS
-             if s <= last] if sweep else
-            [(beta, start_scale, Path(out) if out else rd / f"animation-a{alpha:g}-b{beta:g}-s{start_scale}.gif")])
-    if sweep:
-        folder.mkdir(parents=True, exist_ok=True)
-    paths = write_animations(t, jobs, frames=frames, alpha=alpha, fps=fps, seed=seed, sweep=sweep)
-    if sweep:
-        h, w = t.shapes[last]
-        click.echo(f"consingan: wrote {len(paths)} GIFs ({frames} frames of {h}x{w} at {fps:g} fps, alpha {alpha:g}, "
-                   f"beta x start scale) to {folder}")
-    return paths
-
+    return write_animations(t, rd, alpha=alpha, beta=beta, start_scale=start_scale, frames=frames, fps=fps,
+                            seed=seed, out=out, sweep=sweep)
 
 if __name__ == "__main__":
     cli()

@@ -496,3 +496,111 @@ def test_default_image_credit_is_printed_and_written(recipe, tmp_path):
         assert fact in text and fact in res.output, fact
     _invoke(recipe, "train", *opts, "--data", _image(tmp_path / "own.png"), "--outdir", str(tmp_path / "o"))
     assert not (_run_dir(tmp_path / "o") / "ATTRIBUTION.txt").exists()
+
+
+# ------------------------------------------------------------------------------------- issue #20 (ConSinGAN) ---
+@pytest.mark.parametrize("task,mode", [("harmonize", "harmonization"), ("edit", "editing")])
+def test_paste_is_the_reference_inference(recipe, tmp_path, monkeypatch, task, mode):
+    """Stage 0 gets the naive image (+ 0.1 N(0, 1) for editing), stages >= 1 the fixed reconstruction noise, and the
+    composite is the training image outside the dilated mask."""
+    from ganops.models.consingan import imresize_to_shape
+    from ganops.train.consingan_infer import paste
+
+    img = _image(tmp_path / "img.png")
+    _invoke(recipe, "train", *TINY, "--snap", "0", "--mode", mode, "--data", img, "--outdir", str(tmp_path / "r"))
+    t, _, _ = recipe["load_trainer"](str(_run_dir(tmp_path / "r")))
+    naive = recipe["load_image"](_image(tmp_path / "naive.png", seed=1))
+    seen = {d: _capture(monkeypatch, t.G, d) for d in (1, 2)}
+    heads = []
+    orig_head = t.G.run_head
+    monkeypatch.setattr(t.G, "run_head", lambda z0: heads.append(z0.clone()) or orig_head(z0))
+    h, w = t.shapes[-1]
+    mask = torch.zeros(1, 1, h, w)
+    mask[..., h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2] = 1
+    out = paste(t, task, naive, mask, seed=0)
+    for d in (1, 2):
+        assert torch.equal(seen[d][-1][1], t.z_opt[d])  # fixed reconstruction noise
+    small = imresize_to_shape(naive, t.shapes[0])
+    diff = (heads[-1] - small).std()
+    assert (diff == 0) if task == "harmonize" else (0.07 < diff < 0.13)  # test-time noise for editing only
+    far = torch.ones(h, w, dtype=torch.bool)  # beyond the dilated (7 / 20 px) and blurred (4 sigma) mask
+    r = (7 if task == "harmonize" else 20) + 20
+    far[max(0, h // 2 - 2 - r):h // 2 + 2 + r, max(0, w // 2 - 2 - r):w // 2 + 2 + r] = False
+    if far.any():
+        assert torch.allclose(out[2][:, far], t.reals[-1][0][:, far], atol=1e-6)
+    assert out.shape == (3, 3, h, w)
+
+
+def test_fine_tune_trains_the_last_train_depth_stages_with_lr_scaling(recipe, trained, monkeypatch):
+    from ganops.train.consingan_infer import paste
+
+    t, cfg, _ = recipe["load_trainer"](str(trained[0]))
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    x = torch.zeros(1, 3, *t.shapes[-1])
+    paste(t, "harmonize", x, torch.zeros(1, 1, *t.shapes[-1]), fine_tune=5, train_depth=2)
+    lrs = [g["lr"] for g in t.optG.param_groups]
+    # stages 1, 2 (newest last) at lr * 0.1 and lr; no head (stage 2 - depth 2 >= 0); the tail at lr; decayed at 4
+    assert lrs == pytest.approx([cfg["lr"] * 0.1 * 0.1, cfg["lr"] * 0.1, cfg["lr"] * 0.1])
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in t.G.state_dict().items()
+               if not torch.equal(v, before[k])}
+    assert changed == {"body.1", "body.2", "tail.0"}
+    res = _invoke(recipe, "harmonize", "--help")
+    assert "--train-depth" in res.output and "fixed reconstruction noise" in " ".join(res.output.split())
+
+
+def test_animation_min_size_20_and_pyramid_rule(recipe, tmp_path):
+    from ganops.models.consingan import pyramid_sizes
+
+    img = _image(tmp_path / "img.png", 60, 80)
+    base = ["--resolution", "80", "--stages", "4", "--nfc", "8", "--device", "cpu", "--dry-run", "--data", img,
+            "--outdir", str(tmp_path)]
+
+    def pyramid(*extra):
+        out = _invoke(recipe, "train", *base, *extra).output
+        line = next(ln for ln in out.splitlines() if "pyramid" in ln and "stages x" in ln)
+        return line.split("pyramid ")[1].split(";")[0], out
+
+    shown, out = pyramid("--mode", "animation")
+    assert "--min-size 20" in out and shown.startswith("20x")
+    assert shown == ", ".join(f"{h}x{w}" for h, w in pyramid_sizes(60, 80, stages=4, min_size=20, max_size=80))
+    assert pyramid("--mode", "animation", "--min-size", "25")[0].startswith("25x")  # given explicitly: it wins
+    old = ", ".join(f"{h}x{w}" for h, w in pyramid_sizes(60, 80, stages=4, min_size=25, max_size=80, rule="old"))
+    new = ", ".join(f"{h}x{w}" for h, w in pyramid_sizes(60, 80, stages=4, min_size=25, max_size=80))
+    assert old != new and pyramid()[0] == new and pyramid("--pyramid", "old")[0] == old
+    assert pyramid("--mode", "harmonization")[0] == old and pyramid("--mode", "harmonization", "--pyramid",
+                                                                     "improved")[0] == new
+
+
+def test_dataset_trains_every_image_and_resumes(recipe, tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    _image(folder / "a.png", seed=1)
+    _image(folder / "sub" / "b.png", seed=2)
+    out = tmp_path / "out"
+    args = ["dataset", str(folder), "--resolution", "40", "--min-size", "16", "--stages", "2", "--nfc", "4",
+            "--iters", "2", "--snap", "1", "--device", "cpu", "--threads", "1", "--num", "3", "--outdir", str(out)]
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 6)  # the second image's second iteration: a.png done (4), b.png has a checkpoint
+        res = _invoke(recipe, *args, ok=False)
+        assert isinstance(res.exception, _Killed)
+    table = json.loads((out / "dataset.json").read_text())
+    assert [r["image"] for r in table["rows"]] == ["a.png"]
+    res = _invoke(recipe, *args)
+    assert "2 images, 1 done, 1 to go" in res.output and "[2/2] sub/b.png (resuming its run)" in res.output
+    table = json.loads((out / "dataset.json").read_text())
+    assert [r["image"] for r in table["rows"]] == ["a.png", "sub/b.png"]
+    for r in table["rows"]:
+        assert r["sifid_conv_4"] > 0 and r["sifid_conv_2"] > 0 and r["diversity"] >= 0
+        assert json.loads((Path(r["run_dir"]) / "eval.json").read_text())["num"] == 3
+    assert table["mean"]["images"] == 2
+    assert table["mean"]["diversity"] == pytest.approx(sum(r["diversity"] for r in table["rows"]) / 2)
+    md = (out / "dataset.md").read_text()
+    assert "| a.png |" in md and "| sub/b.png |" in md and "**mean of 2**" in md
+    res = _invoke(recipe, *args)  # all done: nothing trained, the table again
+    assert "2 done, 0 to go" in res.output and "stage 0" not in res.output
+    res = _invoke(recipe, *[a if a != "3" else "4" for a in args], ok=False)  # other --num: refused
+    assert res.exit_code == 2 and "other settings" in res.output
+    res = _invoke(recipe, "dataset", str(folder), "--data", "x.png", ok=False)
+    assert res.exit_code == 2 and "--data is set per image" in res.output
+    res = _invoke(recipe, "dataset", str(tmp_path / "none"), "--outdir", str(tmp_path / "o2"), ok=False)
+    assert res.exit_code == 2 and "not a folder" in res.output

@@ -83,7 +83,6 @@ class ConSinGANTrainer:
         self._rec_cache: torch.Tensor | None = None
         self._t0, self._n0 = time.time(), 0
         self._rates: dict[int, tuple[float, int]] = {}  # stage -> (seconds per iteration, iterations) this session
-        self.only_last = False
 
     # ---- stage structure ---------------------------------------------------------------------------------------
     @property
@@ -110,12 +109,12 @@ class ConSinGANTrainer:
         c, s, G = self.cfg, self.stage, self.G
         for p in G.parameters():
             p.requires_grad_(True)
-        trainable = list(G.body[-c["train_depth"]:]) if not self.only_last else [G.body[-1]]
+        trainable = list(G.body[-c["train_depth"]:])
         for block in G.body[:len(G.body) - len(trainable)]:
             block.requires_grad_(False)
         groups = [{"params": list(b.parameters()), "lr": c["lr_g"] * c["lr_scale"] ** (len(trainable) - 1 - i)}
                   for i, b in enumerate(trainable)]
-        if s - c["train_depth"] < 0 and not self.only_last:
+        if s - c["train_depth"] < 0:
             groups.append({"params": list(G.head.parameters()), "lr": c["lr_g"] * c["lr_scale"] ** s})
         elif not self.reference_order:
             G.head.requires_grad_(False)  # not optimised: skip its weight gradients (the reference computes them)
@@ -182,7 +181,7 @@ class ConSinGANTrainer:
     # ---- state for checkpoints (ganops.train restores `extra` first) ------------------------------------------
     def state_dict(self) -> dict:
         return {"stage": self.stage, "amps": list(self.amps), "z_opt": [z.cpu() for z in self.z_opt],
-                "reals": [r.cpu() for r in self.reals], "only_last": self.only_last}
+                "reals": [r.cpu() for r in self.reals]}
 
     def load_state_dict(self, st: dict) -> None:
         self.reals = [r.to(self.device) for r in st["reals"]]
@@ -191,7 +190,6 @@ class ConSinGANTrainer:
             self.G.init_next_stage()
         self.stage, self.amps = int(st["stage"]), list(st["amps"])
         self.z_opt = [z.to(self.device) for z in st["z_opt"]]
-        self.only_last = bool(st.get("only_last", False))
         self._t0, self._n0 = time.time(), 0  # a resumed stage's clock starts now
         if self.stage >= 0:
             self._make_optimizers()
@@ -203,12 +201,22 @@ class ConSinGANTrainer:
         self.reals, self.shapes = self.reals[:self.stage + 1], self.shapes[:self.stage + 1]
         return planned
 
-    def start_fine_tune(self, stage0: Callable) -> None:
-        """Fine-tuning before harmonising/editing: fresh optimisers for the last stage (and the tail) only, and
-        ``stage0(reals[0])`` as every iteration's stage-0 input."""
-        self.only_last = True
-        self._make_optimizers()
+    def start_fine_tune(self, stage0: Callable, iters: int, train_depth: int | None = None) -> None:
+        """Fine-tuning before harmonising/editing, as the reference's ``--fine_tune``: the last stage trained again
+        for ``iters`` iterations with fresh Adam optimisers over its last ``train_depth`` (default: the run's)
+        stages at the usual lr scaling (newest lr, older x lr_scale, ...; the head while the stage index is below
+        ``train_depth``; the tail), the lr decayed at 0.8 ``iters``, and ``stage0(reals[0])`` (the naive image) as
+        every iteration's stage-0 input; the fixed reconstruction noise and noise amplitudes stay the run's."""
+        self.cfg["train_depth"] = int(train_depth or self.cfg["train_depth"])
+        self.cfg["niter"] = int(iters)
         self.stage0 = stage0
+        self._make_optimizers()
+
+    @torch.no_grad()
+    def reconstruct_from(self, stage0: torch.Tensor) -> torch.Tensor:
+        """G with ``stage0`` (1, 3, H_0, W_0) as stage 0's input and the fixed reconstruction noise at stages >= 1
+        (the reference's harmonisation / editing inference): (1, 3, H_last, W_last) in [-1, 1]."""
+        return self.G([stage0, *self.z_opt[1:self.stage + 1]], self.shapes[:self.stage + 1], self.amps)
 
     def optim_state(self) -> "_OptimState":
         """An object for ``TrainLoop(optimizers=...)`` following the per-stage optimisers and schedulers."""

@@ -15,7 +15,7 @@ from .checkpoint import load_run_checkpoint
 from .consingan import ConSinGANTrainer, trainer_config
 from .samples import save_gif
 
-__all__ = ["load_trainer", "paste", "random_walk_frames", "write_animations"]
+__all__ = ["load_trainer", "paste", "random_walk_frames", "SWEEP_BETAS", "SWEEP_STARTS", "write_animations"]
 
 
 def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict, Path]:
@@ -43,33 +43,52 @@ def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict,
 
 
 def paste(t: ConSinGANTrainer, task: str, naive: torch.Tensor, mask: torch.Tensor, *, fine_tune: int = 0,
-          seed: int = 0) -> torch.Tensor:
+          train_depth: int | None = None, seed: int = 0) -> torch.Tensor:
     """Harmonise (``task`` "harmonize") or edit ("edit") ``naive`` (1, 3, H, W) in [-1, 1] through ``mask``
-    (1, 1, H, W) in [0, 1], white where the object / edit is: G's output on the naive image (after ``fine_tune``
-    iterations of the last stage on it), composited through the dilated (7 px / 20 px) and blurred mask.
+    (1, 1, H, W) in [0, 1], white where the object / edit is, as the reference's inference: G gets the naive image
+    at the coarsest size as stage 0's input (plus 0.1 N(0, 1) test-time noise for editing) and the fixed
+    reconstruction noise at stages >= 1; its output is composited over the training image through the mask
+    dilated by a disk of 7 px (harmonisation) or 20 px (editing) and blurred (sigma 5). ``fine_tune`` > 0 first
+    trains the last stage that many iterations on the naive image (:meth:`ConSinGANTrainer.start_fine_tune`, its
+    last ``train_depth`` stages). The noise and fine-tuning draws come from ``seed``.
 
     Returns:
         (3, 3, H_last, W_last): the naive image, G's output and the composite, at the trained size.
     """
-    device = t.device
     torch.manual_seed(seed)
     big, small = imresize_to_shape(naive, t.shapes[-1]), imresize_to_shape(naive, t.shapes[0])
     m = F.interpolate(mask, size=t.shapes[-1], mode="bilinear", align_corners=False)
+    noisy = task == "edit"
     if fine_tune:
-        t.start_fine_tune((lambda r: small + 0.1 * torch.randn_like(small)) if task == "edit" else (lambda r: small))
+        t.start_fine_tune((lambda r: small + 0.1 * torch.randn_like(small)) if noisy else (lambda r: small),
+                          fine_tune, train_depth)
         for _ in range(fine_tune):
             losses = t.step()
-        click.echo(f"consingan: fine-tuned the last stage for {fine_tune} iterations "
-                   f"(loss_g {float(losses['loss_g']):.4f})")
-    fake = t.generate(1, stage0=small, generator=torch.Generator(device).manual_seed(seed))
+        click.echo(f"consingan: fine-tuned the last stage for {fine_tune} iterations, its last "
+                   f"{t.cfg['train_depth']} stages trained (loss_g {float(losses['loss_g']):.4f})")
+    g = torch.Generator(t.device).manual_seed(seed)
+    z0 = small + 0.1 * torch.randn(small.shape, generator=g, device=t.device) if noisy else small
+    fake = t.reconstruct_from(z0)
     soft = prepare_mask(m, 7 if task == "harmonize" else 20, 5.0)
-    return torch.cat([big, fake, composite(big, fake, soft)])
+    return torch.cat([big, fake, composite(t.reals[-1], fake, soft)])
 
 
-def write_animations(t: ConSinGANTrainer, jobs: list[tuple[float, int, Path]], *, frames: int, alpha: float,
-                     fps: float, seed: int, sweep: bool) -> list[str]:
-    """One GIF of :func:`random_walk_frames` per ``(beta, start_scale, path)`` job, every one from ``seed``; a line
-    per GIF (the sweep takes minutes at 250 px)."""
+#: the reference's animation sweep (methods.md §3.6): alpha 0.1, these betas x start scales, 100 frames at 10 fps
+SWEEP_BETAS, SWEEP_STARTS = (0.80, 0.85, 0.90, 0.95), (0, 1, 2)
+
+
+def write_animations(t: ConSinGANTrainer, run_dir: Path, *, alpha: float, beta: float, start_scale: int,
+                     frames: int, fps: float, seed: int, out: str | None = None, sweep: bool = False) -> list[str]:
+    """GIFs of :func:`random_walk_frames`, every one from ``seed``: one (``out`` or
+    ``run_dir/animation-a{alpha}-b{beta}-s{start}.gif``), or with ``sweep`` the reference's beta x start-scale sweep
+    (the start scales the model has) into the folder ``out`` (default ``run_dir/animation``), a line per GIF (the
+    sweep takes minutes at 250 px)."""
+    folder = Path(out) if out and sweep else run_dir / "animation"
+    jobs = ([(b, s, folder / f"animation-a{alpha:g}-b{b:g}-s{s}.gif") for b in SWEEP_BETAS for s in SWEEP_STARTS
+             if s <= t.stage] if sweep else
+            [(beta, start_scale, Path(out) if out else run_dir / f"animation-a{alpha:g}-b{beta:g}-s{start_scale}.gif")])
+    if sweep:
+        folder.mkdir(parents=True, exist_ok=True)
     h, w = t.shapes[t.stage]
     paths = []
     for b, s, path in jobs:
@@ -82,6 +101,9 @@ def write_animations(t: ConSinGANTrainer, jobs: list[tuple[float, int, Path]], *
                        f"start scale {s}) to {path}")
         else:
             click.echo(f"consingan: [{len(paths)}/{len(jobs)}] {path.name}")
+    if sweep:
+        click.echo(f"consingan: wrote {len(paths)} GIFs ({frames} frames of {h}x{w} at {fps:g} fps, alpha {alpha:g}, "
+                   f"beta x start scale) to {folder}")
     return paths
 
 

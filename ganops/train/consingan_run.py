@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from ..metrics._assets import install_command
 from ..models.consingan import adjust_to_max_size, count_params, create_pyramid
 from ..models.consingan_aug import editing_input, strong_aug
-from . import load_single_image
+from . import list_images, load_single_image
 from .errors import DatasetError
 from .samples import save_grid
 
@@ -25,9 +26,22 @@ if TYPE_CHECKING:
     from .consingan import ConSinGANTrainer
     from .loop import TrainLoop
 
-__all__ = ["SAMPLE_IMAGE_CREDITS", "image_attribution", "load_image", "build_pyramid", "stage0_input",
-           "preset_threads", "project_seconds_left", "DivergenceWatch", "stage_step", "SAMPLE_MODES",
-           "evaluate_samples"]
+__all__ = ["SAMPLE_IMAGE_CREDITS", "image_attribution", "load_image", "build_pyramid", "pyramid_rule",
+           "PYRAMID_RULES", "ANIMATION_MIN_SIZE", "SHARED_FLAG_HELP", "stage0_input", "preset_threads",
+           "project_seconds_left", "DivergenceWatch", "stage_step", "finish_run", "SAMPLE_MODES", "evaluate_samples",
+           "TABLE_COLUMNS", "dataset_table_text", "run_dataset"]
+
+#: help of the shared train flags as they apply to a single-image GAN
+SHARED_FLAG_HELP = {
+    "iters": "iterations PER STAGE (the reference's niter; total = stages x iters)",
+    "metrics": "none only: FID/KID/PR/SWD compare image sets, and this is a single image; SIFID and diversity come "
+               "at the end of training and from the evaluate command",
+    "resolution": "maximum image side in pixels (the reference's max_size; images are only downscaled)"}
+
+#: the reference's animation mode forces min_size 20 (a coarser first stage than the others' 25)
+ANIMATION_MIN_SIZE = 20
+#: ``--pyramid``: auto = the reference's rule for the mode (:func:`pyramid_rule`)
+PYRAMID_RULES = ("auto", "improved", "old")
 
 #: scikit-learn's sample photos as its ``sklearn/datasets/images/README.txt`` credits them (CC BY 2.0 asks for the
 #: author, the source and the licence wherever the image or a work made from it is shown).
@@ -71,7 +85,8 @@ def load_image(spec: str, what: str = "--data", *, with_attribution: bool = Fals
 
 
 def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
-    """Max-size adjust then the improved (or, for harmonisation, old) pyramid; too-small images explained."""
+    """Max-size adjust then the pyramid by :func:`pyramid_rule` (``o["pyramid_rule"]``); too-small images
+    explained."""
     if min(img.shape[2:]) < o["min_size"]:
         raise DatasetError(f"--data {o['data']}: the image is {img.shape[2]}x{img.shape[3]}, smaller than "
                            f"--min-size {o['min_size']} (the coarsest stage); use a larger image or a smaller "
@@ -81,8 +96,14 @@ def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
         raise click.UsageError(f"--resolution {o['resolution']}: the image becomes {real.shape[2]}x{real.shape[3]}, "
                                f"whose short side is below --min-size {o['min_size']}; raise --resolution or "
                                "lower --min-size")
-    rule = "old" if o["mode"] == "harmonization" else "improved"
-    return create_pyramid(real, stages=o["stages"], min_size=o["min_size"], rule=rule)
+    return create_pyramid(real, stages=o["stages"], min_size=o["min_size"],
+                          rule=pyramid_rule(o["mode"], o.get("pyramid_rule", "auto")))
+
+
+def pyramid_rule(mode: str, rule: str = "auto") -> str:
+    """The pyramid's rescaling rule: ``rule`` when given, else the reference's for ``mode`` (the old SinGAN rule for
+    harmonization, the improved one otherwise)."""
+    return rule if rule != "auto" else ("old" if mode == "harmonization" else "improved")
 
 
 def stage0_input(mode: str) -> Callable | None:
@@ -213,6 +234,17 @@ def stage_step(t: "ConSinGANTrainer", loop: "TrainLoop", niter: int, reseed: int
     return step
 
 
+def finish_run(t: "ConSinGANTrainer", run_dir: Path, *, mode: str, eval_num: int = 20, device: Any = "cpu") -> None:
+    """The end of a training run: ``samples.png`` (4 samples), ``samples_2x_width.png`` (2 at twice the width) and,
+    for the modes that sample the image, SIFID and diversity of ``eval_num`` samples (0: none) in ``eval.json``."""
+    g = torch.Generator(device=device).manual_seed(1)
+    save_grid(t.generate(4, generator=g), run_dir / "samples.png", nrow=2)
+    save_grid(t.generate(2, scale_w=2.0, generator=g), run_dir / "samples_2x_width.png", nrow=1)
+    click.echo(f"consingan: wrote samples.png and samples_2x_width.png to {run_dir}")
+    if mode in SAMPLE_MODES and eval_num:
+        evaluate_samples(t, run_dir, num=max(2, eval_num), seed=1, device=device, quiet_missing=True)
+
+
 def _warn_diverged(loop: "TrainLoop", stage: int, niter: int, hit: tuple[int, float], rec: float) -> None:
     """The divergence warning, naming the newest checkpoint from before it (this run's, or the one it resumed)."""
     first, healthy = hit
@@ -275,3 +307,91 @@ def evaluate_samples(t: "ConSinGANTrainer", run_dir: Path, *, num: int, seed: in
     return res
 
 
+
+
+#: the columns of the dataset table: the keys of eval.json it reads
+TABLE_COLUMNS = {"sifid_conv_4": "SIFID conv_4", "sifid_conv_2": "SIFID conv_2", "diversity": "diversity"}
+
+
+def _eval_row(run_dir: Path) -> dict:
+    """SIFID means and the diversity of a run's eval.json (None each when it was skipped)."""
+    path = run_dir / "eval.json"
+    ev = json.loads(path.read_text()) if path.exists() else {}
+    row = {k: (ev[k]["mean"] if isinstance(ev.get(k), dict) else ev.get(k)) for k in TABLE_COLUMNS}
+    return {"size": ev.get("size"), **row}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)  # a killed run leaves the previous table, never half of one
+
+
+def dataset_table_text(table: dict) -> str:
+    """The table as Markdown: one row per image, then the means over the images that have each score."""
+    head = "| image | size | " + " | ".join(TABLE_COLUMNS.values()) + " | seconds |"
+    lines = [head, "|" + "---|" * (len(TABLE_COLUMNS) + 3)]
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    for r in table["rows"]:
+        size = "x".join(map(str, r["size"])) if r.get("size") else "n/a"
+        lines.append(f"| {r['image']} | {size} | " + " | ".join(fmt(r[k]) for k in TABLE_COLUMNS)
+                     + f" | {r['seconds']:.0f} |")
+    m = table["mean"]
+    lines.append(f"| **mean of {m['images']}** | | " + " | ".join(fmt(m[k]) for k in TABLE_COLUMNS)
+                 + f" | {m['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_dataset(folder: str | Path, outdir: str | Path, train: Callable[[str, Path, bool], Path], *,
+                settings: dict) -> dict:
+    """Train and evaluate a ConSinGAN on every image of ``folder`` (recursive), one after another, and table each
+    image's SIFID (both layers) and diversity with their means: ``outdir/dataset.json`` and ``dataset.md``,
+    rewritten after every image.
+
+    Resumable: images already in the table are skipped, an image whose run was interrupted is resumed from its
+    newest checkpoint (``train(..., resume=True)``), and a table written with other ``settings`` is refused.
+
+    Args:
+        train: ``train(image, image_outdir, resume) -> run_dir``: one training run that leaves ``eval.json`` in its
+            run directory (the recipe's ``train``).
+        settings: what must match to continue a table (the train options, the number of samples).
+    """
+    folder, outdir = Path(folder), Path(outdir)
+    if not folder.is_dir():
+        raise DatasetError(f"DIR {folder}: not a folder")
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(f"DIR {folder}: no images in it (jpg, png, ...; sub-folders are read too)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "dataset.json"
+    table = json.loads(path.read_text()) if path.exists() else {"folder": str(folder), "settings": settings,
+                                                                 "rows": []}
+    if table["settings"] != settings:
+        raise click.UsageError(f"{path} was written with other settings ({table['settings']}, now {settings}); "
+                               "continue with those or use another --outdir")
+    done = {r["image"] for r in table["rows"]}
+    names = [p.relative_to(folder).as_posix() for p in images]
+    todo = [(n, p) for n, p in zip(names, images) if n not in done]
+    click.echo(f"consingan: dataset {folder}: {len(images)} images, {len(images) - len(todo)} done, "
+               f"{len(todo)} to go; table {path}")
+    for k, (name, img) in enumerate(todo):
+        out = outdir / "runs" / Path(name).with_suffix("").as_posix().replace("/", "__")
+        resume = any(out.glob("*-consingan/latest"))
+        spent = [r["seconds"] for r in table["rows"]]
+        eta = f", about {statistics.mean(spent) * (len(todo) - k) / 60:.0f} min left" if spent else ""
+        click.echo(f"consingan: dataset [{len(images) - len(todo) + k + 1}/{len(images)}] {name}"
+                   + (" (resuming its run)" if resume else "") + eta)
+        t0 = time.time()
+        run_dir = Path(train(str(img), out, resume))
+        row = {"image": name, "run_dir": str(run_dir), **_eval_row(run_dir), "seconds": time.time() - t0}
+        table["rows"].append(row)
+        table["mean"] = {"images": len(table["rows"]), "seconds": statistics.mean(r["seconds"] for r in table["rows"]),
+                         **{c: (statistics.mean(v) if (v := [r[c] for r in table["rows"] if r[c] is not None])
+                                else None) for c in TABLE_COLUMNS}}
+        _write_json(path, table)
+        (outdir / "dataset.md").write_text(dataset_table_text(table))
+    click.echo(dataset_table_text(table) + f"consingan: dataset table in {path} and {outdir / 'dataset.md'}")
+    return table
