@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The ganops._C module: an empty Python module (py_limited_api) whose import registers the ganops:: ops.
-// Each op adds its schemas with TORCH_LIBRARY_FRAGMENT(ganops, m) in csrc/<op>.cpp.
+// Each op adds its schemas with TORCH_LIBRARY_FRAGMENT(ganops, m) in csrc/cpu/<op>.cpp, beside its CPU kernels
+// (TORCH_LIBRARY_IMPL(ganops, CPU, m)); csrc/cuda/<op>_cuda.cpp adds its CUDA kernels.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -2,7 +2,7 @@
 // Autograd kernel of ganops::gp_norm_penalty in C++ (device-agnostic): at ConSinGAN's small stages the penalty
 // costs about as much as the Python autograd wrapper around it, so the first-order backward is wired here. The
 // backward calls ganops::gp_norm_penalty_backward through the dispatcher, whose own (double) backward stays the
-// differentiable composite registered in Python (ganops/ops/penalty_ops.py).
+// differentiable composite registered in Python (ganops/ops/penalty.py).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>

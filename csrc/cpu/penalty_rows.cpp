@@ -5,13 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "ganops/cpu_clones.h"
 #include "ganops/penalty.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define GANOPS_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define GANOPS_CLONES
-#endif
 
 namespace ganops {
 namespace penalty {

@@ -2,13 +2,8 @@
 // Vectorised float32 row loops for SLE (no ATen: compiles in a second). See ganops/sle_rows.h.
 #include "ganops/sle_rows.h"
 
+#include "ganops/cpu_clones.h"
 #include "ganops/sle.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define GANOPS_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define GANOPS_CLONES
-#endif
 
 namespace ganops {
 namespace sle {
