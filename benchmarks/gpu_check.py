@@ -110,7 +110,8 @@ def section_env(args) -> int:
     for op in sorted(ganops.registry()):
         ops[op] = {b: backend_status(op, b, torch.device(DEV))[1] for b in ("cpu", "cuda", "triton")}
     info["backends"] = ops
-    missing = [op for op in ops if HAS_CUDA and not backend_status(op, "cuda", torch.device("cuda"))[0]]
+    missing = [op for op in ops if HAS_CUDA and ganops.registry()[op].cuda  # cuda=False: a CPU-only op
+               and not backend_status(op, "cuda", torch.device("cuda"))[0]]
     info["cuda_kernels_missing"] = missing
     write("env", info)
     for k, v in info.items():

@@ -14,6 +14,7 @@ import ganops.ops  # noqa: F401  (registers every op)
 from ganops._dispatch import registry
 
 COMPILED = sorted({op.compiled for op in registry().values() if op.compiled})
+COMPILED_CUDA = {op.compiled for op in registry().values() if op.compiled and op.cuda}
 
 
 def test_extension_loaded():
@@ -29,6 +30,9 @@ def test_cpu_and_cuda_kernels_registered(op):
     if not ganops._ext.loaded:
         pytest.skip("extension not loaded")
     assert ganops._ext.has_kernel(op, "CPU"), f"ganops::{op} has no CPU kernel"
+    if op not in COMPILED_CUDA:
+        assert not ganops._ext.has_kernel(op, "CUDA"), f"ganops::{op} has a CUDA kernel: set OpInfo.cuda"
+        return  # a CPU-only op (the Winograd convolutions)
     if os.environ.get("GANOPS_EXPECT_CUDA", "1") == "0":
         pytest.skip("built without CUDA on purpose")
     assert ganops._ext.has_kernel(op, "CUDA"), f"ganops::{op} has no CUDA kernel (was the extension built with CUDA?)"

@@ -115,6 +115,36 @@ def test_errors():
         torch.ops.ganops.wino3x3_wgrad(x, torch.randn(1, 2, 5, 6).contiguous(memory_format=torch.channels_last))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_impl_ref_is_aten_and_cpu_matches(dtype):
+    """The registered op "conv3x3": impl="ref" gives ATen's primitives exactly, impl="cpu" the kernels; both
+    autograd Functions give the same first- and second-order gradients on either backend."""
+    import ganops
+    assert "conv3x3" in ganops.registry() and ganops.backend_status("conv3x3", "cpu", torch.device("cpu"))[0]
+    assert not ganops.backend_status("conv3x3", "cuda")[0]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 11, 9, dtype=dtype, generator=g)
+    w = torch.randn(4, 5, 3, 3, dtype=dtype, generator=g)
+    b = torch.randn(4, dtype=dtype, generator=g)
+    gy = torch.randn(2, 4, 9, 7, dtype=dtype, generator=g)
+    torch.testing.assert_close(W.conv3x3(x, w, b, 1, impl="ref"), F.conv2d(x, w, b, padding=1), rtol=0, atol=0)
+    torch.testing.assert_close(W.conv3x3_input_grad(gy, w, impl="ref"), _cb(gy, x, w, [True, False, False])[0],
+                               rtol=0, atol=0)
+    torch.testing.assert_close(W.conv3x3_weight_grad(x, gy, impl="ref"), _cb(gy, x, w, [False, True, False])[1],
+                               rtol=0, atol=0)
+    _rel_close(W.conv3x3(x, w, b, impl="cpu"), W.conv3x3(x, w, b, impl="ref"), dtype)
+    grads = {}
+    for impl in ("ref", "cpu"):
+        xi, wi, bi = (t.clone().requires_grad_() for t in (x, w, b))
+        first = torch.autograd.grad((W.Conv3x3.apply(xi, wi, bi, impl) * gy).sum(), (xi, wi, bi))
+        (gx,) = torch.autograd.grad((W.Conv3x3GP.apply(xi, wi, bi, impl) * gy).sum(), xi, create_graph=True)
+        grads[impl] = first + torch.autograd.grad(gx.square().sum(), wi)
+    for a, r in zip(grads["cpu"], grads["ref"]):
+        _rel_close(a, r, dtype)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        W.conv3x3(x, w, impl="cuda")
+
+
 def test_usable():
     x, w = torch.randn(1, 4, 8, 8), torch.randn(2, 4, 3, 3)
     assert W.usable(x, w)

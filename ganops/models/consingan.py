@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from ..ops import winograd
 
@@ -165,75 +164,24 @@ class _LeakyGP(torch.autograd.Function):
         return torch.ops.aten.leaky_relu_backward(g, y.detach(), ctx.slope, True), None
 
 
-def _conv_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, wino: bool) -> torch.Tensor:
-    return winograd.conv3x3(x, w, b) if wino else F.conv2d(x, w, b)
-
-
-def _conv_input_grad(g: torch.Tensor, w: torch.Tensor, wino: bool) -> torch.Tensor:
-    return winograd.conv3x3_input_grad(g, w) if wino else F.conv_transpose2d(g, w)
-
-
-def _conv_weight_grad(x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, wino: bool) -> torch.Tensor:
-    if wino:
-        return winograd.conv3x3_weight_grad(x, g)
-    return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                                               [False, True, False])[1]
-
-
-class _ConvWino(torch.autograd.Function):
+# The convolutions' autograd is ganops.ops.winograd's (Conv3x3, Conv3x3GP): the Winograd kernels (impl "cpu") or
+# ATen's primitives (impl "ref"), as the networks below choose with ``wino``.
+class _ConvWino:
     """conv2d(x, w, b) (3x3, stride 1, no padding) through the Winograd kernels, first-order gradients also
-    Winograd (:mod:`ganops.ops.winograd`). Not twice differentiable: penalties use :class:`_ConvGP`."""
+    Winograd (:class:`ganops.ops.winograd.Conv3x3`). Not twice differentiable: penalties use :class:`_ConvGP`."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        return winograd.conv3x3(x, w, b)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        x, w = ctx.saved_tensors
-        dx = winograd.conv3x3_input_grad(g, w) if ctx.needs_input_grad[0] else None
-        dw = winograd.conv3x3_weight_grad(x, g) if ctx.needs_input_grad[1] else None
-        db = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return dx, dw, db
+    def apply(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return winograd.Conv3x3.apply(x, w, b, "cpu")
 
 
-class _ConvGP(torch.autograd.Function):
-    """conv2d(x, w, b) (stride 1, no padding) for a gradient penalty's D(x_hat): its backward returns only the input
-    gradient, as a transposed convolution that stays differentiable in w (:class:`_ConvInputGrad`). The first-order
-    gradients of D(x_hat) w.r.t. w and b are not part of a gradient penalty and are not computed. ``wino``: the
+class _ConvGP:
+    """conv2d(x, w, b) for a gradient penalty's D(x_hat) (:class:`ganops.ops.winograd.Conv3x3GP`); ``wino``: the
     Winograd kernels for all three primitives, else ATen's."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, wino: bool) -> torch.Tensor:
-        ctx.save_for_backward(w)
-        ctx.wino = wino
-        return _conv_fwd(x, w, b, wino)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        (w,) = ctx.saved_tensors
-        return _ConvInputGrad.apply(g, w, ctx.wino), None, None, None
-
-
-class _ConvInputGrad(torch.autograd.Function):
-    """dx = conv_transpose2d(g, w), the input gradient of a stride-1 unpadded conv; its backward uses the dedicated
-    weight-gradient primitive (autograd's double backward of a convolution forms it as a grouped convolution with a
-    feature-map-sized kernel: ~3x slower on CPU at 64 x 163 x 246)."""
-
-    @staticmethod
-    def forward(ctx, g: torch.Tensor, w: torch.Tensor, wino: bool) -> torch.Tensor:
-        ctx.save_for_backward(g, w)
-        ctx.wino = wino
-        return _conv_input_grad(g, w, wino)
-
-    @staticmethod
-    def backward(ctx, gg: torch.Tensor):
-        g, w = ctx.saved_tensors
-        d_g = _conv_fwd(gg, w, None, ctx.wino) if ctx.needs_input_grad[0] else None
-        d_w = _conv_weight_grad(gg, g, w, ctx.wino) if ctx.needs_input_grad[1] else None
-        return d_g, d_w, None
+    def apply(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, wino: bool) -> torch.Tensor:
+        return winograd.Conv3x3GP.apply(x, w, b, "cpu" if wino else "ref")
 
 
 class LeakyReLUGP(nn.Module):
