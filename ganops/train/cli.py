@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 import torch
 
+from .._dispatch import BACKENDS
 from .amp import PRECISIONS
 from .metrics import MetricsType, check_metrics, parse_metrics
 
@@ -40,7 +41,7 @@ TRAIN_OPTION_DEFAULTS: dict[str, tuple[Any, str]] = {
     "allow_upscale": (False, "accept images smaller than --resolution (upscaled)"),
     "skip_bad": (False, "skip unreadable image files instead of stopping"),
 }
-_CHOICES = {"precision": PRECISIONS, "impl": ("auto", "ref", "cpu", "cuda", "triton")}
+_CHOICES = {"precision": PRECISIONS, "impl": ("auto",) + BACKENDS}
 _MIN = {"resolution": 4, "batch": 1, "iters": 0, "snap": 0, "sample_every": 0, "metrics_every": 0, "workers": 0}
 
 
