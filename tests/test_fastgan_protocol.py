@@ -189,6 +189,13 @@ def test_ablation_keys_are_architecture_and_old_runs_resume(cli, tmp_path):
     invoke(cli, "train", *TINY, "--iters", "2", "--outdir", str(tmp_path / "o2"), "--resume", str(old))
 
 
+def test_seed_lists_are_checked(cli, tmp_path):
+    """generate/mix seed lists: one Error line naming the flag, before any run is read."""
+    _refused(cli, "generate", "--run", str(tmp_path / "nope"), "--seeds", "3-1", needles=("--seeds", "is empty"))
+    _refused(cli, "mix", "--run", str(tmp_path / "nope"), "--style-seeds", "1,x", needles=("--style-seeds",
+                                                                                           "'x' is not a seed"))
+
+
 # -- evaluation protocol --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_eval_draws_as_many_fakes_as_asked(cli, sweep_run):

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
-__all__ = ["NonFiniteLossError", "to_floats", "find_non_finite", "StatsWriter", "Progress"]
+__all__ = ["NonFiniteLossError", "to_floats", "find_non_finite", "append_jsonl", "StatsWriter", "Progress"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,6 +51,12 @@ def find_non_finite(values: Mapping[str, float]) -> tuple[str, float] | None:
         if not math.isfinite(v):
             return k, v
     return None
+
+
+def append_jsonl(path: str | os.PathLike, record: Mapping) -> None:
+    """Append ``record`` as one JSON line to ``path`` (created if missing): a recipe's eval row in metrics.jsonl."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(dict(record)) + "\n")
 
 
 class StatsWriter:
