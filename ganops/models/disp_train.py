@@ -4,7 +4,7 @@ consistency regularisation, the held-out split, prior drawing and the evaluation
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -249,23 +249,6 @@ def invert_image(g: DispGenerator, priors: torch.Tensor, target: torch.Tensor, z
     return c, z, first, last
 
 
-class _U8(Sequence):
-    """Lazy uint8 (3, H, W) view of the first ``n`` items of a float dataset in [-1, 1] (nothing held in RAM)."""
-
-    def __init__(self, dataset: Any, n: int) -> None:
-        self.dataset, self.n = dataset, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
-        from ..metrics._images import to_uint8
-
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return to_uint8(self.dataset[i])
-
-
 @torch.no_grad()
 def evaluate(g: DispGenerator, priors: torch.Tensor, reals: Any, cfg: dict, *, mode: str, num: int | None,
              seed: int, k_precision: int, k_recall: int, device: str, batch: int = 32) -> dict:
@@ -286,7 +269,9 @@ def evaluate(g: DispGenerator, priors: torch.Tensor, reals: Any, cfg: dict, *, m
     if k_max >= n:
         raise ValueError(f"--k-precision/--k-recall ({k_precision}/{k_recall}) must be below the number of images "
                          f"({n})")
-    fr = cached_features(_U8(reals, n), num=n, batch_size=batch, device=device, progress=True)
+    from ..train.metrics import _DatasetSource  # the training metrics' lazy uint8 view with a content fingerprint
+
+    fr = cached_features(_DatasetSource(reals, list(range(n))), num=n, batch_size=batch, device=device, progress=True)
     c = draw_priors(mode, priors, n, cfg, seed).to(device)
     ff = np.concatenate([inception_features(g(_latents(cfg, len(cb), seed + s, device), cb), batch_size=batch,
                                             device=device)
