@@ -32,8 +32,6 @@ with train --keep 0); `probe-decoders` is appendix B (decoders trained on a froz
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import torch
 
@@ -45,6 +43,7 @@ from ganops.train.commands import SEEDS, device_option, replace_option, run_opti
 from ganops.train.distributed import wrap_ddp
 from ganops.train.fastgan import (ADDED_ARCH_KEYS, ARCH_KEYS, RESIZES, TANH, build_models, evaluate_run,
                                   load_generator, parameter_report, probe_runs, run_g, style_mix_grid)
+from ganops.train.samples import save_images
 
 HFLIPS = ("random", "copy", "off")
 #: the no-argument CPU preset: overrides of `train`'s defaults (which are the reference's hyper-parameters).
@@ -169,9 +168,7 @@ def generate(run: str, seeds: list[int], out: str | None, per_image: bool, bn: s
     imgs = torch.cat([run_g(g, bn, zb)[0] for zb in z.split(16)]).clamp(-1, 1)
     path = out or str(run_dir / ("generate" if per_image else "generate.png"))
     if per_image:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        for s, im in zip(seeds, imgs):
-            save_grid(im[None], Path(path) / f"seed{s:05d}.png", nrow=1)
+        save_images(imgs, path, names=[f"seed{s:05d}" for s in seeds])
     else:
         save_grid(imgs, path)
     click.echo(f"fastgan: wrote {len(seeds)} images to {path}")

@@ -87,3 +87,18 @@ def test_style_mix_grid_layout():
     assert (grid[5:8] - content[0]).abs().mean() > 1e-4  # the styles change the image
     assert torch.allclose(same[3], same[4], atol=1e-5) and torch.allclose(same[6], same[8], atol=1e-5)
     assert all(torch.allclose(none[4 * (i + 1) + j], content_b[i], atol=1e-6) for i in range(2) for j in range(4))
+
+
+def test_save_images_names(tmp_path):
+    """save_images(names=): one file per image under the given stems (FastGAN's generate --per-image)."""
+    from PIL import Image
+
+    from ganops.train.samples import save_images
+
+    x = torch.linspace(-1, 1, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    paths = save_images(x, tmp_path / "out", names=["seed00005", "seed00007"])
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["seed00005.png", "seed00007.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seed00005.png", "seed00007.png"]
+    assert Image.open(paths[1]).size == (4, 4)
+    with pytest.raises(ValueError, match="1 names for 2 images"):
+        save_images(x, tmp_path / "bad", names=["a"])

@@ -58,9 +58,11 @@ def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
                                                          duration=1000 / fps, loop=0))
 
 
-def save_images(images: torch.Tensor, directory: str | os.PathLike, *, start: int = 0, digits: int = 6) -> list[str]:
+def save_images(images: torch.Tensor, directory: str | os.PathLike, *, start: int = 0, digits: int = 6,
+                names: list[str] | None = None) -> list[str]:
     """Save a batch (N, 3, H, W) in [-1, 1] as one PNG per image, ``{start + i:0{digits}d}.png`` in ``directory``
-    (created), each written atomically: the layout external FID tools (pytorch-fid, clean-fid) read.
+    (created), each written atomically: the layout external FID tools (pytorch-fid, clean-fid) read. ``names``:
+    one file stem per image instead of the numbers (e.g. FastGAN's ``seed00042``).
 
     Returns:
         the paths written, in order.
@@ -69,10 +71,13 @@ def save_images(images: torch.Tensor, directory: str | os.PathLike, *, start: in
 
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"save_images: images must be (N, 3, H, W), got {tuple(images.shape)}")
+    if names is not None and len(names) != len(images):
+        raise ValueError(f"save_images: {len(names)} names for {len(images)} images")
     os.makedirs(directory, exist_ok=True)
     paths = []
     for i, a in enumerate(to_uint8(images).permute(0, 2, 3, 1).numpy()):
-        path = os.path.join(os.fspath(directory), f"{start + i:0{digits}d}.png")
+        stem = names[i] if names is not None else f"{start + i:0{digits}d}"
+        path = os.path.join(os.fspath(directory), f"{stem}.png")
         _write_atomic(path, ".png", lambda tmp, a=a: Image.fromarray(a).save(tmp, format="PNG"))
         paths.append(path)
     return paths
