@@ -145,8 +145,9 @@ def test_layering_check_sees_an_upward_import(tmp_path, monkeypatch):
     pkg = tmp_path / "ganops"
     (pkg / "triton").mkdir(parents=True)
     (pkg / "ops").mkdir()
-    for f, text in {"__init__.py": "", "triton/__init__.py": "", "ops/__init__.py": "",
-                    "triton/k.py": "from ..ops.a import f\n", "ops/a.py": "def f():\n    from ..triton import k\n"}.items():
+    files = {"__init__.py": "", "triton/__init__.py": "", "ops/__init__.py": "",
+             "triton/k.py": "from ..ops.a import f\n", "ops/a.py": "def f():\n    from ..triton import k\n"}
+    for f, text in files.items():
         (pkg / f).write_text(text)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
     monkeypatch.setattr(sys.modules[__name__], "PKG", str(pkg))
