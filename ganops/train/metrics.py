@@ -109,37 +109,6 @@ def check_metrics(specs: Sequence[MetricSpec], *, resolution: int | None = None,
             raise MetricsAssetError(f"{e}\nOr train without them: --metrics none (or swd<N> only).") from None
 
 
-class _U8Items(Sequence):
-    """Lazy uint8 (3, H, W) view of ``dataset[indices[i]]`` (float items in [-1, 1])."""
-
-    def __init__(self, dataset: Any, indices: list[int]) -> None:
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
-        return to_uint8(self.dataset[self.indices[i]])
-
-
-class _DatasetSource(ImageSource):
-    """A training dataset subset as a :class:`ganops.metrics.ImageSource` (content fingerprint for the cache)."""
-
-    def __init__(self, dataset: Any, indices: list[int]) -> None:
-        super().__init__(_U8Items(dataset, indices), name="ganops.train")
-
-    def fingerprint(self) -> str:
-        if self._fp is None:
-            import hashlib
-
-            h = hashlib.sha256()
-            for x in self.items:
-                h.update(str(tuple(x.shape)).encode())
-                h.update(x.numpy().tobytes())
-            self._fp = h.hexdigest()
-        return self._fp
-
-
 class TrainMetrics:
     """Evaluates the requested metrics of a generator against the training dataset (used by ``TrainLoop``).
 
@@ -172,8 +141,13 @@ class TrainMetrics:
         return ", ".join(f"{s.name} ({min(s.num, self.n_total) if s.kind == 'swd' else s.num} generated vs "
                          f"{self.n_real(s)} real)" for s in self.specs)
 
-    def _reals(self, n: int) -> _DatasetSource:
-        return _DatasetSource(self.dataset, self.indices[:n])
+    def _reals(self, n: int) -> ImageSource:
+        """The first ``n`` real images of the fixed subset as an ImageSource (content fingerprint for the cache)."""
+        from torch.utils.data import Subset
+
+        from ..metrics.sweep import dataset_source
+
+        return dataset_source(Subset(self.dataset, self.indices[:n]), name="ganops.train")
 
     def _real_features(self, log: Callable[[str], None]) -> np.ndarray:
         if self._real_feats is None:
