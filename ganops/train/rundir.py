@@ -137,10 +137,7 @@ def make_run_dir(outdir: str | os.PathLike, name: str, config: dict | None = Non
     except OSError as e:
         raise RunDirError(f"--outdir {outdir}: cannot create the output directory ({e.strerror or e}); choose "
                           "another --outdir") from e
-    if not outdir.is_dir():
-        raise RunDirError(f"--outdir {outdir}: exists and is not a directory; choose another --outdir")
-    if not os.access(outdir, os.W_OK | os.X_OK):
-        raise RunDirError(f"--outdir {outdir}: not writable by this user; choose another --outdir")
+    check_outdir(outdir)  # it exists now: a directory this user can write into
     ids = [int(_RUN_RE.match(p.name).group(1)) for p in outdir.iterdir() if _RUN_RE.match(p.name)]
     rid = max(ids, default=-1) + 1
     while True:
