@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from ganops.metrics import LPIPS, _frozen, features as feat_mod
+from ganops.metrics import LPIPS, _frozen
 from ganops.metrics.__main__ import main
 from ganops.metrics.efficientnet import EfficientNetLite0, efficientnet_features
 from ganops.metrics.memorization import memorization_check, pairwise_lpips

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ._frozen import shared_net
-from ._images import ImageSource, open_images
+from ._images import open_images
 from .inception import FIDInceptionV3, to_inception_input
 from .lpips import VGG16Features, vgg16_features
 

@@ -11,8 +11,8 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from ..data import (IMAGE_SUFFIXES, SINGLE_IMAGE, BuiltinData, DataError, builtin_name, is_builtin, list_images,
-                    load_builtin, pil_to_uint8, read_image, to_rgb, visible_files)
+from ..data import (IMAGE_SUFFIXES, SINGLE_IMAGE, DataError, builtin_name, is_builtin, list_images, load_builtin,
+                    pil_to_uint8, read_image, to_rgb, visible_files)
 from .errors import DatasetError
 
 __all__ = [
@@ -21,14 +21,13 @@ __all__ = [
 ]
 
 
-def _builtin(spec: str | os.PathLike, flag: str, load: bool = True) -> BuiltinData | str:
-    """``builtin:<name>`` loaded (or, with ``load=False``, its validated name); an unknown name is a
-    :class:`DatasetError` naming ``flag`` (one ``Error:`` line in a recipe)."""
+def _builtin_name(spec: str | os.PathLike, flag: str) -> str:
+    """``builtin:<name>`` -> ``<name>``; an unknown name is a :class:`DatasetError` naming ``flag`` (one ``Error:``
+    line in a recipe) rather than ganops.data's plain ``DataError``."""
     try:
-        name = builtin_name(str(spec), flag)
+        return builtin_name(str(spec), flag)
     except DataError as e:
         raise DatasetError(str(e)) from None
-    return load_builtin(name) if load else name
 
 
 @dataclass
@@ -115,7 +114,7 @@ def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *
     """
     rep = FolderReport(path=str(path), resolution=resolution, flag=flag)
     if is_builtin(path):
-        _builtin(path, flag, load=False)  # validates the name
+        _builtin_name(path, flag)  # validates the name
         return rep
     p = Path(path)
     if not p.exists():
@@ -309,7 +308,7 @@ def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool
         DatasetError: with every problem found by :func:`check_image_folder` and the flag that fixes it.
     """
     if is_builtin(spec):
-        data = _builtin(spec, flag)
+        data = load_builtin(_builtin_name(spec, flag))
         if verbose and data.attribution:
             print(f"[ganops.train] builtin:{data.name}: {data.attribution}")
         small = min(min(im.size) for im in data.images)
@@ -335,7 +334,7 @@ def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
         (image (1, 3, H, W) in [-1, 1] with the longest side resized to ``max_size``, attribution or None).
     """
     if is_builtin(spec):
-        data = _builtin(spec, flag)
+        data = load_builtin(_builtin_name(spec, flag))
         if data.name not in SINGLE_IMAGE:
             warnings.warn(f"builtin:{data.name} is a multi-image set; using its first image", stacklevel=2)
         im, attribution = data.images[0], data.attribution
