@@ -10,11 +10,11 @@ from torch import nn
 
 from ..ops.diffaug import diff_augment, diff_augment_params
 from .fastgan import crop_part
+from .step_order import STEP_ORDERS  # one definition for FastGAN and ConSinGAN
 
 __all__ = ["RECON_LOSSES", "STEP_ORDERS", "make_recon_loss", "FastGANStep"]
 
 RECON_LOSSES = ("lpips-vgg", "lpips-alex", "l1", "mse")
-from .step_order import STEP_ORDERS  # noqa: E402  (one definition for both recipes)
 
 
 class _PixelRecon(nn.Module):
