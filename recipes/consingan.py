@@ -197,9 +197,9 @@ def _paste(task: str, run: str, naive: str, mask: str, fine_tune: int, train_dep
     t, cfg, rd = load_trainer(run, device)
     if cfg["mode"] != {"harmonize": "harmonization", "edit": "editing"}[task]:
         click.echo(f"consingan: note: the model was trained with --mode {cfg['mode']}")
+    img = load_image(naive, "--naive").to(device)
     m = load_image(mask, "--mask").to(device).mean(1, keepdim=True).add(1).div(2)
-    panels = paste(t, task, load_image(naive, "--naive").to(device), m, fine_tune=fine_tune,
-                   train_depth=train_depth, seed=seed)
+    panels = paste(t, task, img, m, fine_tune=fine_tune, train_depth=train_depth, seed=seed)
     path = out or str(rd / f"{task}-{Path(naive).stem}.png")
     save_grid(panels, path, nrow=3)
     click.echo(f"consingan: wrote naive | G output | composite to {path}")
