@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ganops.models.disp import DispGenerator
-from ganops.models.disp_train import (ARCH_DEFAULTS, ARCH_KEYS, PRESETS, apply_preset, build_models, d_loss,
+from ganops.train.disp import (ARCH_DEFAULTS, ARCH_KEYS, PRESETS, apply_preset, build_models, d_loss,
                                       after_training_samples, draw_priors, eval_dataset, evaluate, image_prior,
                                       invert_image, load_prior_table, normalise, split_dataset, training_priors,
                                       with_arch_defaults)

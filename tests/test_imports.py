@@ -5,7 +5,7 @@ every module importable in a fresh interpreter whatever comes first. Imports und
 module's own parent packages (always imported before it) do not count.
 
 Layers, lowest first (an import may only point to its own layer or a lower one):
-    _C, _ext, _layout, _dispatch, profiling  <  triton  <  ops  <  nn  <  data  <  metrics, models, train
+    _C, _ext, _layout, _dispatch, profiling  <  triton  <  ops  <  nn  <  data  <  metrics  <  models  <  train
     <  ganops (the package itself), info  <  __main__
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import ganops
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "ganops")
 LAYERS = [("_C", "_ext", "_layout", "_dispatch", "profiling"), ("triton",), ("ops",), ("nn",),
-          ("data",), ("metrics", "models", "train"), ("", "info", "__version__"), ("__main__",)]
+          ("data",), ("metrics",), ("models",), ("train",), ("", "info", "__version__"), ("__main__",)]
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 

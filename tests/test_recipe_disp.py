@@ -194,7 +194,7 @@ def test_help_and_usage_errors():
 
 def test_presets_fill_unset_options_and_explicit_ones_win(tmp_path):
     """--preset biggan32 sets the paper's settings (dry run of the baseline: no prior extraction); --batch wins."""
-    from ganops.models.disp_train import PRESETS
+    from ganops.train.disp import PRESETS
 
     m = load_recipe()
     args = ["train", "--preset", "biggan32", "--baseline", "--batch", "4", "--dry-run", "--outdir", str(tmp_path)]
@@ -240,7 +240,7 @@ def test_generate_one_file_per_image_and_old_conditioning(trained, tmp_path):
 def test_eval_split_holds_out_images_and_eval_uses_them(tmp_path):
     """--eval-split: the held-out images are not trained on; `eval` compares the same number of generated and
     held-out real images, with separate k for precision and recall."""
-    from ganops.models.disp_train import eval_dataset, split_indices
+    from ganops.train.disp import eval_dataset, split_indices
 
     tr, held = split_indices(80, 0.25, seed=3)
     assert len(held) == 20 and not set(tr) & set(held) and sorted(tr + held) == list(range(80))
@@ -257,7 +257,7 @@ def test_eval_split_holds_out_images_and_eval_uses_them(tmp_path):
 
 def test_d_loss_consistency_regularisation():
     """CR adds w*(D(T(x)) - D(x))^2 on reals; --cr-fakes (bCR) adds the same on fakes."""
-    from ganops.models.disp_train import d_loss
+    from ganops.train.disp import d_loss
 
     torch.manual_seed(0)
     w = torch.randn(3 * 4 * 4, requires_grad=True)

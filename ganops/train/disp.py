@@ -8,10 +8,16 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
-from .disp import DispDiscriminator, DispGenerator
-from .gmm import GaussianMixture
-from .priors import EXTRACTORS, ImageIndex, cached_priors, compute_priors, prior_cache_path, vicinal_sample
+from ..metrics.sweep import dataset_source
+from ..models.disp import DispDiscriminator, DispGenerator
+from ..models.gmm import GaussianMixture
+from ..models.priors import EXTRACTORS, ImageIndex, cached_priors, compute_priors, prior_cache_path, vicinal_sample
+from .checkpoint import CheckpointError, load_torch_file
+from .data import load_single_image, open_dataset
+from .errors import UserError
+from .samples import fixed_noise, save_grid
 
 __all__ = ["ARCH_KEYS", "ARCH_DEFAULTS", "PRESETS", "apply_preset", "build_models", "with_arch_defaults",
            "d_loss", "split_indices", "fit_gmm", "draw_priors", "evaluate", "training_priors",
@@ -106,7 +112,6 @@ def training_priors(dataset: Any, opts: dict, device: torch.device, verbose: boo
     """One streaming pass over ``dataset`` for the image index, then the priors (cached on disk, computed batch by
     batch on a miss). A cache file holding NaN/Inf (damaged: priors of real images are finite) is recomputed with a
     note. Returns (index, priors (N, dim) on the CPU, cache hit)."""
-    from ..train import UserError
 
     index = ImageIndex(dataset, num_workers=opts.get("workers", 0), progress=verbose)
     kw = dict(size=opts["prior_size"], cache_dir=opts["cache_dir"], device=device, progress=verbose,
@@ -125,7 +130,6 @@ def training_priors(dataset: Any, opts: dict, device: torch.device, verbose: boo
 
 
 def _open(spec: str, cfg: dict, *, hflip: bool = False, verbose: bool = False, flag: str = "--data") -> Any:
-    from ..train import open_dataset
 
     return open_dataset(spec, cfg["resolution"], hflip=hflip, allow_upscale=bool(cfg.get("allow_upscale")),
                         skip_bad=bool(cfg.get("skip_bad")), verbose=verbose, flag=flag, resolutions=(32, 64, 128))
@@ -143,7 +147,7 @@ def split_dataset(opts: dict) -> tuple[Any, str | None]:
     if not opts.get("dry_run"):
         ds.preload()
     keep = train_idx + ([i + n for i in train_idx] if ds.hflip else [])
-    return torch.utils.data.Subset(ds, keep), ds.attribution
+    return Subset(ds, keep), ds.attribution
 
 
 def eval_dataset(cfg: dict, spec: str) -> tuple[Any, str]:
@@ -154,13 +158,12 @@ def eval_dataset(cfg: dict, spec: str) -> tuple[Any, str]:
     ds = _open(cfg["data"], cfg)
     if spec == "auto" and cfg.get("eval_split"):
         held = split_indices(len(ds.items), cfg["eval_split"], seed=cfg["seed"])[1]
-        return torch.utils.data.Subset(ds, held), "held-out"
+        return Subset(ds, held), "held-out"
     return ds, "train"
 
 
 def load_prior_table(run_dir: Any, run: str) -> torch.Tensor:
     """The prior table a run's generator was trained with (``priors.pt``, written at the end of training)."""
-    from ..train import CheckpointError, load_torch_file
 
     pf = run_dir / "priors.pt"
     advice = "it is written at the end of training: rerun the end with `train --resume auto` and the run's --outdir"
@@ -196,7 +199,6 @@ def draw_priors(mode: str, priors: torch.Tensor, n: int, cfg: dict, seed: int,
 def after_training_samples(run: Any, g: DispGenerator, priors: torch.Tensor, cfg: dict, z: torch.Tensor) -> str:
     """Fit the GMM on the prior table (``gmm.pt``) and write ``vicinal.png`` and ``gmm.png`` grids; returns a
     summary line."""
-    from ..train.samples import save_grid
 
     gmm = fit_gmm(priors, cfg, seed=cfg["seed"])
     torch.save(gmm.state_dict(), run / "gmm.pt")
@@ -216,7 +218,6 @@ def normalise(priors: torch.Tensor, how: str) -> torch.Tensor:
 def image_prior(image: str, cfg: dict, *, edit: str = "none") -> torch.Tensor:
     """The (1, dim) prior of an image file as a run's training computed them ('semantic diffusion'); ``edit``
     'cutout' zeroes a centred half-size square first (the paper's CutOut edit)."""
-    from ..train import load_single_image
 
     x, _ = load_single_image(image, flag="--image")
     if edit == "cutout":
@@ -269,9 +270,9 @@ def evaluate(g: DispGenerator, priors: torch.Tensor, reals: Any, cfg: dict, *, m
     if k_max >= n:
         raise ValueError(f"--k-precision/--k-recall ({k_precision}/{k_recall}) must be below the number of images "
                          f"({n})")
-    from ..train.metrics import _DatasetSource  # the training metrics' lazy uint8 view with a content fingerprint
 
-    fr = cached_features(_DatasetSource(reals, list(range(n))), num=n, batch_size=batch, device=device, progress=True)
+    real_source = dataset_source(Subset(reals, range(n)), name="ganops.train")
+    fr = cached_features(real_source, num=n, batch_size=batch, device=device, progress=True)
     c = draw_priors(mode, priors, n, cfg, seed).to(device)
     ff = np.concatenate([inception_features(g(_latents(cfg, len(cb), seed + s, device), cb), batch_size=batch,
                                             device=device)
@@ -284,6 +285,5 @@ def evaluate(g: DispGenerator, priors: torch.Tensor, reals: Any, cfg: dict, *, m
 
 
 def _latents(cfg: dict, n: int, seed: int, device: str) -> torch.Tensor:
-    from ..train.samples import fixed_noise
 
     return fixed_noise(n, cfg["z_dim"], seed=seed, device=device)
