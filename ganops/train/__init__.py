@@ -12,8 +12,8 @@ from .data import (DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler, 
                    list_images, load_single_image, open_dataset)
 from .distributed import DistInfo, init_distributed, is_main, per_rank_batch, wrap_ddp
 from .ema import EMA
-from .errors import RecipeGroup, RunStopped, UserError
-from .loop import MetricsError, TrainLoop, seed_everything, set_deterministic
+from .errors import MetricsError, RecipeGroup, RunStopped, UserError
+from .loop import TrainLoop, seed_everything, set_deterministic
 from .metrics import MetricSpec, TrainMetrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter
 from .rundir import RunDirError, check_outdir, make_run_dir

@@ -19,7 +19,7 @@ import traceback
 
 import click
 
-__all__ = ["UserError", "DatasetError", "RunStopped", "RecipeGroup", "as_click_error", "debug_enabled"]
+__all__ = ["UserError", "DatasetError", "RunStopped", "NonFiniteLossError", "MetricsError", "RecipeGroup", "as_click_error", "debug_enabled"]
 
 DEBUG_ENV = "GANOPS_DEBUG"
 # errno values of an OSError on a path the user chose (not a bug in the program); anything else keeps its traceback
@@ -67,15 +67,35 @@ class RunStopped(click.ClickException):
         super().__init__(_one_line(message))
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/Inf; ``step`` and ``name`` say where."""
+
+    def __init__(self, step: int, name: str, value: float, checkpoint: str | None = None) -> None:
+        self.step, self.name, self.value, self.checkpoint = step, name, value, checkpoint
+        super().__init__(self._msg())
+
+    def _msg(self) -> str:
+        where = (f"; last good checkpoint: {self.checkpoint}" if self.checkpoint
+                 else "; no checkpoint written yet")
+        return (f"loss {self.name!r} is {self.value} at step {self.step}: training stopped{where}. "
+                "Lower the learning rate, use --precision fp32, or check the data.")
+
+    def with_checkpoint(self, checkpoint: str | None) -> "NonFiniteLossError":
+        self.checkpoint = checkpoint
+        self.args = (self._msg(),)
+        return self
+
+
+class MetricsError(RuntimeError):
+    """Evaluating ``--metrics`` failed during training (a checkpoint of that step was written first)."""
+
+
 def as_click_error(e: BaseException) -> click.ClickException | None:
     """The one-line click error to show for ``e``, or None when ``e`` is a bug (keep its traceback).
 
     Click errors (``UserError`` s, ``click.UsageError``) are returned as they are; an ``OSError`` on a path becomes
     ``Error: PATH: reason`` (exit 2); ``NonFiniteLossError`` and ``MetricsError`` become :class:`RunStopped`.
     """
-    from .loop import MetricsError
-    from .progress import NonFiniteLossError
-
     if isinstance(e, click.ClickException):
         return e
     if isinstance(e, (NonFiniteLossError, MetricsError)):

@@ -18,6 +18,7 @@ from .best import BestSnapshot
 from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get_rng_state, latest_checkpoint,
                          load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state)
 from .data import InfiniteLoader, open_dataset
+from .errors import MetricsError
 from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
 from .rundir import (RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, remove_stale_temps,
@@ -30,10 +31,6 @@ __all__ = ["TrainLoop", "MetricsError", "set_deterministic", "seed_everything"]
 
 StepFn = Callable[[Any, int], Mapping[str, Any]]
 SampleFn = Callable[[int], torch.Tensor]
-
-
-class MetricsError(RuntimeError):
-    """Evaluating ``--metrics`` failed during training (a checkpoint of that step was written first)."""
 
 
 class TrainLoop:

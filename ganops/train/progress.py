@@ -12,26 +12,9 @@ from typing import Callable, Mapping
 
 import torch
 
+from .errors import NonFiniteLossError
+
 __all__ = ["NonFiniteLossError", "to_floats", "find_non_finite", "append_jsonl", "StatsWriter", "Progress"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN/Inf; ``step`` and ``name`` say where."""
-
-    def __init__(self, step: int, name: str, value: float, checkpoint: str | None = None) -> None:
-        self.step, self.name, self.value, self.checkpoint = step, name, value, checkpoint
-        super().__init__(self._msg())
-
-    def _msg(self) -> str:
-        where = (f"; last good checkpoint: {self.checkpoint}" if self.checkpoint
-                 else "; no checkpoint written yet")
-        return (f"loss {self.name!r} is {self.value} at step {self.step}: training stopped{where}. "
-                "Lower the learning rate, use --precision fp32, or check the data.")
-
-    def with_checkpoint(self, checkpoint: str | None) -> "NonFiniteLossError":
-        self.checkpoint = checkpoint
-        self.args = (self._msg(),)
-        return self
 
 
 def to_floats(values: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
