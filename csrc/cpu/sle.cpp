@@ -161,21 +161,17 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cpu(const at::Tensor& grad_in, c
   check_sle_grad(grad_in, x_in, "sle_backward");
   TORCH_CHECK(x_in.device().is_cpu(), "sle_backward (cpu): x must be a CPU tensor");
   at::Tensor gx = new_output(x_in);
-  const bool cl = is_channels_last(gx);
-  const at::Tensor x = as_layout(x_in, cl);
-  const at::Tensor gy = as_layout(grad_in, cl);
-  const at::Tensor gate = gate_in.contiguous();
-  at::Tensor gg = at::empty(gate.sizes(), gate.options());
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  if (gate.numel() == 0) return {gx, gg};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sle_backward_cpu", [&] {
+  SleBackwardOperands op = sle_backward_operands(gx, grad_in, x_in, gate_in);
+  const int64_t N = op.x.size(0), C = op.x.size(1), HW = op.x.size(2) * op.x.size(3);
+  if (op.gate.numel() == 0) return {gx, op.gg};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, op.x.scalar_type(), "sle_backward_cpu", [&] {
     using acc_t = typename AccType<scalar_t>::type;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
-    const scalar_t* gp = gate.const_data_ptr<scalar_t>();
+    const scalar_t* xp = op.x.const_data_ptr<scalar_t>();
+    const scalar_t* gyp = op.gy.const_data_ptr<scalar_t>();
+    const scalar_t* gp = op.gate.const_data_ptr<scalar_t>();
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
-    scalar_t* ggp = gg.mutable_data_ptr<scalar_t>();
-    if (!cl) {
+    scalar_t* ggp = op.gg.mutable_data_ptr<scalar_t>();
+    if (!op.channels_last) {
       at::parallel_for(0, N * C, std::max<int64_t>(1, 32768 / std::max<int64_t>(HW, 1)), [&](int64_t b, int64_t e) {
         for (int64_t nc = b; nc < e; ++nc) {
           const acc_t sv = sle::sigmoid<acc_t>(static_cast<acc_t>(gp[nc]));
@@ -215,7 +211,7 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cpu(const at::Tensor& grad_in, c
       });
     }
   });
-  return {gx, gg};
+  return {gx, std::move(op.gg)};
 }
 
 }  // namespace

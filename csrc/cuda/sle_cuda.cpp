@@ -42,19 +42,17 @@ std::tuple<at::Tensor, at::Tensor> sle_backward_cuda(const at::Tensor& grad_in, 
   TORCH_CHECK(x_in.is_cuda(), "sle_backward (cuda): x must be a CUDA tensor");
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
   at::Tensor gx = dense_output_like(x_in);
-  const bool cl = is_channels_last(gx);
-  const at::Tensor x = as_layout(x_in, cl);
-  const at::Tensor gy = as_layout(grad_in, cl);
-  const at::Tensor gate = gate_in.contiguous();
-  at::Tensor gg = at::empty(gate.sizes(), gate.options());
+  SleBackwardOperands op = sle_backward_operands(gx, grad_in, x_in, gate_in);
+  const at::Tensor& x = op.x;
+  const bool cl = op.channels_last;
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   // Partial gate sums of the split reduction (see ganops/launch_plan.h), in the accumulation type.
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor ws = at::empty({plan::sle_backward(N, C, HW, cl).workspace}, x.options().dtype(acc));
-  C10_CUDA_CHECK(cuda::sle_backward_launch(dtype_code(x.scalar_type()), gy.const_data_ptr(), x.const_data_ptr(),
-                                           gate.const_data_ptr(), gx.mutable_data_ptr(), gg.mutable_data_ptr(),
+  C10_CUDA_CHECK(cuda::sle_backward_launch(dtype_code(x.scalar_type()), op.gy.const_data_ptr(), x.const_data_ptr(),
+                                           op.gate.const_data_ptr(), gx.mutable_data_ptr(), op.gg.mutable_data_ptr(),
                                            ws.data_ptr(), N, C, HW, cl, c10::cuda::getCurrentCUDAStream().stream()));
-  return {gx, gg};
+  return {gx, std::move(op.gg)};
 }
 
 }  // namespace
