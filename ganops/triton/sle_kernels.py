@@ -50,6 +50,28 @@ def bwd_plan(N: int, C: int, HW: int) -> dict[str, int]:
                 programs=_programs(rows * chunks))
 
 
+@triton.jit
+def _sigmoid(g):
+    return 1.0 / (1.0 + tl.exp(-g))
+
+
+@triton.jit
+def _grad_gate(acc, s):
+    # d loss / d g[n, c] from acc = sum over pixels of gy * x.
+    return acc * s * (1.0 - s)
+
+
+@triton.jit
+def _row_gate(g_ptr, r, n_ct, C, BLOCK_C: tl.constexpr, ACC_F64: tl.constexpr):
+    # Row r = (n, channel tile): the sample n, the tile's channels c with their mask, and sigmoid(g[n, c]).
+    acc_t = tl.float64 if ACC_F64 else tl.float32
+    n = r // n_ct
+    c = (r % n_ct) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    s = _sigmoid(tl.load(g_ptr + n * C + c, mask=cm, other=0.0).to(acc_t))
+    return n, c, cm, s
+
+
 # y[n, c, p] = x[n, c, p] * sigmoid(g[n, c]); tile t = (n, channel tile, pixel tile), pixel tile fastest.
 # Addresses: n * C * HW + c * s_c + p * s_p, with (s_c, s_p) = (HW, 1) for NCHW and (1, C) for NHWC.
 @triton.jit
@@ -58,13 +80,8 @@ def _sle_fwd_kernel(x_ptr, g_ptr, y_ptr, C, HW, s_c, s_p, n_ct, n_pt, n_tiles, B
     acc_t = tl.float64 if ACC_F64 else tl.float32
     for t in range(tl.program_id(0).to(tl.int64), n_tiles, tl.num_programs(0)):
         pt = t % n_pt
-        r = t // n_pt
-        n = r // n_ct
-        c = (r % n_ct) * BLOCK_C + tl.arange(0, BLOCK_C)
+        n, c, cm, s = _row_gate(g_ptr, t // n_pt, n_ct, C, BLOCK_C, ACC_F64)
         p = pt * BLOCK_P + tl.arange(0, BLOCK_P)
-        cm = c < C
-        g = tl.load(g_ptr + n * C + c, mask=cm, other=0.0).to(acc_t)
-        s = 1.0 / (1.0 + tl.exp(-g))
         offs = n * C * HW + c[:, None] * s_c + p[None, :] * s_p
         m = cm[:, None] & (p[None, :] < HW)
         x = tl.load(x_ptr + offs, mask=m, other=0.0).to(acc_t)
@@ -79,12 +96,7 @@ def _sle_bwd_kernel(gy_ptr, x_ptr, g_ptr, gx_ptr, gg_ptr, ws_ptr, C, HW, s_c, s_
     acc_t = tl.float64 if ACC_F64 else tl.float32
     for it in range(tl.program_id(0).to(tl.int64), n_items, tl.num_programs(0)):
         k = it % chunks
-        r = it // chunks
-        n = r // n_ct
-        c = (r % n_ct) * BLOCK_C + tl.arange(0, BLOCK_C)
-        cm = c < C
-        g = tl.load(g_ptr + n * C + c, mask=cm, other=0.0).to(acc_t)
-        s = 1.0 / (1.0 + tl.exp(-g))
+        n, c, cm, s = _row_gate(g_ptr, it // chunks, n_ct, C, BLOCK_C, ACC_F64)
         acc = tl.zeros([BLOCK_C], dtype=acc_t)
         p_lo = k * chunk
         p_hi = tl.minimum(p_lo + chunk, HW)
@@ -97,7 +109,7 @@ def _sle_bwd_kernel(gy_ptr, x_ptr, g_ptr, gx_ptr, gg_ptr, ws_ptr, C, HW, s_c, s_
             acc += tl.sum(gy * x, axis=1)
             tl.store(gx_ptr + offs, (gy * s[:, None]).to(gx_ptr.dtype.element_ty), mask=m)
         if WRITE_GG:
-            tl.store(gg_ptr + n * C + c, (acc * s * (1.0 - s)).to(gg_ptr.dtype.element_ty), mask=cm)
+            tl.store(gg_ptr + n * C + c, _grad_gate(acc, s).to(gg_ptr.dtype.element_ty), mask=cm)
         else:
             tl.store(ws_ptr + (n * C + c) * chunks + k, acc, mask=cm)
 
@@ -113,9 +125,8 @@ def _sle_bwd_finalize_kernel(ws_ptr, g_ptr, gg_ptr, NC, chunks, n_blocks, BLOCK:
         acc = tl.zeros([BLOCK], dtype=acc_t)
         for k in range(0, chunks):
             acc += tl.load(ws_ptr + i * chunks + k, mask=m, other=0.0).to(acc_t)
-        g = tl.load(g_ptr + i, mask=m, other=0.0).to(acc_t)
-        s = 1.0 / (1.0 + tl.exp(-g))
-        tl.store(gg_ptr + i, (acc * s * (1.0 - s)).to(gg_ptr.dtype.element_ty), mask=m)
+        s = _sigmoid(tl.load(g_ptr + i, mask=m, other=0.0).to(acc_t))
+        tl.store(gg_ptr + i, _grad_gate(acc, s).to(gg_ptr.dtype.element_ty), mask=m)
 
 
 def _layout(out: torch.Tensor):

@@ -31,6 +31,17 @@ def _ptr(meta, l, field: tl.constexpr, wit):
 
 
 @triton.jit
+def _denom(x, n, eps, BLOCK: tl.constexpr):
+    # max(||x[:n]||, eps) of a vector in the scratch dtype (the C++ kernels' sn::denom).
+    ss = tl.zeros([BLOCK], dtype=x.dtype.element_ty)
+    for k0 in range(0, n, BLOCK):
+        k = k0 + tl.arange(0, BLOCK).to(tl.int64)
+        xk = tl.load(x + k, mask=k < n, other=0.0)
+        ss += xk * xk
+    return tl.maximum(tl.sqrt(tl.sum(ss, axis=0)), eps)
+
+
+@triton.jit
 def _sn_colsum_kernel(meta, tiles, scratch, wit, FROM_INPUT: tl.constexpr, BLOCK_C: tl.constexpr,
                       BLOCK_H: tl.constexpr):
     # t[j] = sum_i W[p, i, r] u[i] for a tile of BLOCK_C columns j = p*R + r.
@@ -60,12 +71,7 @@ def _sn_normv_kernel(meta, scratch, wit, eps_ptr, BLOCK: tl.constexpr):
     C = tl.load(meta + l * 14 + 7) * tl.load(meta + l * 14 + 9)
     t = scratch + tl.load(meta + l * 14 + 10)
     v = _ptr(meta, l, 5, wit)
-    ss = tl.zeros([BLOCK], dtype=scratch.dtype.element_ty)
-    for j0 in range(0, C, BLOCK):
-        j = j0 + tl.arange(0, BLOCK).to(tl.int64)
-        x = tl.load(t + j, mask=j < C, other=0.0)
-        ss += x * x
-    d = tl.maximum(tl.sqrt(tl.sum(ss, axis=0)), eps)
+    d = _denom(t, C, eps, BLOCK)
     for j0 in range(0, C, BLOCK):
         j = j0 + tl.arange(0, BLOCK).to(tl.int64)
         x = tl.load(t + j, mask=j < C, other=0.0)
@@ -104,12 +110,7 @@ def _sn_normu_kernel(meta, scratch, sigmas, wit, eps_ptr, UPDATE: tl.constexpr, 
     u_out = _ptr(meta, l, 4, wit)
     d = 1.0
     if UPDATE:
-        ss = tl.zeros([BLOCK], dtype=scratch.dtype.element_ty)
-        for i0 in range(0, H, BLOCK):
-            i = i0 + tl.arange(0, BLOCK).to(tl.int64)
-            x = tl.load(s + i, mask=i < H, other=0.0)
-            ss += x * x
-        d = tl.maximum(tl.sqrt(tl.sum(ss, axis=0)), eps)
+        d = _denom(s, H, eps, BLOCK)
     else:
         C = tl.load(meta + l * 14 + 7) * tl.load(meta + l * 14 + 9)
         v_in, v_out = _ptr(meta, l, 3, wit), _ptr(meta, l, 5, wit)
