@@ -70,33 +70,36 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+# The compiled backends' reasons, in backend_status's order: (dispatch key, no kernel, not built in, ok).
+_COMPILED = {
+    "cpu": ("CPU", "no C++ kernel for this op", "extension built without this op", "C++ kernel"),
+    "cuda": ("CUDA", "no CUDA kernel for this op", "extension built without CUDA (see `python -m ganops info`)",
+             "CUDA kernel"),
+}
+
+
+def _compiled_status(info: OpInfo, backend: str, device: torch.device | None) -> tuple[bool, str]:
+    key, missing, unbuilt, ok = _COMPILED[backend]
+    if info.compiled is None or (backend == "cuda" and not info.cuda):
+        return False, missing
+    if not _ext.loaded:
+        return False, f"extension not loaded ({_ext.load_error})"
+    if not _ext.has_kernel(info.compiled, key):
+        return False, unbuilt
+    if device is not None and device.type != backend:
+        return False, f"tensor on {device.type}, {backend} kernel needs {key} tensors"
+    if backend == "cuda" and device is None and not torch.cuda.is_available():
+        return False, "compiled; no CUDA device present"
+    return True, ok
+
+
 def backend_status(op: str, backend: str, device: torch.device | None = None) -> tuple[bool, str]:
     """Can ``backend`` run ``op`` (on ``device`` when given)? Returns (ok, reason)."""
     info = _REGISTRY[op]
     if backend == "ref":
         return True, "plain PyTorch"
-    if backend == "cpu":
-        if info.compiled is None:
-            return False, "no C++ kernel for this op"
-        if not _ext.loaded:
-            return False, f"extension not loaded ({_ext.load_error})"
-        if not _ext.has_kernel(info.compiled, "CPU"):
-            return False, "extension built without this op"
-        if device is not None and device.type != "cpu":
-            return False, f"tensor on {device.type}, cpu kernel needs CPU tensors"
-        return True, "C++ kernel"
-    if backend == "cuda":
-        if info.compiled is None or not info.cuda:
-            return False, "no CUDA kernel for this op"
-        if not _ext.loaded:
-            return False, f"extension not loaded ({_ext.load_error})"
-        if not _ext.has_kernel(info.compiled, "CUDA"):
-            return False, "extension built without CUDA (see `python -m ganops info`)"
-        if device is not None and device.type != "cuda":
-            return False, f"tensor on {device.type}, cuda kernel needs CUDA tensors"
-        if device is None and not torch.cuda.is_available():
-            return False, "compiled; no CUDA device present"
-        return True, "CUDA kernel"
+    if backend in _COMPILED:
+        return _compiled_status(info, backend, device)
     if backend == "triton":
         if not info.triton:
             return False, "no Triton kernel for this op"
