@@ -87,6 +87,19 @@ def compiled_backends(op: str, device: str = "cpu") -> list[str]:
     return out
 
 
+def checked_backends(op: str, device: str = "cpu") -> list[str]:
+    """compiled_backends(op, device), failing when the extension loaded without op's cpu kernel (a broken build
+    must not pass as skipped cpu tests)."""
+    bs = compiled_backends(op, device)
+    assert "cpu" in bs or device != "cpu" or not ganops._ext.loaded, f"extension loaded but the {op} cpu kernel missing"
+    return bs
+
+
+def backend_available(op: str, backend: str) -> bool:
+    """Is `backend` runnable for `op` on its test device (device_for: Triton on the GPU when there is one)?"""
+    return backend == "ref" or backend in checked_backends(op, device_for(backend))
+
+
 def triton_interpreter_enabled() -> bool:
     return ganops._dispatch.triton_interpreting()
 

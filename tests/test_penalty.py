@@ -7,8 +7,8 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import (DTYPES, LAYOUTS, TOL, backends, compiled_backends, device_for, make_layout, requires_cuda,
-                      requires_ext, requires_triton, triton_device)
+from conftest import (DTYPES, LAYOUTS, TOL, backend_available, backends, checked_backends, device_for, make_layout,
+                      requires_cuda, requires_ext, requires_triton, triton_device)
 from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 64, 4, 4), (2, 3, 25, 34), (1, 2, 67, 65)]
@@ -16,14 +16,11 @@ MODES = [(no, red, t) for no in ("sample", "channel") for red in ("mean", "sum",
 
 
 def _backends(op="gp_norm_penalty", device="cpu"):
-    bs = compiled_backends(op, device)
-    assert "cpu" in bs or device != "cpu" or not ganops._ext.loaded, f"extension loaded but the {op} cpu kernel missing"
-    return bs
+    return checked_backends(op, device)
 
 
 def _available(backend, op="gp_norm_penalty"):
-    """Is `backend` runnable on its test device (device_for: Triton on the GPU when there is one)?"""
-    return backend == "ref" or backend in _backends(op, device_for(backend))
+    return backend_available(op, backend)
 
 
 def _grad_input(shape, dtype=torch.float64, seed=0, layout="contiguous", device="cpu"):

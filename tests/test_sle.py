@@ -7,8 +7,8 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import (DTYPES, LAYOUTS, TOL, backends, compiled_backends, device_for, make_layout, requires_cuda,
-                      requires_ext, requires_triton, triton_device)
+from conftest import (DTYPES, LAYOUTS, TOL, backend_available, backends, checked_backends, device_for, make_layout,
+                      requires_cuda, requires_ext, requires_triton, triton_device)
 
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 4, 4), (2, 5, 1, 1), (2, 16, 33, 17), (1, 2, 130, 129)]
 
@@ -26,14 +26,11 @@ def _ref64(x, gate):
 
 
 def _backends(device="cpu"):
-    bs = compiled_backends("sle", device)
-    assert "cpu" in bs or device != "cpu" or not ganops._ext.loaded, "extension loaded but the sle cpu kernel missing"
-    return bs
+    return checked_backends("sle", device)
 
 
 def _available(backend):
-    """Is `backend` runnable on its test device (device_for: Triton on the GPU when there is one)?"""
-    return backend == "ref" or backend in _backends(device_for(backend))
+    return backend_available("sle", backend)
 
 
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
