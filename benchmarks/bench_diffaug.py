@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 import ganops
-from ganops._dispatch import backend_status
+from benchmarks.providers import case_id, cpu_bytes, devices, op_providers, provider_fn
 
 POLICY = "color,translation,cutout"
 SHAPES = [(16, 3, 128, 128), (8, 3, 256, 256), (8, 3, 1024, 1024)]
-_compiled = {}
 
 
 def official_math(x, params):
@@ -51,34 +50,15 @@ def official_math(x, params):
     return x * mask.unsqueeze(1)
 
 
-def _providers(device):
-    provs = ["ref", "ref+compile"]
-    for b in ("cpu", "cuda", "triton"):
-        if backend_status("diff_augment", b, torch.device(device))[0] and not (b == "triton" and device == "cpu"):
-            provs.append(b)
-    return provs
-
-
-def _fn(provider):
-    if provider == "ref":
-        return official_math
-    if provider == "ref+compile":
-        if "f" not in _compiled:
-            _compiled["f"] = torch.compile(official_math, dynamic=False)
-        return _compiled["f"]
+def _fused(provider):
     return lambda x, p: ganops.diff_augment(x, POLICY, params=p, impl=provider)
 
 
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-CASES = [(d, s) for d in _devices() for s in SHAPES]
+CASES = [(d, s) for d in devices() for s in SHAPES]
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("device,shape", CASES,
-                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize("device,shape", CASES, ids=case_id)
 def test_diff_augment(compare, device, shape, mode):
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
@@ -98,15 +78,7 @@ def test_diff_augment(compare, device, shape, mode):
                 torch.autograd.grad(f(xr, params), xr, gy)
         return run
 
-    fns = {p: make(_fn(p)) for p in _providers(device)}
-    nbytes = {}
-    if device == "cpu":
-        from ganops.profiling import count
-
-        for p, run in fns.items():
-            if p != "ref+compile":
-                run()
-                nbytes[p] = count(run, track_memory=False).bytes
+    fns = {p: make(provider_fn(p, official_math, _fused)) for p in op_providers("diff_augment", device)}
     big = shape[-1] >= 1024
-    compare(op="diff_augment", case="x".join(map(str, shape)), mode=mode, fns=fns, device=device,
-            rounds=3 if big else 5, warmup=1 if big else 2, bytes=nbytes, min_bytes=min_bytes)
+    compare(op="diff_augment", case=case_id(shape), mode=mode, fns=fns, device=device,
+            rounds=3 if big else 5, warmup=1 if big else 2, bytes=cpu_bytes(fns, device), min_bytes=min_bytes)

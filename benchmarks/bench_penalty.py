@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 import ganops
+from benchmarks.providers import op_providers, provider_fn
 from ganops.ops.penalty import interpolate, norm_penalty
 from ganops.profiling import count
 
 SIZES = [(188, 250), (25, 34)]
 LAUNCHES: list[tuple[str, str, str, int]] = []
-_compiled = {}
 
 
 def consingan_d() -> nn.Module:
@@ -64,19 +64,10 @@ def fused_own(real, fake, g, weight=0.1, impl="auto"):
 
 
 def _providers():
-    provs = ["ref", "ref+compile"]
-    if ganops.backend_status("gp_norm_penalty", "cpu", torch.device("cpu"))[0]:
-        provs.append("cpu")
-    return provs
+    return op_providers("gp_norm_penalty", "cpu")
 
 
-def _own_fn(provider):
-    if provider == "ref":
-        return plain_own
-    if provider == "ref+compile":
-        if "own" not in _compiled:
-            _compiled["own"] = torch.compile(plain_own, dynamic=False)
-        return _compiled["own"]
+def _fused_own(provider):
     return lambda r, f, g: fused_own(r, f, g, impl=provider)
 
 
@@ -113,7 +104,7 @@ def test_penalty_own_work(compare, size):
             return x
         return run
 
-    fns = {p: make(_own_fn(p)) for p in _providers()}
+    fns = {p: make(provider_fn(p, plain_own, _fused_own)) for p in _providers()}
     for p, run in fns.items():
         run()
         if p != "ref+compile":
@@ -158,14 +149,11 @@ def test_r1_own_work_fastgan_shape(compare):
     def plain(g):
         return 5.0 * g.pow(2).reshape(g.shape[0], -1).sum(1).mean()
 
+    def fused(provider):
+        return lambda g: norm_penalty(g, target=0.0, scale=5.0, norm_over="sample", impl=provider)
+
     def make(provider):
-        if provider == "ref":
-            f = plain
-        elif provider == "ref+compile":
-            f = _compiled.setdefault("r1", torch.compile(plain, dynamic=False))
-        else:
-            def f(g):
-                return norm_penalty(g, target=0.0, scale=5.0, norm_over="sample", impl=provider)
+        f = provider_fn(provider, plain, fused)
 
         def run():
             g = g0.detach().requires_grad_(True)

@@ -24,40 +24,20 @@ import pytest
 import torch
 
 import ganops
-from ganops._dispatch import backend_status
+from benchmarks.providers import case_id, cpu_bytes, devices, op_providers, provider_fn
 
 SHAPES = [(8, 128, 64, 64), (8, 64, 128, 128), (8, 32, 256, 256), (8, 16, 512, 512)]
-_compiled = {}
 
 
-def _providers(device):
-    provs = ["ref", "ref+compile"]
-    for b in ("cpu", "cuda", "triton"):
-        if backend_status("sle", b, torch.device(device))[0] and not (b == "triton" and device == "cpu"):
-            provs.append(b)
-    return provs
-
-
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _fn(provider):
-    if provider == "ref":
-        return ganops.sle_ref
-    if provider == "ref+compile":
-        if "f" not in _compiled:
-            _compiled["f"] = torch.compile(ganops.sle_ref, dynamic=False)
-        return _compiled["f"]
+def _fused(provider):
     return lambda x, g: ganops.sle(x, g, impl=provider)
 
 
-CASES = [(d, s) for d in _devices() for s in SHAPES]
+CASES = [(d, s) for d in devices() for s in SHAPES]
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("device,shape", CASES,
-                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize("device,shape", CASES, ids=case_id)
 def test_sle(compare, device, shape, mode):
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
@@ -78,14 +58,6 @@ def test_sle(compare, device, shape, mode):
                 torch.autograd.grad(y, (xr, gr), gy)
         return run
 
-    fns = {p: make(_fn(p)) for p in _providers(device)}
-    nbytes = {}
-    if device == "cpu":
-        from ganops.profiling import count
-
-        for p, run in fns.items():
-            if p != "ref+compile":
-                run()  # warm (compiles nothing for eager providers)
-                nbytes[p] = count(run, track_memory=False).bytes
-    compare(op="sle", case="x".join(map(str, shape)), mode=mode, fns=fns, device=device, rounds=5, warmup=2,
-            bytes=nbytes, min_bytes=min_bytes)
+    fns = {p: make(provider_fn(p, ganops.sle_ref, _fused)) for p in op_providers("sle", device)}
+    compare(op="sle", case=case_id(shape), mode=mode, fns=fns, device=device, rounds=5, warmup=2,
+            bytes=cpu_bytes(fns, device), min_bytes=min_bytes)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from benchmarks.interleave import ratio_stats
+from benchmarks.providers import devices
 from ganops._dispatch import backend_status
 from ganops.nn import spectral_norm, spectral_norm_group
 
@@ -117,11 +118,7 @@ def launches(provider: str, device: str, convs=FASTGAN_D_CONVS) -> int:
     return res[1] - res[0]
 
 
-def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("device", devices())
 def test_spectral_norm_fastgan_d(compare, capsys, device):
     fns, n = {}, {}
     for p in _providers(device):
