@@ -32,11 +32,11 @@ from pathlib import Path
 
 import click
 import torch
-from click.core import ParameterSource
 
 from ganops.models.consingan import GEN_MODES, MODES, count_params
 from ganops.models.step_order import STEP_ORDERS
 from ganops.train import RecipeGroup, TrainLoop, check_options, save_grid, train_options
+from ganops.train.commands import device_option, given, run_option, seed_option
 from ganops.train.consingan import ConSinGANTrainer, trainer_config
 from ganops.train.consingan_graphs import cuda_graph_problems
 from ganops.train.consingan_infer import load_trainer, paste, write_animations
@@ -116,9 +116,9 @@ def cli(ctx: click.Context) -> None:
 def train(ctx: click.Context, **o) -> dict:
     if o["preset"] == "paper":
         for k, v in PAPER[o["mode"]].items():
-            if ctx.get_parameter_source(k) in (None, ParameterSource.DEFAULT):
+            if not given(ctx, k):
                 o[k] = v
-    if o["mode"] == "animation" and ctx.get_parameter_source("min_size") in (None, ParameterSource.DEFAULT):
+    if o["mode"] == "animation" and not given(ctx, "min_size"):
         o["min_size"] = ANIMATION_MIN_SIZE
         click.echo(f"consingan: --mode animation: --min-size {ANIMATION_MIN_SIZE} (the reference's animation setting)")
     check_options(o)
@@ -155,13 +155,13 @@ for _p in train.params:  # the shared flags' help text, as it applies to a singl
 
 
 @cli.command(help="Random samples at the trained size, or scaled per axis (arbitrary sizes/aspect ratios).")
-@click.option("--run", required=True, help="run directory or checkpoint")
+@run_option()
 @click.option("--num", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--scale-h", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
 @click.option("--scale-w", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@seed_option()
 @click.option("--out", default=None, help="output PNG [default: RUN/generate-{h}x{w}-{seed}.png]")
-@click.option("--device", default="cpu", show_default=True)
+@device_option()
 def generate(run: str, num: int, scale_h: float, scale_w: float, seed: int, out: str | None, device: str) -> str:
     t, cfg, rd = load_trainer(run, device)
     if cfg["mode"] in ("generation", "animation") and (scale_h != 1 or scale_w != 1):
@@ -176,10 +176,10 @@ def generate(run: str, num: int, scale_h: float, scale_w: float, seed: int, out:
 
 @cli.command(help="SIFID (SinGAN's single-image FID; FID Inception, both early layers) and the diversity score "
                   "of random samples at the trained size against the training image; writes RUN/eval.json.")
-@click.option("--run", required=True, help="run directory or checkpoint")
+@run_option()
 @click.option("--num", type=click.IntRange(2), default=50, show_default=True, help="samples")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@seed_option()
+@device_option()
 def evaluate(run: str, num: int, seed: int, device: str) -> dict | None:
     t, cfg, rd = load_trainer(run, device)
     if cfg["mode"] not in SAMPLE_MODES:
@@ -210,7 +210,7 @@ def _paste_command(task: str, mode: str, what: str, extra: str) -> click.Command
     @cli.command(task, help=f"{what} as the reference: G gets the naive image as stage 0's input{extra} and the "
                             "fixed reconstruction noise at the later stages; its output is composited over the "
                             "training image through the dilated, blurred mask. Writes naive | G output | composite.")
-    @click.option("--run", required=True, help=f"run trained with --mode {mode}")
+    @run_option(f"run trained with --mode {mode}")
     @click.option("--naive", default=None, help="naive image: the training image with the object pasted in / the "
                                                 "region edited (required)")
     @click.option("--mask", default=None, help="mask image, white where the object / edit is (required)")
@@ -219,9 +219,9 @@ def _paste_command(task: str, mode: str, what: str, extra: str) -> click.Command
                        "--fine_tune; fresh Adam, lr decay at 80%; the tuned model is not saved)")
     @click.option("--train-depth", type=click.IntRange(1), default=None,
                   help="stages trained by --fine-tune, at the lr scaling [default: the run's --train-depth]")
-    @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+    @seed_option()
     @click.option("--out", default=None, help="output PNG [default: RUN/TASK-NAIVE.png]")
-    @click.option("--device", default="cpu", show_default=True)
+    @device_option()
     def command(**o) -> str:
         return _paste(task, **o)
     return command
@@ -259,28 +259,27 @@ def dataset(folder: str, train_args: tuple[str, ...], outdir: str | None, num: i
 @cli.command(help="The reference's z random walk as a GIF: per moving stage z_t = a Z + (1-a)(z_{t-1} + "
                   "b (z_{t-1} - z_{t-2}) + (1-b) e_t), Z the stage's fixed reconstruction noise; stages below "
                   "--start-scale stay at Z. Best with a model trained with --mode animation.")
-@click.option("--run", required=True, help="run directory or checkpoint")
+@run_option()
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="pull back to Z")
 @click.option("--beta", type=float, default=0.9, show_default=True, help="momentum, 0 <= beta < 1")
 @click.option("--start-scale", type=int, default=2, show_default=True,
               help="first moving stage (0 .. the last trained stage)")
 @click.option("--frames", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@seed_option()
 @click.option("--out", default=None,
               help="output GIF [default: RUN/animation-a{alpha}-b{beta}-s{start}.gif]; with --all the folder "
                    "[default: RUN/animation]")
 @click.option("--all", "sweep", is_flag=True,
               help="the reference's sweep: beta 0.80/0.85/0.90/0.95 x start scale 0/1/2 (up to the last stage)")
-@click.option("--device", default="cpu", show_default=True)
+@device_option()
 @click.pass_context
 def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale: int, frames: int, fps: float,
             seed: int, out: str | None, sweep: bool, device: str) -> list[str]:
     if sweep:
-        given = [f for f, k in (("--beta", "beta"), ("--start-scale", "start_scale"))
-                 if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)]
-        if given:
-            raise click.UsageError(f"--all sweeps beta and the start scale itself; drop {' and '.join(given)}")
+        flags = [f for f, k in (("--beta", "beta"), ("--start-scale", "start_scale")) if given(ctx, k)]
+        if flags:
+            raise click.UsageError(f"--all sweeps beta and the start scale itself; drop {' and '.join(flags)}")
     elif not 0 <= beta < 1:
         raise click.UsageError(f"--beta {beta:g}: must be in [0, 1) (the walk's momentum; the reference uses "
                                "0.80-0.95)")
@@ -295,6 +294,7 @@ def animate(ctx: click.Context, run: str, alpha: float, beta: float, start_scale
                    "to) the reconstruction")
     return write_animations(t, rd, alpha=alpha, beta=beta, start_scale=start_scale, frames=frames, fps=fps,
                             seed=seed, out=out, sweep=sweep)
+
 
 if __name__ == "__main__":
     cli()

@@ -37,6 +37,8 @@ from ganops.models.priors import EXTRACTORS, VICINAL_LAWS, ImageIndex, vicinal_s
 from ganops.ops.diffaug import diff_augment
 from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint,
                           load_torch_file, save_grid, train_options)
+from ganops.train.commands import device_option, given, run_option, seed_option
+from ganops.train.progress import append_jsonl
 from ganops.train.samples import save_images
 
 __all__ = ["cli", "build_models", "draw_priors", "ARCH_KEYS"]
@@ -101,9 +103,7 @@ def cli(ctx: click.Context) -> None:
               help="fit the GMM on a random subset of this many priors (paper: 200k)")
 @click.pass_context
 def train(ctx: click.Context, **opts) -> dict:
-    from click.core import ParameterSource
-
-    apply_preset(opts, opts["preset"], lambda k: ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT))
+    apply_preset(opts, opts["preset"], lambda k: given(ctx, k))
     check_options(opts, power_of_two=True)
     if opts["resolution"] not in (32, 64, 128):
         raise click.UsageError(f"--resolution must be 32, 64 or 128 for DISP, got {opts['resolution']}")
@@ -194,7 +194,7 @@ def _load_run(run: str, device: str) -> tuple[DispGenerator, torch.Tensor, dict,
 @cli.command(help="Generate images from a trained run: training, vicinal or GMM priors, or the prior of an image "
                   "('semantic diffusion'). --out DIR (no image suffix) writes one PNG per image, for external FID "
                   "tools.")
-@click.option("--run", "run", required=True, help="run directory, checkpoint file or best.pt of a DISP training run")
+@run_option("run directory, checkpoint file or best.pt of a DISP training run")
 @click.option("--mode", type=click.Choice(["train", "vicinal", "gmm", "image"]), default="vicinal",
               show_default=True)
 @click.option("--image", default=None, help="--mode image: image file whose prior conditions every sample")
@@ -202,10 +202,10 @@ def _load_run(run: str, device: str) -> tuple[DispGenerator, torch.Tensor, dict,
               help="--mode image: edit the image before taking its prior (semantic diffusion)")
 @click.option("--num", "--n", "n", type=click.IntRange(min=1), default=16, show_default=True,
               help="number of samples")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@seed_option()
 @click.option("--out", default=None, help="a .png/.jpg file: one grid; a directory: 000000.png, 000001.png, ... "
                                           "[default: RUN/generate-MODE-SEED.png]")
-@click.option("--device", default="cpu", show_default=True)
+@device_option()
 @torch.no_grad()
 def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: int, out: str | None,
              device: str) -> None:
@@ -232,7 +232,7 @@ def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: in
 
 @cli.command(help="The paper's protocol: FID/KID and precision/recall of G_ema samples against held-out images "
                   "(the run's --eval-split, or --eval-data DIR), the same number of generated and real images.")
-@click.option("--run", "run", required=True, help="run directory, checkpoint file or best.pt")
+@run_option("run directory, checkpoint file or best.pt")
 @click.option("--mode", type=click.Choice(["train", "vicinal", "gmm"]), default="vicinal", show_default=True)
 @click.option("--eval-data", default="auto", show_default=True,
               help="real images: 'auto' (the run's held-out --eval-split, else its training data, with a note), "
@@ -243,8 +243,8 @@ def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: in
               help="neighbours of the real manifold's balls (precision; Kynkäänniemi et al.: 3)")
 @click.option("--k-recall", type=click.IntRange(min=1), default=3, show_default=True,
               help="neighbours of the generated manifold's balls (recall)")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@seed_option()
+@device_option()
 def eval(run: str, mode: str, eval_data: str, num: int | None, k_precision: int, k_recall: int, seed: int,
          device: str) -> dict:  # noqa: A001 - CLI verb
     g, pri, cfg, run_dir = _load_run(run, device)
@@ -257,22 +257,21 @@ def eval(run: str, mode: str, eval_data: str, num: int | None, k_precision: int,
                                               k_precision=k_precision, k_recall=k_recall, device=device)}
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(res) + "\n")
+    append_jsonl(run_dir / "metrics.jsonl", res)
     click.echo(json.dumps(res))
     return res
 
 
 @cli.command(help="Invert an image: optimise one prior per G block (and optionally z) to reconstruct it "
                   "(the paper: Adam, lr 0.1).")
-@click.option("--run", "run", required=True, help="run directory (or checkpoint file)")
+@run_option()
 @click.option("--image", required=True, help="image to reconstruct (resized to the training resolution)")
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--lr", type=float, default=0.1, show_default=True)
 @click.option("--optimize-z/--fixed-z", default=False, show_default=True, help="also optimise the latent")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@seed_option()
 @click.option("--out", default=None, help="output PNG (target | reconstruction) [default: RUN/invert-SEED.png]")
-@click.option("--device", default="cpu", show_default=True)
+@device_option()
 def invert(run: str, image: str, steps: int, lr: float, optimize_z: bool, seed: int, out: str | None,
            device: str) -> dict:
     from ganops.train import load_single_image

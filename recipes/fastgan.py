@@ -39,7 +39,7 @@ from ganops.models.fastgan import RESOLUTIONS
 from ganops.models.fastgan_step import RECON_LOSSES, STEP_ORDERS, FastGANStep, make_recon_loss
 from ganops.nn.spectral_norm import spectral_norm_group
 from ganops.train import EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, save_grid, train_options
-from ganops.train.commands import SEEDS, device_option, replace_option, run_option, seed_latents
+from ganops.train.commands import SEEDS, device_option, replace_option, run_option, seed_latents, seed_option
 from ganops.train.distributed import wrap_ddp
 from ganops.train.fastgan import (ADDED_ARCH_KEYS, ARCH_KEYS, RESIZES, TANH, build_models, evaluate_run,
                                   load_generator, parameter_report, probe_runs, run_g, style_mix_grid)
@@ -215,7 +215,7 @@ def mix(run: str, content_seeds: list[int], style_seeds: list[int], resolutions:
 @click.option("--all-checkpoints", is_flag=True, help="every checkpoint-*.pt of the run (train --keep 0 keeps all)")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="fakes per G forward (BatchNorm batch statistics with --bn batch; the reference's eval: 16)")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of the latents")
+@seed_option("seed of the latents")
 @_bn_opt
 @_dev_opt
 @torch.no_grad()
@@ -236,7 +236,7 @@ def eval(run: str, real: str | None, num: int, all_checkpoints: bool, batch: int
               help="distance to train and report with [default: the first run's --recon-loss]")
 @click.option("--eval-images", type=click.IntRange(min=1), default=256, show_default=True,
               help="training images the trained decoders are measured on (the first N)")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@seed_option()
 @click.option("--out", default=None, help="JSON of the results [default: FIRST_RUN/probe_decoders.json]")
 @_dev_opt
 def probe_decoders(runs: tuple[str, ...], iters: int, batch: int, recon_loss: str | None, eval_images: int,

@@ -6,10 +6,12 @@ from typing import Callable
 
 import click
 import torch
+from click.core import ParameterSource
 
 from .samples import fixed_noise
 
-__all__ = ["parse_seeds", "SeedList", "SEEDS", "seed_latents", "run_option", "device_option", "replace_option"]
+__all__ = ["parse_seeds", "SeedList", "SEEDS", "seed_latents", "run_option", "device_option", "seed_option",
+           "replace_option", "given"]
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -62,6 +64,11 @@ def device_option(default: str = "cpu") -> Callable:
     return click.option("--device", default=default, show_default=True)
 
 
+def seed_option(help: str | None = None) -> Callable:  # noqa: A002
+    """The subcommands' ``--seed``: one seed of the command's random draws (an int >= 0, shown default 0)."""
+    return click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help=help)
+
+
 def replace_option(name: str, option: click.Option) -> Callable:
     """Put ``option`` in place of the option called ``name`` that a decorator below it added (e.g. a shared
     ``train_options`` flag a recipe defines its own way), at the same place in ``--help``.
@@ -76,3 +83,9 @@ def replace_option(name: str, option: click.Option) -> Callable:
         params[i] = option
         return fn
     return deco
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` (its parameter name) was given by the user, not left at its default: what a
+    preset may override (explicit options win)."""
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
