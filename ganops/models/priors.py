@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics._frozen import FrozenNet, shared_net
+
 __all__ = ["EXTRACTORS", "get_extractor", "compute_priors", "cached_priors", "prior_cache_key", "vicinal_sample",
            "VICINAL_LAWS", "ImageIndex", "iter_batches", "prior_cache_path"]
 
@@ -24,7 +26,7 @@ def _vgg16() -> nn.Module:
     return VGG16Features("[-1,1]")
 
 
-class _EffNetFeatures(nn.Module):
+class _EffNetFeatures(FrozenNet):
     """EfficientNet-Lite0 pooled 1280-d features of images in [-1, 1]."""
 
     def __init__(self) -> None:
@@ -32,6 +34,7 @@ class _EffNetFeatures(nn.Module):
         from ..metrics.efficientnet import EfficientNetLite0
 
         self.net = EfficientNetLite0(pretrained=True, preprocess="tflite")  # expects [0, 1]
+        self.freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.features((x + 1) * 0.5)
@@ -55,19 +58,14 @@ EXTRACTORS: dict[str, tuple[int, Callable[[], nn.Module]]] = {
     "vgg16": (512, _vgg16),  # the paper's DISP-Vgg16: pooled conv5_3 (no fc weights offline)
     "efficientnet-lite0": (1280, _efficientnet_lite0),
 }
-_NETS: dict[tuple[str, str], nn.Module] = {}
 
 
 def get_extractor(name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """The frozen prior network ``name`` (one of :data:`EXTRACTORS`) on ``device``, built once per process."""
+    """The frozen prior network ``name`` (one of :data:`EXTRACTORS`) on ``device``, built once per process (the
+    metrics' cache of pretrained networks, :func:`ganops.metrics._frozen.shared_net`)."""
     if name not in EXTRACTORS:
         raise ValueError(f"prior extractor must be one of {sorted(EXTRACTORS)}, got {name!r}")
-    key = (name, str(torch.device(device)))
-    if key not in _NETS:
-        net = EXTRACTORS[name][1]().to(device).eval()
-        net.requires_grad_(False)
-        _NETS[key] = net
-    return _NETS[key]
+    return shared_net(f"prior:{name}", EXTRACTORS[name][1], device)
 
 
 def iter_batches(images: Any, batch_size: int, *, num_workers: int = 0) -> Iterator[torch.Tensor]:
