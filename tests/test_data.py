@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ganops.data import IMAGE_SUFFIXES, DataError, builtin_name, list_images, pil_to_uint8, read_image, to_rgb
+from ganops.data import (IMAGE_SUFFIXES, DataError, builtin_name, list_images, pil_to_uint8, read_image, read_rgb,
+                         to_rgb)
 
 
 def test_ground_floor_imports_no_higher_layer():
@@ -38,6 +39,16 @@ def test_read_image_closes_the_file_and_rejects_nan(tmp_path):
         read_image(tmp_path / "nan.tiff")
     with pytest.raises(FileNotFoundError):
         read_image(tmp_path / "missing.png")
+
+
+def test_read_rgb_takes_a_pil_image_or_a_path_and_raises_the_callers_error(tmp_path):
+    Image.new("LA", (2, 2), (0, 0)).save(tmp_path / "la.png")
+    from_path = read_rgb(tmp_path / "la.png", ValueError)
+    assert from_path.mode == "RGB" and from_path.getpixel((0, 0)) == (255, 255, 255)  # transparent: on white
+    assert read_rgb(Image.new("L", (2, 2), 7), ValueError).getpixel((1, 1)) == (7, 7, 7)
+    with pytest.raises(KeyError, match="missing.png") as info:
+        read_rgb(tmp_path / "missing.png", lambda e: KeyError(f"{tmp_path / 'missing.png'}: {type(e).__name__}"))
+    assert isinstance(info.value.__cause__, FileNotFoundError)
 
 
 def test_metrics_and_loader_decode_16bit_alike(tmp_path):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "DataError", "visible_files", "list_images", "read_image", "to_rgb", "pil_to_uint8",
-           "to_uint8"]
+__all__ = ["IMAGE_SUFFIXES", "DataError", "visible_files", "list_images", "read_image", "to_rgb", "read_rgb",
+           "pil_to_uint8", "to_uint8"]
 
 #: the image files every folder reader takes (case-insensitive)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -72,6 +73,22 @@ def to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
     if mode.startswith("I") or mode == "F":
         return _to_8bit(im).convert("RGB"), mode
     return im.convert("RGB"), mode
+
+
+def read_rgb(item: Image.Image | str | os.PathLike, error: Callable[[Exception], Exception]) -> Image.Image:
+    """An image item (a PIL image, or the path of a file, :func:`read_image`) in RGB (:func:`to_rgb`).
+
+    Args:
+        error: the caller's exception for a file that cannot be read, made from PIL's (raised ``from`` it).
+    """
+    if isinstance(item, Image.Image):
+        im = item
+    else:
+        try:
+            im = read_image(item)
+        except Exception as e:
+            raise error(e) from e
+    return to_rgb(im)[0]
 
 
 def pil_to_uint8(im: Image.Image) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ..data import IMAGE_SUFFIXES, is_builtin, list_images, load_builtin, pil_to_uint8, read_image, to_rgb, to_uint8
+from ..data import IMAGE_SUFFIXES, is_builtin, list_images, load_builtin, pil_to_uint8, read_rgb, to_uint8
 
 __all__ = ["ImageSource", "open_images", "IMAGE_SUFFIXES", "to_uint8"]
 
@@ -45,14 +45,8 @@ class ImageSource:
         if isinstance(item, torch.Tensor):
             x = item
         else:
-            if isinstance(item, Image.Image):
-                im = item
-            else:
-                try:
-                    im = read_image(item)
-                except Exception as e:
-                    raise ValueError(f"ganops.metrics: cannot read image {item}: {type(e).__name__}: {e}") from e
-            x = pil_to_uint8(to_rgb(im)[0])
+            x = pil_to_uint8(read_rgb(item, lambda e: ValueError(
+                f"ganops.metrics: cannot read image {item}: {type(e).__name__}: {e}")))
         if size is not None and tuple(x.shape[1:]) != (size, size):
             y = torch.nn.functional.interpolate(x[None].float(), size=(size, size), mode="bicubic",
                                                 align_corners=False, antialias=True)

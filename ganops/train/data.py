@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..data import (IMAGE_SUFFIXES, SINGLE_IMAGE, DataError, builtin_name, is_builtin, list_images, load_builtin,
-                    pil_to_uint8, read_image, to_rgb, visible_files)
+                    pil_to_uint8, read_image, read_rgb, to_rgb, visible_files)
 from .errors import DatasetError
 
 __all__ = [
@@ -271,15 +271,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def _decode(self, i: int) -> torch.Tensor:
         item = self.items[i]
-        if isinstance(item, Image.Image):
-            im = item
-        else:
-            try:
-                im = read_image(item)
-            except Exception as e:
-                raise DatasetError(f"cannot read image {item} ({_why(e, Path(item))}); fix or remove it (a file "
-                                   "changed after the data check?), or pass --skip-bad") from e
-        im, _ = to_rgb(im)
+        im = read_rgb(item, lambda e: DatasetError(f"cannot read image {item} ({_why(e, Path(item))}); fix or remove "
+                                                   "it (a file changed after the data check?), or pass --skip-bad"))
         return pil_to_uint8(_resize(im, self.resolution, self.resize))
 
     def __len__(self) -> int:
