@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from ganops.train import fixed_noise
-from ganops.train.commands import SEEDS, parse_seeds, replace_option, run_option, seed_latents
+from ganops.train.commands import SEEDS, given, parse_seeds, replace_option, run_option, seed_latents, seed_option
 from ganops.train.progress import append_jsonl
 
 
@@ -46,6 +46,21 @@ def test_seed_list_option_and_replace_option():
     assert "Missing option '--run'" in CliRunner().invoke(cmd, []).output
     with pytest.raises(KeyError, match="no option 'nope'"):
         replace_option("nope", click.Option(["--nope"]))(cmd.callback)
+
+
+def test_seed_option_and_given():
+    @click.command()
+    @seed_option("seed of the draws")
+    @click.option("--n", default=1)
+    @click.pass_context
+    def cmd(ctx: click.Context, seed: int, n: int) -> None:
+        click.echo(f"{seed} {given(ctx, 'seed')} {given(ctx, 'n')}")
+
+    assert CliRunner().invoke(cmd, []).output == "0 False False\n"
+    assert CliRunner().invoke(cmd, ["--seed", "0"]).output == "0 True False\n"
+    bad = CliRunner().invoke(cmd, ["--seed", "-1"])
+    assert bad.exit_code == 2 and "x>=0" in bad.output
+    assert "seed of the draws  [default: 0; x>=0]" in CliRunner().invoke(cmd, ["--help"]).output
 
 
 def test_seed_latents_rows_depend_on_their_seed_only():
