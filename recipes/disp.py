@@ -148,16 +148,12 @@ def train(ctx: click.Context, **opts) -> dict:
             with loop.amp.autocast():
                 loss_d = d_loss(D_, reals, G_(z, **kw).detach(), kw, aug, opts["cr_weight"], opts["cr_fakes"])
             loop.check_finite({"loss_d": loss_d})
-            opt_d.zero_grad(set_to_none=True)
-            loop.amp.scale(loss_d).backward()
-            loop.amp.step(opt_d)
+            loop.amp.backward_step(loss_d, opt_d)
         z = torch.randn(reals.shape[0], opts["z_dim"], device=dev)
         with loop.amp.autocast():
             loss_g = -D_(aug(G_(z, **kw)), **kw).mean()
         loop.check_finite({"loss_g": loss_g})
-        opt_g.zero_grad(set_to_none=True)
-        loop.amp.scale(loss_g).backward()
-        loop.amp.step(opt_g)
+        loop.amp.backward_step(loss_g, opt_g)
         loop.amp.update()
         ema.update(G)
         return {"loss_d": loss_d, "loss_g": loss_g}

@@ -2,6 +2,7 @@
 """ganops.train pieces: checkpoints (atomic, weights_only, RNG, config diff), EMA, AMP, run dirs, CLI, logs."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -179,6 +180,20 @@ def test_amp_precisions():
     assert "scaler" in amp.state_dict()
     with pytest.raises(ValueError, match="--precision"):
         Amp("fp8")
+
+
+def test_amp_backward_step_clears_the_previous_gradient():
+    torch.manual_seed(0)
+    m, x = nn.Linear(4, 4), torch.randn(2, 4)
+    ref = copy.deepcopy(m)
+    opt, opt_ref = torch.optim.SGD(m.parameters(), lr=0.1), torch.optim.SGD(ref.parameters(), lr=0.1)
+    amp = Amp("fp32", "cpu")
+    m(x).sum().backward()  # a stale gradient that a plain backward would add to
+    amp.backward_step(m(x).pow(2).mean(), opt)
+    opt_ref.zero_grad(set_to_none=True)
+    ref(x).pow(2).mean().backward()
+    opt_ref.step()
+    assert torch.equal(m.weight, ref.weight) and torch.equal(m.weight.grad, ref.weight.grad)
 
 
 def test_run_dir_ids_config_and_errors(tmp_path):

@@ -78,17 +78,13 @@ def main(nz: int, nan_at: int, nan_g_at: int, **opts) -> None:
         if it == nan_at:
             loss_d = loss_d * float("nan")
         loop.check_finite({"loss_d": loss_d})
-        opt_d.zero_grad(set_to_none=True)
-        loop.amp.scale(loss_d).backward()
-        loop.amp.step(opt_d)
+        loop.amp.backward_step(loss_d, opt_d)
         with loop.amp.autocast():
             loss_g = F.softplus(-D_ddp(G_ddp(z))).mean()
         if it == nan_g_at:
             loss_g = loss_g * float("nan")
         loop.check_finite({"loss_g": loss_g})
-        opt_g.zero_grad(set_to_none=True)
-        loop.amp.scale(loss_g).backward()
-        loop.amp.step(opt_g)
+        loop.amp.backward_step(loss_g, opt_g)
         loop.amp.update()
         ema.update(G)
         return {"loss_d": loss_d, "loss_g": loss_g}

@@ -89,6 +89,13 @@ class Amp:
         if optimizer is not None:
             self.step(optimizer)
 
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """One optimizer step on ``loss``: ``optimizer.zero_grad(set_to_none=True)``, then :meth:`backward` and
+        :meth:`step` (call :meth:`update` once per iteration after the last one). The gradients are cleared here,
+        after the forward, which is the same as before it unless something reads them in between."""
+        optimizer.zero_grad(set_to_none=True)
+        self.backward(loss, optimizer)
+
     def state_dict(self) -> dict:
         return {"precision": self.precision, "scaler": self.scaler.state_dict()}
 

@@ -261,9 +261,8 @@ class ConSinGANTrainer:
     def _g_steps(self, loss: torch.Tensor) -> None:
         """One backward, then ``g_steps`` Adam steps on that gradient (the reference's Gsteps); under fp16 the first
         goes through the scaler and the repeats follow only when it was not skipped for inf/NaN gradients."""
-        self.optG.zero_grad(set_to_none=True)
         amp = self.amp
-        amp.backward(loss, self.optG)
+        amp.backward_step(loss, self.optG)
         sc = amp.scaler
         if not sc.is_enabled() or sum(v.item() for v in sc._found_inf_per_device(self.optG).values()) == 0:
             for _ in range(self.cfg["g_steps"] - 1):
