@@ -35,7 +35,7 @@ from ganops.train.disp import (ARCH_DEFAULTS, ARCH_KEYS, PRESETS, apply_preset, 
 from ganops.models.gmm import GaussianMixture
 from ganops.models.priors import EXTRACTORS, VICINAL_LAWS, ImageIndex, vicinal_sample
 from ganops.ops.diffaug import diff_augment
-from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint,
+from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint, load_state,
                           load_torch_file, save_grid, train_options)
 from ganops.train.commands import device_option, given, run_option, seed_option
 from ganops.train.progress import append_jsonl
@@ -183,7 +183,7 @@ def _load_run(run: str, device: str) -> tuple[DispGenerator, torch.Tensor, dict,
     cfg = with_arch_defaults(ck["config"])
     pri = load_prior_table(run_dir, run)
     g, _ = build_models(cfg, pri.shape[0])
-    g.load_state_dict(ck["ema"]["G_ema"]["module"])
+    load_state(g, ck["ema"]["G_ema"]["module"], f"--run {run}: the EMA generator")
     return g.to(device).eval(), pri.to(device), cfg, run_dir
 
 

@@ -135,6 +135,10 @@ def derived_checkpoint(src: Path, dst: Path, kind: str) -> Path:
         elif kind == "nan":
             w = next(v for v in st["models"]["G"].values() if v.is_floating_point())
             w.view(-1)[0] = float("nan")
+        elif kind == "wrong-shape":  # hand-edited: G's first tensor (and the EMA copy's) replaced by a 3x3 one
+            for sd in (st["models"]["G"], st.get("ema", {}).get("G_ema", {}).get("module", {})):
+                if sd:
+                    sd[next(iter(sd))] = torch.zeros(3, 3)
         else:
             raise ValueError(kind)
         torch.save(st, dst)
@@ -243,6 +247,8 @@ def _resume(recipe: str, kind: str):
         else:
             ck = derived_checkpoint(src, tmp / f"{kind}.pt", kind)
         extra = OTHER_ARCH[recipe] if kind == "other-arch" else []
+        if recipe == "disp" and kind == "wrong-shape":  # fails once the priors are known: reuse the run's cache
+            extra = ["--cache-dir", str(tr["cache"])]
         return _train(recipe)(tmp, tr) + ["--resume", str(ck), *extra]
     return args
 
@@ -406,12 +412,16 @@ def _table() -> list[Row]:
                 ("newer.pt: written by a newer ganops (99.0", "upgrade ganops"), "exit 2"),
             Row("resume-nan-weights", r, _resume(r, "nan"), "error", ("nan.pt: holds NaN/Inf values", "models.G."),
                 "exit 2: use an earlier checkpoint"),
+            Row("resume-wrong-shape", r, _resume(r, "wrong-shape"), "error",
+                ("wrong-shape.pt: models['G'] does not fit this", "size mismatch"),
+                "exit 2: names the first mismatching tensors (a hand-edited checkpoint)"),
             Row("resume-auto-damaged-latest", r, _resume_auto_damaged(r), "error", ("--resume", damaged),
                 "exit 2 naming the run's latest checkpoint; the run is left as it was"),
             *[Row(f"run-{k}", r, _run(r, k), "error", ("--run",) + needles, "exit 2")
               for k, needles in (("truncated", (damaged,)), ("pickled-object", (damaged,)),
                                  ("other-recipe", (f"a '{FOREIGN[r]}' checkpoint",)),
-                                 ("newer", ("written by a newer ganops",)), ("nan", ("holds NaN/Inf values",)))],
+                                 ("newer", ("written by a newer ganops",)), ("nan", ("holds NaN/Inf values",)),
+                                 ("wrong-shape", ("does not fit this", "size mismatch")))],
             Row("out-under-a-file", r, _out_under_a_file(r), "error", ("a-file/x.png: Not a directory",),
                 "exit 2: an OSError on a path the user gave is one line too"),
             Row("outdir-under-a-file", r, _outdir(r, "under-a-file"), "error",
@@ -473,8 +483,8 @@ def test_the_table_covers_every_class():
     cases = {(r.recipe, r.case) for r in TABLE}
     for r in RECIPES:
         for c in ("resume-truncated", "resume-pickled-object", "resume-other-recipe", "resume-other-architecture",
-                  "resume-newer-ganops", "resume-nan-weights", "run-truncated", "outdir-under-a-file",
-                  "nan-float-image", "too-small", "option-conflict", *(f"mode-{m}" for m in MODES)):
+                  "resume-newer-ganops", "resume-nan-weights", "resume-wrong-shape", "run-truncated", "run-wrong-shape",
+                  "outdir-under-a-file", "nan-float-image", "too-small", "option-conflict", *(f"mode-{m}" for m in MODES)):
             assert (r, c) in cases, (r, c)
     for r in FOLDER_RECIPES:
         for c in ("missing-folder", "empty-folder", "only-corrupt", "one-corrupt-of-many",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..data import BUILTINS, TWEMOJI_ATTRIBUTION, load_builtin
 from .amp import PRECISIONS, Amp
 from .checkpoint import (CheckpointError, ConfigMismatchError, check_config, config_diff, get_rng_state,
-                         latest_checkpoint, load_checkpoint, load_run_checkpoint, load_torch_file, save_checkpoint,
-                         set_rng_state)
+                         latest_checkpoint, load_checkpoint, load_run_checkpoint, load_state, load_torch_file,
+                         save_checkpoint, set_rng_state)
 from .cli import check_options, train_options
 from .data import (DatasetError, ImageDataset, InfiniteLoader, InfiniteSampler, check_image_folder,
                    list_images, load_single_image, open_dataset)
@@ -22,7 +22,7 @@ from .samples import fixed_noise, save_gif, save_grid
 __all__ = [
     "Amp", "PRECISIONS", "BUILTINS", "TWEMOJI_ATTRIBUTION", "load_builtin", "ConfigMismatchError", "check_config",
     "config_diff", "get_rng_state", "set_rng_state", "latest_checkpoint", "load_checkpoint",
-    "load_run_checkpoint", "save_checkpoint",
+    "load_run_checkpoint", "load_state", "save_checkpoint",
     "check_options", "train_options", "DatasetError", "ImageDataset", "InfiniteLoader",
     "InfiniteSampler", "check_image_folder", "list_images", "load_single_image", "open_dataset", "DistInfo",
     "init_distributed", "is_main", "per_rank_batch", "wrap_ddp", "EMA", "TrainLoop", "seed_everything",

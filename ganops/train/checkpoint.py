@@ -21,7 +21,7 @@ from .runtime import ganops_version
 __all__ = [
     "ConfigMismatchError", "CheckpointError", "CheckpointNotFoundError", "FORMAT", "save_checkpoint",
     "load_checkpoint", "load_run_checkpoint", "load_torch_file", "resolve_checkpoint", "latest_checkpoint",
-    "check_checkpoint", "get_rng_state", "set_rng_state", "config_diff", "check_config", "NON_ARCH_KEYS",
+    "check_checkpoint", "load_state", "get_rng_state", "set_rng_state", "config_diff", "check_config", "NON_ARCH_KEYS",
 ]
 
 LATEST = "latest"
@@ -170,6 +170,21 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: str | torc
         except Exception as e:  # RuntimeError, UnpicklingError, EOFError, OSError, KeyError... for bad data
             raise CheckpointError(f"{what}: damaged or not a ganops checkpoint ({_load_failure(e)})"
                                   + (f"; {advice}" if advice else "")) from e
+
+
+def load_state(obj: Any, state: Any, what: str) -> None:
+    """``obj.load_state_dict(state)``; a state that does not fit ``obj`` (missing or unexpected keys, wrong shapes, a
+    hand-edited or foreign checkpoint) is a :class:`CheckpointError` starting with ``what`` (e.g. ``"--resume
+    run/checkpoint-00000100.pt: models['G']"``), naming the first differences instead of a traceback."""
+    try:
+        obj.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines)
+        detail = detail.rstrip(".") if len(detail) <= 400 else detail[:400] + " ..."
+        raise CheckpointError(f"{what} does not fit this {type(obj).__name__} ({type(e).__name__}: "
+                              f"{detail or 'no detail'}): the checkpoint was written by another configuration or "
+                              "edited; use a checkpoint of this run, or start a new run") from e
 
 
 def _non_finite(st: dict) -> list[str]:

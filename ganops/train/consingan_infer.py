@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..models.consingan import imresize_to_shape
 from ..models.consingan_aug import composite, prepare_mask
-from .checkpoint import load_run_checkpoint
+from .checkpoint import load_run_checkpoint, load_state
 from .consingan import ConSinGANTrainer, trainer_config
 from .samples import save_gif
 
@@ -26,9 +26,9 @@ def load_trainer(run: str, device: str = "cpu") -> tuple[ConSinGANTrainer, dict,
     cfg = st["config"]
     ex = st["extra"]["stage"]
     t = ConSinGANTrainer(ex["reals"], trainer_config(cfg), device)
-    t.load_state_dict(ex)
-    t.G.load_state_dict(st["models"]["G"])
-    t.D.load_state_dict(st["models"]["D"])
+    load_state(t, ex, f"--run {run}: the trainer's stage state")
+    load_state(t.G, st["models"]["G"], f"--run {run}: models['G']")
+    load_state(t.D, st["models"]["D"], f"--run {run}: models['D']")
     if st["step"] < cfg["iters"]:
         if t.stage < 0:
             raise click.UsageError(f"--run {run}: the run has no trained stage yet (step {st['step']})")

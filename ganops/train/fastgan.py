@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..models.fastgan import FastGANDiscriminator, FastGANGenerator, batch_stat_bn, count_parameters, weights_init
-from .checkpoint import load_run_checkpoint
+from .checkpoint import load_run_checkpoint, load_state
 from .progress import append_jsonl
 from .samples import fixed_noise, save_grid
 
@@ -58,7 +58,7 @@ def load_generator(run: str, device: str = "cpu") -> tuple[FastGANGenerator, dic
     ck, run_dir = load_run_checkpoint(run, recipe="fastgan")
     cfg = ck["config"]
     g = build_generator(cfg)
-    g.load_state_dict(ck["ema"]["G_ema"]["module"])
+    load_state(g, ck["ema"]["G_ema"]["module"], f"--run {run}: the EMA generator")
     g.step = int(ck["step"])
     return g.to(device).eval(), cfg, run_dir
 
@@ -173,7 +173,7 @@ def probe_runs(runs: Sequence[str], *, iters: int, batch: int, recon_loss: str |
         recon_loss = recon_loss or cfg.get("recon_loss", "lpips-vgg")
         recon = recon or make_recon_loss(recon_loss, device)
         D = build_discriminator(cfg)
-        D.load_state_dict(ck["models"]["D"])
+        load_state(D, ck["models"]["D"], f"{run}: models['D']")
         D = D.to(device)
         ds = real_set(cfg)
         ev = torch.stack([ds[i] for i in range(min(eval_images, len(ds)))])

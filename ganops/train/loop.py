@@ -16,7 +16,7 @@ from . import distributed as ddp
 from .amp import Amp
 from .best import BestSnapshot
 from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get_rng_state, latest_checkpoint,
-                         load_checkpoint, resolve_checkpoint, save_checkpoint, set_rng_state)
+                         load_checkpoint, load_state, resolve_checkpoint, save_checkpoint, set_rng_state)
 from .data import InfiniteLoader, open_dataset
 from .errors import MetricsError
 from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
@@ -133,11 +133,20 @@ class TrainLoop:
 
         if self.dry_run:
             self.run_dir = self.run_dir or Path(c.get("outdir", "runs")) / f"<next-id>-{name}"
-        elif self.run_dir is None:
+        elif self._resume_state is None:
+            self._open_run_dir(None)
+        # else run() opens the run dir (a new one for --resume CK, or the resumed one, logging the resume) once
+        # the state has been loaded into the recipe's objects: a checkpoint that does not fit them writes nothing.
+        self.start_step = int(self._resume_state["step"]) if self._resume_state else 0
+        self.step = self.start_step
+
+    def _open_run_dir(self, resumed: dict | None) -> None:
+        """Make a new run dir (rank 0, broadcast), write its attribution, and log a resume in ``resume.jsonl``."""
+        if self.run_dir is None:
             rd: Any = None
             if self.is_main:
                 try:
-                    rd = str(make_run_dir(c.get("outdir", "runs"), name, self.config))
+                    rd = str(make_run_dir(self.config.get("outdir", "runs"), self.name, self.config))
                 except RunDirError as e:  # tell the other ranks instead of leaving them in the broadcast
                     rd = e
             rd = ddp.broadcast_object(rd)
@@ -147,15 +156,13 @@ class TrainLoop:
         if self.is_main and not self.dry_run:
             if self.attribution:
                 write_text(self.run_dir / "ATTRIBUTION.txt", self.attribution.rstrip() + "\n")
-            if self._resume_state is not None:  # what changed (non-architecture options) at each resume
+            if resumed is not None:  # what changed (non-architecture options) at each resume
                 remove_stale_temps(self.run_dir)  # torn writes of a killed process (never what `latest` names)
-                changed = config_diff(self._resume_state.get("config", {}), self.config, keys=sorted(
-                    set(self.config) | set(self._resume_state.get("config", {}))))
+                changed = config_diff(resumed.get("config", {}), self.config, keys=sorted(
+                    set(self.config) | set(resumed.get("config", {}))))
                 with open(self.run_dir / "resume.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(_jsonable({"step": self._resume_state.get("step"), "time": time.time(),
+                    f.write(json.dumps(_jsonable({"step": resumed.get("step"), "time": time.time(),
                                                   "from": str(self.resume_path), "changed": changed})) + "\n")
-        self.start_step = int(self._resume_state["step"]) if self._resume_state else 0
-        self.step = self.start_step
 
     # -- setup helpers -------------------------------------------------------------------------------------------
     def _find_resume(self, resume: Any) -> tuple[Path | None, Path | None]:
@@ -239,14 +246,14 @@ class TrainLoop:
                                       f"(it has {sorted(saved)}): not a checkpoint of this recipe's training; "
                                       "start a new run without --resume")
             for k, obj in objs.items():
-                obj.load_state_dict(saved[k])
-        self.amp.load_state_dict(st.get("amp") or {})
+                load_state(obj, saved[k], f"--resume {self.resume_path}: {group}[{k!r}]")
+        load_state(self.amp, st.get("amp") or {}, f"--resume {self.resume_path}: amp")
         if self.data is not None and st.get("data"):
             data = dict(st["data"])
             old_world = int(st.get("world_size", self.world_size))
             if old_world != self.world_size:  # same global stream position, re-split over the new ranks
                 data["consumed"] = int(data["consumed"]) * old_world // self.world_size
-            self.data.load_state_dict(data)
+            load_state(self.data, data, f"--resume {self.resume_path}: data")
         rngs = st.get("rng") or []
         if rngs:
             if len(rngs) != self.world_size and self.is_main:
@@ -295,14 +302,27 @@ class TrainLoop:
         self._stepped = False
         self._hooks: dict[int, Any] = {}
         self._best_name = best
-        self._best = BestSnapshot(self.run_dir, best) if best and self.is_main and not self.dry_run else None
         try:
             with use_impl(self.impl):  # --impl for every op of the run, restored after it (no process-wide env)
+                self._start()
                 return self._run(step, sample, fakes, eta)
         finally:
             for h in self._hooks.values():
                 h.remove()
             self._hooks = {}
+
+    def _start(self) -> None:
+        """Load a resumed state into the recipe's objects, then open its run dir (nothing is written before a
+        state that does not fit them has failed)."""
+        resumed = self._resume_state
+        if resumed is not None and not self.dry_run:
+            self._restore(resumed)
+            self._open_run_dir(resumed)
+            if self.is_main:
+                print(f"[ganops.train] resumed from {self.resume_path} at step {self.start_step}")
+            self._resume_state = None
+        self._best = (BestSnapshot(self.run_dir, self._best_name) if self._best_name and self.is_main
+                      and not self.dry_run else None)
 
     def _mark_stepped(self, *args: Any) -> None:
         self._stepped = True
@@ -317,11 +337,6 @@ class TrainLoop:
              eta: Callable[[int], float] | None = None) -> dict:
         if self.dry_run:
             return self._dry_run_report()
-        if self._resume_state is not None:
-            self._restore(self._resume_state)
-            if self.is_main:
-                print(f"[ganops.train] resumed from {self.resume_path} at step {self.start_step}")
-            self._resume_state = None
         if self.is_main and self.attribution and self.attribution != getattr(self.dataset, "attribution", None):
             print(f"[ganops.train] attribution: {self.attribution}")
         if self.is_main and self.dataset is not None and not (self.run_dir / "reals.png").exists():
