@@ -484,7 +484,8 @@ def test_the_table_covers_every_class():
     for r in RECIPES:
         for c in ("resume-truncated", "resume-pickled-object", "resume-other-recipe", "resume-other-architecture",
                   "resume-newer-ganops", "resume-nan-weights", "resume-wrong-shape", "run-truncated", "run-wrong-shape",
-                  "outdir-under-a-file", "nan-float-image", "too-small", "option-conflict", *(f"mode-{m}" for m in MODES)):
+                  "outdir-under-a-file", "nan-float-image", "too-small", "option-conflict",
+                  *(f"mode-{m}" for m in MODES)):
             assert (r, c) in cases, (r, c)
     for r in FOLDER_RECIPES:
         for c in ("missing-folder", "empty-folder", "only-corrupt", "one-corrupt-of-many",

@@ -19,7 +19,8 @@ import traceback
 
 import click
 
-__all__ = ["UserError", "DatasetError", "RunStopped", "NonFiniteLossError", "MetricsError", "RecipeGroup", "as_click_error", "debug_enabled"]
+__all__ = ["UserError", "DatasetError", "RunStopped", "NonFiniteLossError", "MetricsError", "RecipeGroup",
+           "as_click_error", "debug_enabled"]
 
 DEBUG_ENV = "GANOPS_DEBUG"
 # errno values of an OSError on a path the user chose (not a bug in the program); anything else keeps its traceback
