@@ -253,6 +253,11 @@ def test_eval_split_holds_out_images_and_eval_uses_them(tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     reals, label = eval_dataset(cfg, "auto")
     assert label == "held-out" and len(reals) == 20
+    # the whole command: held-out reals, as many fakes as reals, k for precision and recall apart
+    run_cli([(["eval", "--run", str(run), "--num", "6", "--k-precision", "2", "--k-recall", "4"], None)], tmp_path)
+    res = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert res["eval_data"] == "held-out" and res["num_real"] == res["num_fake"] == 6
+    assert (res["k_precision"], res["k_recall"]) == (2, 4) and math.isfinite(res["fid6"])
 
 
 def test_d_loss_consistency_regularisation():
