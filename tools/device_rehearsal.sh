@@ -33,6 +33,19 @@ class _Hide:
 
 
 sys.meta_path.insert(0, _Hide())
+
+import importlib.util as _util  # noqa: E402  find_spec answers None for them, as for a package not installed
+
+_find_spec = _util.find_spec
+
+
+def _find_spec_hidden(name, package=None):
+    if name.split(".")[0] in _HIDDEN:
+        return None
+    return _find_spec(name, package)
+
+
+_util.find_spec = _find_spec_hidden
 EOF
 echo "== python: $("$py" -c 'import sys, torch, triton; print(sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__)')"
 cd "$tree"
