@@ -22,16 +22,10 @@
 # each step's exit status and seconds), summary.txt (the table printed last). Exit status: 0 when every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
-PY=${PYTHON:-python3}
-out=${1:-${OUT:-gpu-check-$(date +%Y%m%d-%H%M%S)}}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
-mkdir -p "$work/logs"
+# the step runner (open_run; step NAME LIMIT CMD...; status; elapsed): benchmarks/steps.sh
+source benchmarks/steps.sh
+open_run gpu-check "${1:-}"
 budget=${GPU_CHECK_BUDGET:-510}
-t0=$(date +%s)
-export PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 pack() {  # the archive, results.json and summary.txt into OUTDIR (also when the run is cut short)
   [ -f "$work/steps.tsv" ] || return 0
@@ -45,9 +39,7 @@ pack() {  # the archive, results.json and summary.txt into OUTDIR (also when the
 trap 'pack; rm -rf "$work"' EXIT
 trap 'echo "== interrupted"; exit 130' INT TERM
 
-# the step runner (step NAME LIMIT CMD...; status; elapsed): benchmarks/steps.sh
 step_filter=${GPU_CHECK_STEPS:-} step_always="build env" step_reserve=0 step_tail=4
-source benchmarks/steps.sh
 
 has_gpu=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null)
 if [ -z "$has_gpu" ]; then

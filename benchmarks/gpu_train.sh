@@ -37,17 +37,12 @@
 # build, the kernels, the data or the weights are missing (nothing worth training).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
-PY=${PYTHON:-python3}
-out=${1:-${OUT:-gpu-train-$(date +%Y%m%d-%H%M%S)}}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-train.XXXXXX")
-mkdir -p "$work/logs" "$work/cache"
+# the step runner (open_run; step NAME LIMIT [box] CMD...; status; elapsed), shared with gpu_check.sh
+source benchmarks/steps.sh
+open_run gpu-train "${1:-}"
+mkdir -p "$work/cache"
 budget=${GPU_TRAIN_BUDGET:-540}
 reserve=25  # collect + archives at the end
-t0=$(date +%s)
-export PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export GANOPS_CACHE_DIR="$work/cache" GANOPS_CACHE="$work/cache"  # no features or priors from an earlier run
 
 collect() {
@@ -63,9 +58,7 @@ collect() {
 trap 'collect; rm -rf "$work"' EXIT
 trap 'echo "== interrupted"; exit 130' INT TERM
 
-# the step runner (step NAME LIMIT [box] CMD...; status; elapsed), shared with gpu_check.sh: benchmarks/steps.sh
 step_filter=${GPU_TRAIN_STEPS:-} step_always="build assets assets-check env" step_reserve=$reserve step_tail=3
-source benchmarks/steps.sh
 fail() { echo "FAIL: $*"; printf 'fail\t3\t0\t%s\n' "$*" >> "$work/steps.tsv"; exit 3; }
 
 has_gpu=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null) || fail "no importable torch"

@@ -1,5 +1,9 @@
 # The step runner of benchmarks/gpu_check.sh and benchmarks/gpu_train.sh (sourced, not run).
 #
+# open_run NAME [OUTDIR] (after `cd` to the repository): root (the repository), PY ($PYTHON, else python3), out
+# (OUTDIR, else $OUT, else NAME-date; made and absolute), work (a new temporary folder with logs/), t0 (now), and
+# the repository first on PYTHONPATH.
+#
 # The caller sets, before calling `step`:
 #   work           folder with logs/ and steps.tsv
 #   budget, t0     seconds for the whole run, and its start (date +%s)
@@ -14,6 +18,18 @@
 # and stop at the next step), SIGKILL 45 s later, and rc 124 then counts as passed ("stopped at its time box").
 # `status` becomes 1 when a step fails or is skipped.
 status=0
+
+open_run() {
+  root=$(pwd)
+  PY=${PYTHON:-python3}
+  out=${2:-${OUT:-$1-$(date +%Y%m%d-%H%M%S)}}
+  mkdir -p "$out"
+  out=$(cd "$out" && pwd)
+  work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  mkdir -p "$work/logs"
+  t0=$(date +%s)
+  export PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+}
 
 elapsed() { echo $(( $(date +%s) - t0 )); }
 
