@@ -141,7 +141,8 @@ class TrainLoop:
         self.step = self.start_step
 
     def _open_run_dir(self, resumed: dict | None) -> None:
-        """Make a new run dir (rank 0, broadcast), write its attribution, and log a resume in ``resume.jsonl``."""
+        """Make a new run dir (rank 0, broadcast), write its attribution, and log a resume in ``resume.jsonl``
+        (called for real runs only: a dry run writes nothing)."""
         if self.run_dir is None:
             rd: Any = None
             if self.is_main:
@@ -153,7 +154,7 @@ class TrainLoop:
             if isinstance(rd, BaseException):
                 raise RunDirError(str(rd))
             self.run_dir = Path(rd)
-        if self.is_main and not self.dry_run:
+        if self.is_main:
             if self.attribution:
                 write_text(self.run_dir / "ATTRIBUTION.txt", self.attribution.rstrip() + "\n")
             if resumed is not None:  # what changed (non-architecture options) at each resume
