@@ -15,7 +15,8 @@ from ganops.models.consingan import (Discriminator, GrowingGenerator, LeakyReLUG
                                      pyramid_sizes, sample_noise)
 from ganops.models.consingan_aug import composite, editing_input, prepare_mask, shuffle_grid, strong_aug
 from ganops.train.consingan import ConSinGANTrainer, gp_plain
-from ganops.train.consingan_run import DivergenceWatch, project_seconds_left
+from ganops.train.consingan import project_seconds_left
+from ganops.train.consingan_run import DivergenceWatch
 
 
 def _cfg(**kw):

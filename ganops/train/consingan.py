@@ -14,9 +14,8 @@ from ..models.step_order import STEP_ORDERS
 from ..ops.penalty import gradient_penalty
 from .amp import Amp
 from .consingan_graphs import CudaGraph, GraphedIteration, cuda_graph_problems
-from .consingan_run import project_seconds_left
 
-__all__ = ["STEP_ORDERS", "trainer_config", "gp_plain", "ConSinGANTrainer"]
+__all__ = ["STEP_ORDERS", "trainer_config", "gp_plain", "project_seconds_left", "ConSinGANTrainer"]
 
 
 def trainer_config(o: dict) -> dict:
@@ -38,6 +37,31 @@ def gp_plain(D: Callable, real: torch.Tensor, fake: torch.Tensor, weight: float 
     out = D(x)
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
     return ((g.norm(2, dim=1) - 1) ** 2).mean() * weight
+
+
+def project_seconds_left(shapes: list[tuple[int, int]], num_layer: int, niter: int, stage: int, done: int,
+                         rates: dict[int, tuple[float, int]], min_iters: int = 10) -> float:
+    """Seconds left in a run of ``len(shapes)`` stages of ``niter`` iterations, ``done`` of them done in ``stage``.
+
+    An iteration's cost grows with its stage, so the uniform-rate ETA (steps left / it/s) of stage 0 is far too
+    short: at 250 px stage 5 takes ~35x stage 0's time on a CPU. Here an iteration of stage j takes
+    ``k * (H_j + 2 num_layer) * (W_j + 2 num_layer)`` seconds: G's padded map area (the discriminator's and the
+    trained stages' work scale with the stage's area too). ``k`` (seconds per padded pixel) is measured: from the
+    newest stage with ``min_iters`` or more iterations this session (else the newest measured), so it follows
+    what the larger stages cost on this machine. On the benchmark's 1-thread CPU figures (250 px, docs/consingan.md)
+    ``k`` of the six stages ranges over 50-68 us; the whole run projected from stage 0 comes out 7% short, from a
+    later stage at most 26% long. On a GPU the small stages are launch-bound, so the projection from them is too
+    long until a larger stage runs.
+
+    Args:
+        rates: ``{stage: (seconds per iteration, iterations measured)}``.
+    """
+    if not rates:
+        return float("nan")
+    area = [(h + 2 * num_layer) * (w + 2 * num_layer) for h, w in shapes]
+    ref = max((s for s, (_, n) in rates.items() if n >= min_iters), default=max(rates))
+    k = rates[ref][0] / area[ref]
+    return k * (area[stage] * max(0, niter - done) + sum(area[j] * niter for j in range(stage + 1, len(shapes))))
 
 
 class ConSinGANTrainer:

@@ -19,7 +19,9 @@ from ..metrics._assets import install_command
 from ..models.consingan import adjust_to_max_size, count_params, create_pyramid
 from ..models.consingan_aug import editing_input, strong_aug
 from . import list_images, load_single_image
+from .checkpoint import latest_checkpoint
 from .errors import DatasetError
+from .rundir import find_run_dirs, write_text
 from .samples import save_grid
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SAMPLE_IMAGE_CREDITS", "image_attribution", "load_image", "build_pyramid", "pyramid_rule",
            "PYRAMID_RULES", "ANIMATION_MIN_SIZE", "SHARED_FLAG_HELP", "stage0_input", "preset_threads",
-           "project_seconds_left", "DivergenceWatch", "stage_step", "finish_run", "SAMPLE_MODES", "evaluate_samples",
+           "DivergenceWatch", "stage_step", "finish_run", "SAMPLE_MODES", "evaluate_samples",
            "TABLE_COLUMNS", "dataset_table_text", "run_dataset"]
 
 #: help of the shared train flags as they apply to a single-image GAN
@@ -125,31 +127,6 @@ def preset_threads(cores: int | None = None, load: float | None = None) -> int:
         except (AttributeError, OSError):  # no load average (Windows): the safe choice
             return 1
     return 2 if cores - load > 1.0 else 1
-
-
-def project_seconds_left(shapes: list[tuple[int, int]], num_layer: int, niter: int, stage: int, done: int,
-                         rates: dict[int, tuple[float, int]], min_iters: int = 10) -> float:
-    """Seconds left in a run of ``len(shapes)`` stages of ``niter`` iterations, ``done`` of them done in ``stage``.
-
-    An iteration's cost grows with its stage, so the uniform-rate ETA (steps left / it/s) of stage 0 is far too
-    short: at 250 px stage 5 takes ~35x stage 0's time on a CPU. Here an iteration of stage j takes
-    ``k * (H_j + 2 num_layer) * (W_j + 2 num_layer)`` seconds: G's padded map area (the discriminator's and the
-    trained stages' work scale with the stage's area too). ``k`` (seconds per padded pixel) is measured: from the
-    newest stage with ``min_iters`` or more iterations this session (else the newest measured), so it follows
-    what the larger stages cost on this machine. On the benchmark's 1-thread CPU figures (250 px, docs/consingan.md)
-    ``k`` of the six stages ranges over 50-68 us; the whole run projected from stage 0 comes out 7% short, from a
-    later stage at most 26% long. On a GPU the small stages are launch-bound, so the projection from them is too
-    long until a larger stage runs.
-
-    Args:
-        rates: ``{stage: (seconds per iteration, iterations measured)}``.
-    """
-    if not rates:
-        return float("nan")
-    area = [(h + 2 * num_layer) * (w + 2 * num_layer) for h, w in shapes]
-    ref = max((s for s, (_, n) in rates.items() if n >= min_iters), default=max(rates))
-    k = rates[ref][0] / area[ref]
-    return k * (area[stage] * max(0, niter - done) + sum(area[j] * niter for j in range(stage + 1, len(shapes))))
 
 
 class DivergenceWatch:
@@ -307,8 +284,6 @@ def evaluate_samples(t: "ConSinGANTrainer", run_dir: Path, *, num: int, seed: in
     return res
 
 
-
-
 #: the columns of the dataset table: the keys of eval.json it reads
 TABLE_COLUMNS = {"sifid_conv_4": "SIFID conv_4", "sifid_conv_2": "SIFID conv_2", "diversity": "diversity"}
 
@@ -319,12 +294,6 @@ def _eval_row(run_dir: Path) -> dict:
     ev = json.loads(path.read_text()) if path.exists() else {}
     row = {k: (ev[k]["mean"] if isinstance(ev.get(k), dict) else ev.get(k)) for k in TABLE_COLUMNS}
     return {"size": ev.get("size"), **row}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)  # a killed run leaves the previous table, never half of one
 
 
 def dataset_table_text(table: dict) -> str:
@@ -379,7 +348,7 @@ def run_dataset(folder: str | Path, outdir: str | Path, train: Callable[[str, Pa
                f"{len(todo)} to go; table {path}")
     for k, (name, img) in enumerate(todo):
         out = outdir / "runs" / Path(name).with_suffix("").as_posix().replace("/", "__")
-        resume = any(out.glob("*-consingan/latest"))
+        resume = any(latest_checkpoint(rd) is not None for rd in find_run_dirs(out, "consingan"))
         spent = [r["seconds"] for r in table["rows"]]
         eta = f", about {statistics.mean(spent) * (len(todo) - k) / 60:.0f} min left" if spent else ""
         click.echo(f"consingan: dataset [{len(images) - len(todo) + k + 1}/{len(images)}] {name}"
@@ -391,7 +360,8 @@ def run_dataset(folder: str | Path, outdir: str | Path, train: Callable[[str, Pa
         table["mean"] = {"images": len(table["rows"]), "seconds": statistics.mean(r["seconds"] for r in table["rows"]),
                          **{c: (statistics.mean(v) if (v := [r[c] for r in table["rows"] if r[c] is not None])
                                 else None) for c in TABLE_COLUMNS}}
-        _write_json(path, table)
-        (outdir / "dataset.md").write_text(dataset_table_text(table))
+        # atomic: a killed run leaves the previous table, never half of one
+        write_text(path, json.dumps(table, indent=1) + "\n")
+        write_text(outdir / "dataset.md", dataset_table_text(table))
     click.echo(dataset_table_text(table) + f"consingan: dataset table in {path} and {outdir / 'dataset.md'}")
     return table
