@@ -164,26 +164,6 @@ class _LeakyGP(torch.autograd.Function):
         return torch.ops.aten.leaky_relu_backward(g, y.detach(), ctx.slope, True), None
 
 
-# The convolutions' autograd is ganops.ops.winograd's (Conv3x3, Conv3x3GP): the Winograd kernels (impl "cpu") or
-# ATen's primitives (impl "ref"), as the networks below choose with ``wino``.
-class _ConvWino:
-    """conv2d(x, w, b) (3x3, stride 1, no padding) through the Winograd kernels, first-order gradients also
-    Winograd (:class:`ganops.ops.winograd.Conv3x3`). Not twice differentiable: penalties use :class:`_ConvGP`."""
-
-    @staticmethod
-    def apply(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return winograd.Conv3x3.apply(x, w, b, "cpu")
-
-
-class _ConvGP:
-    """conv2d(x, w, b) for a gradient penalty's D(x_hat) (:class:`ganops.ops.winograd.Conv3x3GP`); ``wino``: the
-    Winograd kernels for all three primitives, else ATen's."""
-
-    @staticmethod
-    def apply(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, wino: bool) -> torch.Tensor:
-        return winograd.Conv3x3GP.apply(x, w, b, "cpu" if wino else "ref")
-
-
 class LeakyReLUGP(nn.Module):
     """LeakyReLU with the same values and gradients of every order as ``nn.LeakyReLU``, whose second-order graph
     stops at the (constant) slope mask: a WGAN-GP double backward skips D's forward graph entirely."""
@@ -237,8 +217,9 @@ def _use_winograd(conv_impl: str, x: torch.Tensor, w: torch.Tensor) -> bool:
 
 
 def _conv(conv: nn.Conv2d, x: torch.Tensor, wino: bool) -> torch.Tensor:
-    """``conv(x)`` for the networks' unpadded 3x3 stride-1 convolutions, through :class:`_ConvWino` if ``wino``."""
-    return _ConvWino.apply(x, conv.weight, conv.bias) if wino else conv(x)
+    """``conv(x)`` for the networks' unpadded 3x3 stride-1 convolutions, through the Winograd kernels
+    (:class:`ganops.ops.winograd.Conv3x3`, first-order gradients also Winograd) if ``wino``."""
+    return winograd.Conv3x3.apply(x, conv.weight, conv.bias, "cpu") if wino else conv(x)
 
 
 def _block(block: nn.Sequential, x: torch.Tensor, wino: bool) -> torch.Tensor:
@@ -287,10 +268,11 @@ class Discriminator(nn.Module):
         blocks = [self.head, *self.body]
         if any(len(b) != 2 or not isinstance(b.lrelu, LeakyReLUGP) for b in blocks):
             raise ValueError("forward_gp needs Discriminator(gp_act=True) without normalisation")
-        wino = _use_winograd(self.conv_impl, x, self.tail.weight)
+        # ganops.ops.winograd.Conv3x3GP: the Winograd kernels for all three primitives, else ATen's
+        impl = "cpu" if _use_winograd(self.conv_impl, x, self.tail.weight) else "ref"
         for b in blocks:
-            x = b.lrelu(_ConvGP.apply(x, b.conv.weight, b.conv.bias, wino))
-        return _ConvGP.apply(x, self.tail.weight, self.tail.bias, wino)
+            x = b.lrelu(winograd.Conv3x3GP.apply(x, b.conv.weight, b.conv.bias, impl))
+        return winograd.Conv3x3GP.apply(x, self.tail.weight, self.tail.bias, impl)
 
 
 UPSAMPLE_IMPLS = ("matmul", "interpolate")

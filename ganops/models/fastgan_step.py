@@ -10,7 +10,7 @@ from torch import nn
 
 from ..ops.diffaug import diff_augment, diff_augment_params
 from .fastgan import crop_part
-from .step_order import STEP_ORDERS  # one definition for FastGAN and ConSinGAN
+from .step_order import STEP_ORDERS, check_step_order  # one definition for FastGAN and ConSinGAN
 
 __all__ = ["RECON_LOSSES", "STEP_ORDERS", "make_recon_loss", "FastGANStep"]
 
@@ -79,8 +79,7 @@ class FastGANStep:
                  policy: str = "color,translation", order: str = "ours", amp=None, ema=None, G_: Callable | None = None,
                  D_: Callable | None = None, check_finite: Callable | None = None, freeze_d: bool | None = None,
                  impl: str = "auto", hflip: bool = False) -> None:
-        if order not in STEP_ORDERS:
-            raise ValueError(f"--step-order must be one of {STEP_ORDERS}, got {order!r}")
+        check_step_order(order)
         self.decoders = bool(getattr(D, "has_decoders", True))
         if self.decoders and recon is None:
             raise ValueError("FastGANStep: D has decoders, so a reconstruction loss is needed (recon=None is for a D "

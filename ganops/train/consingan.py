@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.consingan import Discriminator, GrowingGenerator, sample_noise
-from ..models.step_order import STEP_ORDERS
+from ..models.step_order import STEP_ORDERS, check_step_order
 from ..ops.penalty import gradient_penalty
 from .amp import Amp
 from .consingan_graphs import CudaGraph, GraphedIteration, cuda_graph_problems
@@ -87,8 +87,7 @@ class ConSinGANTrainer:
         self.reals = [r.to(self.device) for r in reals]
         self.shapes = [tuple(r.shape[2:]) for r in self.reals]
         c = self.cfg
-        if c.get("step_order", "ours") not in STEP_ORDERS:
-            raise ValueError(f"step_order must be one of {STEP_ORDERS}, got {c['step_order']!r}")
+        check_step_order(c.get("step_order", "ours"), "step_order")
         self.reference_order = ref = c.get("step_order", "ours") == "reference"
         conv = "aten" if ref else c.get("conv", "winograd")
         self.G = GrowingGenerator(c["nfc"], c["num_layer"], c["slope"], c["batch_norm"], c["mode"],
