@@ -100,12 +100,8 @@ def backend_available(op: str, backend: str) -> bool:
     return backend == "ref" or backend in checked_backends(op, device_for(backend))
 
 
-def triton_interpreter_enabled() -> bool:
-    return ganops._dispatch.triton_interpreting()
-
-
 TRITON_MARKS = (pytest.mark.triton, pytest.mark.skipif(
-    not (HAS_CUDA or triton_interpreter_enabled()) or not ganops._dispatch.triton_status()[0],
+    not (HAS_CUDA or ganops._dispatch.triton_interpreting()) or not ganops._dispatch.triton_status()[0],
     reason="Triton needs a GPU or TRITON_INTERPRET=1",
 ))
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.condbn import CondBatchNorm2d, sn_wrap
+from ..nn.condbn import CondBatchNorm2d
+from ..nn.spectral_norm import sn_wrap
 
 __all__ = ["ARCH", "DispGenerator", "DispDiscriminator", "GBlock", "DBlock"]
 

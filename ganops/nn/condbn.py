@@ -7,7 +7,7 @@ from torch import nn
 
 from .spectral_norm import sn_wrap
 
-__all__ = ["CondBatchNorm2d", "sn_wrap"]  # sn_wrap: also importable from here (its home is .spectral_norm)
+__all__ = ["CondBatchNorm2d"]
 
 
 class CondBatchNorm2d(nn.Module):

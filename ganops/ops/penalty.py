@@ -153,10 +153,7 @@ def norm_penalty(grad: torch.Tensor, *, target: float = 1.0, scale: float = 1.0,
         raise TypeError("ganops.norm_penalty: grad must be a floating-point tensor")
     if grad.dim() < 2 or grad.shape[0] == 0:
         raise ValueError(f"ganops.norm_penalty: grad must be (N, C, ...) with N > 0, got {tuple(grad.shape)}")
-    if norm_over not in NORM_OVER:
-        raise ValueError(f"ganops.norm_penalty: norm_over must be one of {NORM_OVER}, got {norm_over!r}")
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"ganops.norm_penalty: reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    _check_modes("norm_penalty", norm_over, reduce)
     backend = resolve_impl_cached("gp_norm_penalty", impl, grad)
     if backend == "ref":
         return norm_penalty_ref(grad, float(target), float(scale), norm_over, reduce)
