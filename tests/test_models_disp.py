@@ -222,6 +222,9 @@ def test_image_index_round_trip():
     assert torch.equal(idx(imgs[order].contiguous(memory_format=torch.channels_last)), order)
     with pytest.raises(KeyError, match="not found"):
         idx(torch.rand(1, 3, 8, 8))
+    # the digest (the prior cache key) is the content's, whatever the batch size of the pass
+    assert ImageIndex(imgs, batch_size=4).digest == idx.digest == ImageIndex(imgs, batch_size=1).digest
+    assert ImageIndex(imgs[:5]).digest != idx.digest
 
 
 # ------------------------------------------------------------------------------------------ vicinal sampler

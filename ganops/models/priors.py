@@ -244,9 +244,9 @@ class ImageIndex:
             bar = tqdm(total=len(images), desc="DISP image index", unit="img")
         k = 0
         for xb in iter_batches(images, batch_size, num_workers=num_workers):
-            whole.update(str(tuple(xb.shape[1:])).encode())
-            for x in xb:
+            for x in xb:  # each image's shape and pixels: the digest does not depend on batch_size
                 h = self._h(x)
+                whole.update(str(tuple(x.shape)).encode())
                 whole.update(h)
                 self._map.setdefault(h, k)
                 k += 1
@@ -254,7 +254,6 @@ class ImageIndex:
                 bar.update(xb.shape[0])
         if bar is not None:
             bar.close()
-        self.n_images = k
         self.digest = whole.hexdigest()
 
     @staticmethod
@@ -268,8 +267,9 @@ class ImageIndex:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Indices (B,) of the images in ``batch`` (B, 3, H, W); raises KeyError for an unknown image."""
         out = []
-        for k in range(batch.shape[0]):
-            h = self._h(batch[k])
+        rows = batch.detach().to("cpu", torch.float32)  # one device-to-host copy per batch, not one per image
+        for k in range(rows.shape[0]):
+            h = self._h(rows[k])
             if h not in self._map:
                 raise KeyError("DISP: a training image was not found in the prior index (the loader changed the "
                                "pixels?)")
