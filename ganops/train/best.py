@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -55,10 +55,3 @@ class BestSnapshot:
         write_text(self.path.with_name("best.json"), json.dumps(entry) + "\n")
         self.value, self.step = entry["value"], entry["step"]
         return self.path
-
-    def update(self, step: int, values: Mapping[str, Any], state: Callable[[], dict]) -> bool:
-        """Save ``state()`` when ``values`` improve on the best; returns whether it did."""
-        if not self.improved(values):
-            return False
-        self.save(state(), step, values)
-        return True

@@ -20,7 +20,7 @@ from .checkpoint import (FORMAT, CheckpointError, check_config, config_diff, get
 from .data import InfiniteLoader, open_dataset
 from .errors import MetricsError
 from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
-from .progress import NonFiniteLossError, Progress, StatsWriter, find_non_finite, to_floats
+from .progress import NonFiniteLossError, Progress, StatsWriter, append_jsonl, find_non_finite, to_floats
 from .rundir import (RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, remove_stale_temps,
                      write_text)
 from .runtime import any_rank_bad, ganops_version, git_sha, seed_everything, set_deterministic
@@ -38,8 +38,8 @@ class TrainLoop:
     checkpoints, samples, progress, stats and NaN handling.
 
     Construct it first (it resolves the device, opens and validates the data, creates the run directory and
-    writes ``config.json``), build models on ``loop.device``, wrap them with :meth:`prepare`, then call
-    :meth:`run`.
+    writes ``config.json``; a resumed run's directory is opened by :meth:`run`, once the checkpoint has loaded),
+    build models on ``loop.device``, wrap them with :meth:`prepare`, then call :meth:`run`.
 
     Args:
         name: run name; the run directory is ``{outdir}/{id:05d}-{name}``.
@@ -161,9 +161,9 @@ class TrainLoop:
                 remove_stale_temps(self.run_dir)  # torn writes of a killed process (never what `latest` names)
                 changed = config_diff(resumed.get("config", {}), self.config, keys=sorted(
                     set(self.config) | set(resumed.get("config", {}))))
-                with open(self.run_dir / "resume.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(_jsonable({"step": resumed.get("step"), "time": time.time(),
-                                                  "from": str(self.resume_path), "changed": changed})) + "\n")
+                append_jsonl(self.run_dir / "resume.jsonl", _jsonable({
+                    "step": resumed.get("step"), "time": time.time(), "from": str(self.resume_path),
+                    "changed": changed}))
 
     # -- setup helpers -------------------------------------------------------------------------------------------
     def _find_resume(self, resume: Any) -> tuple[Path | None, Path | None]:

@@ -12,8 +12,9 @@ import click
 import numpy as np
 import torch
 
+from ..data import to_uint8
 from ..metrics._assets import AssetMissingError, asset_path
-from ..metrics._images import ImageSource, to_uint8
+from ..metrics._images import ImageSource
 
 __all__ = ["MetricSpec", "MetricsAssetError", "MetricsType", "METRIC_KINDS", "parse_metrics", "check_metrics",
            "TrainMetrics", "FakesFn"]
