@@ -237,7 +237,7 @@ edit = _paste_command("edit", "editing", "Edit a region", " plus 0.1 N(0, 1) tes
                   "paper's user studies used 50 LSUN + 50 Places images). Resumable: run the same command again and "
                   "it continues with the images not yet done (an interrupted image from its checkpoint). "
                   "TRAIN_OPTIONS after DIR are `train`'s, e.g. --iters 600 --resolution 96 (not --data, --outdir, "
-                  "--resume, --eval-num: set per image).")
+                  "--resume, --eval-num, --dry-run: set per image).")
 @click.argument("folder", metavar="DIR")
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED, metavar="[TRAIN_OPTIONS]...")
 @click.option("--outdir", default=None, help="table and per-image runs [default: runs/dataset-NAME, NAME = DIR's name]")
