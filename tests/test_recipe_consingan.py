@@ -486,13 +486,13 @@ def test_cuda_graphs_flag_explains_what_it_needs(recipe, tmp_path):
 
 
 def test_default_image_credit_is_printed_and_written(recipe, tmp_path):
-    """builtin:china is CC BY 2.0: the run prints its full credit and writes it to ATTRIBUTION.txt; a user's own
+    """builtin:china is CC-BY 2.0: the run prints its full credit and writes it to ATTRIBUTION.txt; a user's own
     image gets none."""
     opts = [a if a != "3" else "2" for a in TINY] + ["--snap", "0", "--iters", "1", "--resolution", "48"]
     res = _invoke(recipe, "train", *opts, "--data", "builtin:china", "--outdir", str(tmp_path / "c"))
     text = (_run_dir(tmp_path / "c") / "ATTRIBUTION.txt").read_text()
     for fact in ("china.jpg", "danielbuechele", "https://www.flickr.com/photos/danielbuechele/6061409035/",
-                 "CC BY 2.0", "https://creativecommons.org/licenses/by/2.0/"):
+                 "CC-BY 2.0", "https://creativecommons.org/licenses/by/2.0/"):
         assert fact in text and fact in res.output, fact
     _invoke(recipe, "train", *opts, "--data", _image(tmp_path / "own.png"), "--outdir", str(tmp_path / "o"))
     assert not (_run_dir(tmp_path / "o") / "ATTRIBUTION.txt").exists()

@@ -141,6 +141,10 @@ def test_builtins_load_offline():
 def test_load_single_image(tmp_path):
     x, attr = load_single_image("builtin:china", max_size=64)
     assert x.shape == (1, 3, 43, 64) and "CC-BY 2.0" in attr
+    # the full credit (author, source, licence link) is the data layer's, so every recipe's run carries it
+    for fact in ("danielbuechele", "https://www.flickr.com/photos/danielbuechele/6061409035/",
+                 "https://creativecommons.org/licenses/by/2.0/"):
+        assert fact in attr and fact in open_dataset("builtin:china", 32, verbose=False).attribution, fact
     assert x.min() >= -1 and x.max() <= 1
     f = _img(tmp_path / "one.jpg", size=(50, 100))
     y, attr = load_single_image(f, max_size=20)

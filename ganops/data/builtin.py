@@ -11,7 +11,8 @@ from PIL import Image
 
 from .images import DataError, read_image, to_rgb
 
-__all__ = ["BUILTINS", "SINGLE_IMAGE", "BuiltinData", "load_builtin", "is_builtin", "builtin_name", "TWEMOJI_ATTRIBUTION"]
+__all__ = ["BUILTINS", "SINGLE_IMAGE", "BuiltinData", "load_builtin", "is_builtin", "builtin_name", "TWEMOJI_ATTRIBUTION",
+           "SAMPLE_IMAGE_CREDITS", "sample_image_attribution"]
 
 TWEMOJI_ATTRIBUTION = (
     "Emoji graphics: Twemoji, Copyright 2020 Twitter, Inc and other contributors, licensed under CC-BY 4.0 "
@@ -29,6 +30,25 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "rocket": ("scikit-image data.rocket(), 427x640", "public domain"),
 }
 SINGLE_IMAGE = ("china", "flower", "rocket")
+
+#: scikit-learn's sample photos as its ``sklearn/datasets/images/README.txt`` credits them (CC BY 2.0 asks for the
+#: author, the source and the licence wherever the image or a work made from it is shown).
+SAMPLE_IMAGE_CREDITS = {
+    "china": ("photo \"Some rights reserved by danielbuechele\" (https://www.flickr.com/photos/danielbuechele/), "
+              "source https://www.flickr.com/photos/danielbuechele/6061409035/"),
+    "flower": ("photo credited \"Some rights reserved by danielbuechele\" in scikit-learn's README, whose link names "
+               "the Flickr user vultilion (https://www.flickr.com/photos/vultilion/), source "
+               "https://www.flickr.com/photos/vultilion/6056698931/"),
+}
+
+
+def sample_image_attribution(name: str) -> str:
+    """The full CC BY 2.0 credit of scikit-learn's ``china.jpg`` / ``flower.jpg`` (author, source, licence, and the
+    changes a GAN run makes), which must travel with every image made from them."""
+    return (f"Image: {name}.jpg from scikit-learn's sample images (sklearn/datasets/images), "
+            f"{SAMPLE_IMAGE_CREDITS[name]}, retrieved 21 August 2011 by Robert Layton; licensed CC-BY 2.0 (Creative "
+            "Commons Attribution 2.0 Generic, https://creativecommons.org/licenses/by/2.0/). Changes: resized; the "
+            "generated images of a run are made by a GAN trained on it.")
 
 
 @dataclass
@@ -123,5 +143,5 @@ def load_builtin(spec: str, flag: str = "--data") -> BuiltinData:
         data = load_sample_images()
         idx = [os.path.basename(f) for f in data.filenames].index(f"{name}.jpg")
         images = [_uint8_rgb(data.images[idx])]
-        attribution = f"Image: {name}.jpg from scikit-learn's sample images, licensed CC-BY 2.0."
+        attribution = sample_image_attribution(name)
     return BuiltinData(name=name, images=images, license=lic, attribution=attribution, notes=[desc])

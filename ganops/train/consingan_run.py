@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .consingan import ConSinGANTrainer
     from .loop import TrainLoop
 
-__all__ = ["SAMPLE_IMAGE_CREDITS", "image_attribution", "load_image", "build_pyramid", "pyramid_rule",
+__all__ = ["load_image", "build_pyramid", "pyramid_rule",
            "PYRAMID_RULES", "ANIMATION_MIN_SIZE", "SHARED_FLAG_HELP", "stage0_input", "preset_threads",
            "DivergenceWatch", "stage_step", "finish_run", "SAMPLE_MODES", "evaluate_samples",
            "TABLE_COLUMNS", "dataset_table_text", "run_dataset"]
@@ -45,32 +45,9 @@ ANIMATION_MIN_SIZE = 20
 #: ``--pyramid``: auto = the reference's rule for the mode (:func:`pyramid_rule`)
 PYRAMID_RULES = ("auto", "improved", "old")
 
-#: scikit-learn's sample photos as its ``sklearn/datasets/images/README.txt`` credits them (CC BY 2.0 asks for the
-#: author, the source and the licence wherever the image or a work made from it is shown).
-SAMPLE_IMAGE_CREDITS = {
-    "china": ("photo \"Some rights reserved by danielbuechele\" (https://www.flickr.com/photos/danielbuechele/), "
-              "source https://www.flickr.com/photos/danielbuechele/6061409035/"),
-    "flower": ("photo credited \"Some rights reserved by danielbuechele\" in scikit-learn's README, whose link names "
-               "the Flickr user vultilion (https://www.flickr.com/photos/vultilion/), source "
-               "https://www.flickr.com/photos/vultilion/6056698931/"),
-}
-
-
-def image_attribution(spec: str, builtin_note: str | None = None) -> str | None:
-    """The attribution that must travel with outputs made from ``--data spec``: the full CC BY 2.0 credit of
-    scikit-learn's china.jpg / flower.jpg, ``builtin_note`` (the builtin's own line) for other builtins, None for a
-    user's file."""
-    name = spec.split(":", 1)[1] if spec.startswith("builtin:") else None
-    if name not in SAMPLE_IMAGE_CREDITS:
-        return builtin_note if name else None
-    return (f"Image: {name}.jpg from scikit-learn's sample images (sklearn/datasets/images), "
-            f"{SAMPLE_IMAGE_CREDITS[name]}, retrieved 21 August 2011 by Robert Layton; licensed under Creative "
-            "Commons Attribution 2.0 Generic (CC BY 2.0), https://creativecommons.org/licenses/by/2.0/. Changes: "
-            "downscaled; the samples in this run are made by a GAN trained on it.")
-
-
 def load_image(spec: str, what: str = "--data", *, with_attribution: bool = False):
-    """(1, 3, H, W) in [-1, 1] (and, with ``with_attribution``, :func:`image_attribution`); greyscale/RGBA/16-bit
+    """(1, 3, H, W) in [-1, 1] (and, with ``with_attribution``, the credit that must travel with outputs made from
+    it: a builtin's own, the full CC-BY 2.0 credit for china/flower, None for a user's file); greyscale/RGBA/16-bit
     converted with a note; a missing or unreadable file is a DatasetError naming ``what`` (one ``Error:`` line,
     exit status 2)."""
     if not spec.startswith("builtin:"):
@@ -83,7 +60,7 @@ def load_image(spec: str, what: str = "--data", *, with_attribution: bool = Fals
         except Exception:
             pass
     img, note = load_single_image(spec, flag=what)
-    return (img, image_attribution(spec, note)) if with_attribution else img
+    return (img, note) if with_attribution else img
 
 
 def build_pyramid(img: torch.Tensor, o: dict) -> list[torch.Tensor]:
