@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,14 +64,18 @@ def _consingan(work: Path, num: int) -> dict | None:
         return None
     run = runs[-1]
     res: dict = {"run": run.name}
+    ev = run / "eval.json"
+    ev.unlink(missing_ok=True)  # the device run's own evaluation (in its results.json as device_eval_20), not ours
+    # the checkout first on the path, as benchmarks/steps.sh does: the scorer runs from a checkout, installed or not
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     for cmd in (["evaluate", "--num", str(num)], ["generate", "--num", "8", "--out", str(run / "score-samples.png")]):
         p = subprocess.run([sys.executable, str(ROOT / "recipes" / "consingan.py"), *cmd, "--run", str(run),
-                            "--device", "cpu"], capture_output=True, text=True)
+                            "--device", "cpu"], capture_output=True, text=True, env=env)
         res.setdefault("log", []).append((p.stdout + p.stderr)[-2000:])
         if p.returncode != 0:
-            res["error"] = f"consingan {cmd[0]} exited {p.returncode}"
-    ev = run / "eval.json"
-    if ev.is_file():
+            res.setdefault("errors", []).append(f"consingan {cmd[0]} exited {p.returncode}: "
+                                                + (p.stderr.strip().splitlines() or ["(no output)"])[-1])
+    if ev.is_file():  # written by this evaluate only
         res["eval"] = json.loads(ev.read_text())
     return res
 
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     c = res.get("consingan") or {}
     ev = c.get("eval") or {}
     ic = res.get("inception_check") or {}
+    for err in c.get("errors", []):
+        print(f"ConSinGAN scoring failed: {err} (its log: 'log' in {a.results})", file=sys.stderr)
     print(f"inception check: max rel diff {ic.get('max_rel_diff')}, FID device vs here {ic.get('fid_device_vs_here')}")
     for row in res["fastgan_equal_iterations"]:
         print(f"FastGAN step {row['step']}: FID ours {row['ours']:.2f}, reference {row['reference']:.2f}")
@@ -146,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     if d:
         print(f"DISP FID{d.get('num')} vicinal {d.get('fid_vicinal'):.2f}, gmm {d.get('fid_gmm'):.2f}")
     print(f"wrote {a.results}")
+    if c.get("errors"):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

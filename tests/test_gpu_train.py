@@ -67,6 +67,7 @@ def test_scorer_on_the_quick_run(quick_out, tmp_path):
     out, _ = quick_out
     res = gpu_train_score.score(out, tmp_path / "train.json", tmp_path / "work", num=2, pictures=tmp_path / "pics")
     assert json.loads((tmp_path / "train.json").read_text())["kind"] == "gpu_train_score"
+    assert "errors" not in res["consingan"], res["consingan"]["log"]
     ev = res["consingan"]["eval"]
     assert ev["num"] == 2 and np.isfinite(ev["sifid_conv_2"]["mean"])
     assert any(p.endswith("consingan-score-samples.png") for p in res["pictures"])
