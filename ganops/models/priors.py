@@ -129,12 +129,19 @@ def prior_cache_key(images: torch.Tensor, extractor: str, size: int) -> str:
 def prior_cache_path(images: torch.Tensor | None, extractor: str, size: int, *,
                      cache_dir: str | os.PathLike | None = None, key: str | None = None) -> str:
     """Where :func:`cached_priors` keeps the priors of ``images`` (or of the set whose content ``key`` names)."""
+    return _cache_entry(images, extractor, size, cache_dir, key)[0]
+
+
+def _cache_entry(images: torch.Tensor | None, extractor: str, size: int, cache_dir: str | os.PathLike | None,
+                 key: str | None) -> tuple[str, str]:
+    """(path, entry key) of the cache entry: the entry key, also stored in the file, is :func:`prior_cache_key` of
+    ``images``, or the content ``key`` hashed with the extractor, its input size and the preprocessing version."""
     if key is None:
         key = prior_cache_key(images, extractor, size)
     else:
         key = hashlib.sha256(json.dumps([key, extractor, size, _VERSION]).encode()).hexdigest()[:24]
     d = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir()
-    return os.path.join(d, f"disp-priors-{extractor}-{size}-{key}.pt")
+    return os.path.join(d, f"disp-priors-{extractor}-{size}-{key}.pt"), key
 
 
 def _default_cache_dir() -> str:
@@ -159,8 +166,7 @@ def cached_priors(images: Any, extractor: str = "vgg16", *, size: int = 224,
     d = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir()
     if key is None and not isinstance(images, torch.Tensor):
         raise ValueError("cached_priors: pass key= (e.g. ImageIndex(dataset).digest) for a dataset")
-    path = prior_cache_path(images if key is None else None, extractor, size, cache_dir=d, key=key)
-    key = os.path.basename(path)[:-3].rsplit("-", 1)[1]
+    path, key = _cache_entry(images if key is None else None, extractor, size, d, key)
     if os.path.isfile(path):
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
