@@ -30,13 +30,12 @@ import torch.nn.functional as F
 from ganops.models.disp import DispGenerator
 from ganops.train.disp import (ARCH_DEFAULTS, ARCH_KEYS, PRESETS, apply_preset, build_models, d_loss,
                                       after_training_samples, draw_priors, eval_dataset, evaluate, image_prior,
-                                      invert_image, load_prior_table, normalise, split_dataset, training_priors,
-                                      with_arch_defaults)
-from ganops.models.gmm import GaussianMixture
+                                      invert_image, load_gmm, load_prior_table, normalise, split_dataset,
+                                      training_priors, with_arch_defaults)
 from ganops.models.priors import EXTRACTORS, VICINAL_LAWS, ImageIndex, vicinal_sample
 from ganops.ops.diffaug import diff_augment
 from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint, load_state,
-                          load_torch_file, save_grid, train_options)
+                          save_grid, train_options)
 from ganops.train.commands import device_option, given, run_option, seed_option
 from ganops.train.progress import append_jsonl
 from ganops.train.samples import save_images
@@ -44,6 +43,8 @@ from ganops.train.samples import save_images
 __all__ = ["cli", "build_models", "draw_priors", "ARCH_KEYS"]
 PRESET = ("builtin:emoji (80 Twemoji smileys, CC-BY 4.0) at 32x32, batch 8, --ch 8, 600 iterations, VGG16 priors at "
           "128 px, on the CPU")
+MODE_HELP = ("priors: train (the training priors), vicinal (their vicinal mix), gmm (samples of the run's GMM, gmm.pt: "
+             "the mixture behind gmm.png; a run stopped before its end has none, so one is fitted, with a note)")
 
 
 @click.group(cls=RecipeGroup, invoke_without_command=True, help=__doc__)
@@ -55,7 +56,8 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command(help="Train G and D (hinge loss, Adam, EMA, DiffAugment) conditioned on instance priors. With "
-                  "--metrics fid<N> the step with the lowest FID so far is kept as best.pt (+ best.json).")
+                  "--metrics fid<N> the step with the lowest FID so far is kept as best.pt (+ best.json). --dry-run "
+                  "reports without the image index pass or the prior extraction.")
 @train_options(resolution=32, batch=8, iters=600, snap=200, sample_every=200, workers=0)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu", show_default=True,
               help="the paper's settings: " + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
@@ -108,12 +110,18 @@ def train(ctx: click.Context, **opts) -> dict:
     if opts["resolution"] not in (32, 64, 128):
         raise click.UsageError(f"--resolution must be 32, 64 or 128 for DISP, got {opts['resolution']}")
     opts["betas"] = list(opts["betas"])
-    opts["cbn_z"] = opts["cbn_z"] or opts["hierarchical"]  # hierarchical: each CBN reads its latent chunk
+    opts.update(with_arch_defaults(opts))  # --hierarchical implies cbn_z (in config.json and on resume)
     data, attribution = ("auto", None) if not opts["eval_split"] else split_dataset(opts)
     loop = TrainLoop("disp", opts, arch_keys=ARCH_KEYS, arch_defaults=ARCH_DEFAULTS, resolutions=(32, 64, 128),
                      dataset=data, attribution=attribution)
     cfg, dev, ds = loop.config, loop.device, loop.dataset
-    if opts["baseline"]:
+    if opts["dry_run"]:  # seconds: neither the image index pass nor the prior extractor
+        index, priors = None, None
+        if loop.is_main and not opts["baseline"]:
+            click.echo(f"disp: --dry-run: training would take the --prior {opts['prior']} priors of the {len(ds)} "
+                       f"images at --prior-size {opts['prior_size']} from the prior cache, or compute them (whether "
+                       "the cache holds them is known after the image index pass, skipped here)")
+    elif opts["baseline"]:
         index, priors = ImageIndex(ds, progress=loop.is_main), None
     else:
         index, priors, hit = training_priors(ds, opts, dev, loop.is_main, log=click.echo)
@@ -192,7 +200,7 @@ def _load_run(run: str, device: str) -> tuple[DispGenerator, torch.Tensor, dict,
                   "tools.")
 @run_option("run directory, checkpoint file or best.pt of a DISP training run")
 @click.option("--mode", type=click.Choice(["train", "vicinal", "gmm", "image"]), default="vicinal",
-              show_default=True)
+              show_default=True, help=MODE_HELP + ", image (the prior of --image)")
 @click.option("--image", default=None, help="--mode image: image file whose prior conditions every sample")
 @click.option("--edit", type=click.Choice(["none", "cutout"]), default="none", show_default=True,
               help="--mode image: edit the image before taking its prior (semantic diffusion)")
@@ -213,9 +221,7 @@ def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: in
             raise click.UsageError("--mode image: a --baseline run has no prior extractor")
         c = image_prior(image, cfg, edit=edit).to(device).expand(n, -1)
     else:
-        gmm = None
-        if mode == "gmm" and (run_dir / "gmm.pt").is_file():
-            gmm = GaussianMixture.from_state_dict(load_torch_file(run_dir / "gmm.pt", f"--run {run}: gmm.pt"), device)
+        gmm = load_gmm(run_dir, run, device, log=click.echo) if mode == "gmm" else None
         c = draw_priors(mode, pri, n, cfg, seed, gmm).to(device)
     path = out or str(run_dir / f"generate-{mode}-{seed}.png")
     if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg"):
@@ -229,7 +235,8 @@ def generate(run: str, mode: str, image: str | None, edit: str, n: int, seed: in
 @cli.command(help="The paper's protocol: FID/KID and precision/recall of G_ema samples against held-out images "
                   "(the run's --eval-split, or --eval-data DIR), the same number of generated and real images.")
 @run_option("run directory, checkpoint file or best.pt")
-@click.option("--mode", type=click.Choice(["train", "vicinal", "gmm"]), default="vicinal", show_default=True)
+@click.option("--mode", type=click.Choice(["train", "vicinal", "gmm"]), default="vicinal", show_default=True,
+              help=MODE_HELP)
 @click.option("--eval-data", default="auto", show_default=True,
               help="real images: 'auto' (the run's held-out --eval-split, else its training data, with a note), "
                    "'train' (the training data), or a folder of held-out images (resized like the training data)")
@@ -248,11 +255,9 @@ def eval(run: str, mode: str, eval_data: str, num: int | None, k_precision: int,
     if label == "train" and eval_data == "auto":
         click.echo("disp: note: the run holds no images out (--eval-split 0), so `eval` compares with the training "
                    "images; pass --eval-data DIR for held-out ones")
-    try:
-        res = {"eval_data": label, **evaluate(g, pri, reals, cfg, mode=mode, num=num, seed=seed,
-                                              k_precision=k_precision, k_recall=k_recall, device=device)}
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    gmm = load_gmm(run_dir, run, device, log=click.echo) if mode == "gmm" else None
+    res = {"eval_data": label, **evaluate(g, pri, reals, cfg, mode=mode, num=num, seed=seed, gmm=gmm,
+                                          k_precision=k_precision, k_recall=k_recall, device=device)}
     append_jsonl(run_dir / "metrics.jsonl", res)
     click.echo(json.dumps(res))
     return res

@@ -314,3 +314,91 @@ def test_loop_keeps_best_fid_snapshot(tmp_path, monkeypatch):
     TrainLoop("bt", {**cfg, "iters": 4, "resume": "auto"}).run(step, models={"m": lin}, optimizers={"m": opt},
                                                                  fakes=fakes, best="swd16")
     assert json.loads((run / "best.json").read_text())["step"] == 2  # 1.5 at step 4 is worse than 1.0
+
+
+def test_eval_gmm_uses_the_runs_mixture(trained, tmp_path, monkeypatch):
+    """`eval --mode gmm` and `generate --mode gmm` draw from the run's gmm.pt (the mixture behind gmm.png): no refit.
+    A run without gmm.pt (stopped before its end) is refitted, with a note."""
+    import shutil
+
+    import ganops.train.disp as tdisp
+
+    monkeypatch.setenv("GANOPS_CACHE", str(tmp_path / "cache"))
+    run = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    m = load_recipe()
+
+    def no_fit(*a, **k):
+        raise AssertionError("fit_gmm called although the run has gmm.pt")
+
+    monkeypatch.setattr(tdisp, "fit_gmm", no_fit)
+    r = CliRunner().invoke(m.cli, ["eval", "--run", str(run), "--mode", "gmm", "--num", "4"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["mode"] == "gmm"
+    r = CliRunner().invoke(m.cli, ["generate", "--run", str(run), "--mode", "gmm", "--n", "2"])
+    assert r.exit_code == 0, r.output
+    assert "no gmm.pt" not in r.output
+    monkeypatch.undo()
+    monkeypatch.setenv("GANOPS_CACHE", str(tmp_path / "cache"))
+    (run / "gmm.pt").unlink()
+    r = CliRunner().invoke(m.cli, ["eval", "--run", str(run), "--mode", "gmm", "--num", "4"])
+    assert r.exit_code == 0, r.output
+    assert f"disp: note: no gmm.pt in {run}" in r.output and "fitting a GMM on the prior table" in r.output
+
+
+def test_eval_user_errors_and_bugs(trained, tmp_path, monkeypatch):
+    """`eval`: too few images for the k asked is one `Error:` line (exit 2); a ValueError from inside the metrics
+    (a bug) keeps its type and traceback instead of passing for a usage error."""
+    import ganops.train.disp as tdisp
+    from ganops.train.errors import UserError
+
+    run, _ = trained
+    m = load_recipe()
+    r = CliRunner().invoke(m.cli, ["eval", "--run", str(run), "--num", "4", "--k-recall", "4"])
+    assert r.exit_code == 2 and "Error: --k-precision/--k-recall (3/4) must be below the number of images (4)" \
+        in r.output, r.output
+    g, pri, cfg, _ = m._load_run(str(run), "cpu")
+    one = [torch.zeros(3, 32, 32)]
+    with pytest.raises(UserError, match="at least 2 real images, the evaluation set has 1"):
+        tdisp.evaluate(g, pri, one, cfg, mode="train", num=None, seed=0, k_precision=1, k_recall=1, device="cpu")
+
+    def bug(*a, **k):
+        raise ValueError("a bug deep in the metrics")
+
+    monkeypatch.setattr(tdisp, "draw_priors", bug)
+    r = CliRunner().invoke(m.cli, ["eval", "--run", str(run), "--num", "4", "--mode", "train"])
+    assert isinstance(r.exception, ValueError) and "a bug deep in the metrics" in str(r.exception)
+    assert r.exit_code != 2 and "Error:" not in r.output
+
+
+def test_dry_run_computes_no_priors(tmp_path, monkeypatch):
+    """train --dry-run neither hashes the images nor runs the prior extractor, writes no prior cache, and says what
+    training would compute; --hierarchical records cbn_z (the one rule: with_arch_defaults)."""
+    import ganops.models.priors as mp
+
+    def boom(*a, **k):
+        raise AssertionError("the dry run ran the prior extractor or the image index pass")
+
+    monkeypatch.setattr(mp, "get_extractor", boom)
+    monkeypatch.setattr(mp.ImageIndex, "__init__", boom)
+    m = load_recipe()
+    r = CliRunner().invoke(m.cli, ["train", "--dry-run", "--hierarchical", "--outdir", str(tmp_path / "o"),
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    assert "--dry-run: training would take the --prior vgg16 priors of the 80 images at --prior-size 128" in r.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
+    cfg = json.loads(r.output[r.output.index("{"): r.output.rindex("}") + 1])["config"]
+    assert cfg["hierarchical"] is True and cfg["cbn_z"] is True
+
+
+def test_hierarchical_implies_cbn_z_in_one_place():
+    """with_arch_defaults owns 'hierarchical implies cbn_z' (old configs and new runs alike); build_models gives
+    the model its exclusive flags (each CBN reads its latent chunk, not the whole latent)."""
+    from ganops.train.disp import build_models, with_arch_defaults
+
+    base = dict(resolution=32, prior="vgg16", prior_norm="l2", ch=2, z_dim=24, embed_dim=8, baseline=False,
+                g_sn=True)
+    assert with_arch_defaults({**base, "hierarchical": True, "cbn_z": False})["cbn_z"] is True
+    assert with_arch_defaults({**base, "hierarchical": False, "cbn_z": False})["cbn_z"] is False
+    assert with_arch_defaults({**base, "hierarchical": False})["cbn_z"] is True  # a run before --cbn-z
+    g, _ = build_models({**base, "hierarchical": True, "cbn_z": True}, 4)
+    assert g.hierarchical and not g.cbn_z and g.z_chunk == 6

@@ -21,7 +21,7 @@ from .samples import fixed_noise, save_grid
 
 __all__ = ["ARCH_KEYS", "ARCH_DEFAULTS", "PRESETS", "apply_preset", "build_models", "with_arch_defaults",
            "d_loss", "split_indices", "fit_gmm", "draw_priors", "evaluate", "training_priors",
-           "split_dataset", "eval_dataset", "load_prior_table", "after_training_samples", "invert_image",
+           "split_dataset", "eval_dataset", "load_prior_table", "load_gmm", "after_training_samples", "invert_image",
            "normalise", "image_prior"]
 
 ARCH_KEYS = ["resolution", "prior", "prior_norm", "ch", "z_dim", "embed_dim", "hierarchical", "baseline", "g_sn",
@@ -62,8 +62,14 @@ def apply_preset(opts: dict, name: str, explicit: Callable[[str], bool]) -> dict
 
 
 def with_arch_defaults(cfg: dict) -> dict:
-    """A run config with :data:`ARCH_DEFAULTS` filled in for keys it lacks (runs written before they existed)."""
-    return {**ARCH_DEFAULTS, **cfg}
+    """A run config with :data:`ARCH_DEFAULTS` filled in for keys it lacks (runs written before they existed), and
+    ``cbn_z`` on for a ``hierarchical`` run (each CBN then reads its own latent chunk, so its input holds z). The one
+    place of that rule: ``train`` applies it before the config is written or compared on resume, and
+    :func:`build_models` to every config it builds from, so new runs and old configs agree."""
+    cfg = {**ARCH_DEFAULTS, **cfg}
+    if cfg.get("hierarchical"):
+        cfg["cbn_z"] = True
+    return cfg
 
 
 def build_models(cfg: dict, n_instances: int) -> tuple[DispGenerator, DispDiscriminator]:
@@ -73,7 +79,7 @@ def build_models(cfg: dict, n_instances: int) -> tuple[DispGenerator, DispDiscri
     n = n_instances if cfg["baseline"] else None
     g = DispGenerator(cfg["resolution"], dim, z_dim=cfg["z_dim"], ch=cfg["ch"], embed_dim=cfg["embed_dim"],
                       hierarchical=cfg["hierarchical"], n_instances=n, spectral_norm=cfg["g_sn"],
-                      cbn_z=bool(cfg["cbn_z"]) and not cfg["hierarchical"])
+                      cbn_z=bool(cfg["cbn_z"]) and not cfg["hierarchical"])  # the model's cbn_z: the whole latent
     d = DispDiscriminator(cfg["resolution"], dim, ch=cfg["ch"], n_instances=n)
     return g, d
 
@@ -176,6 +182,19 @@ def load_prior_table(run_dir: Any, run: str) -> torch.Tensor:
     return pri
 
 
+def load_gmm(run_dir: Any, run: str, device: str | torch.device, log: Callable[[str], None] = print
+             ) -> GaussianMixture | None:
+    """The GMM a run fitted at the end of training (``gmm.pt``, the mixture behind ``gmm.png``), for ``generate``
+    and ``eval --mode gmm``. A run stopped before its end has none: returns None (the caller's
+    :func:`draw_priors` then fits one on the prior table) after a one-line note through ``log``."""
+    path = run_dir / "gmm.pt"
+    if not path.is_file():
+        log(f"disp: note: no gmm.pt in {run_dir} (it is written at the end of training); fitting a GMM on the prior "
+            "table for this command instead")
+        return None
+    return GaussianMixture.from_state_dict(load_torch_file(path, f"--run {run}: gmm.pt"), device)
+
+
 def fit_gmm(priors: torch.Tensor, cfg: dict, seed: int) -> GaussianMixture:
     k = min(cfg["gmm_components"], priors.shape[0])
     return GaussianMixture(k, covariance_type=cfg["gmm_cov"], seed=seed, max_samples=cfg["gmm_max_samples"],
@@ -252,11 +271,13 @@ def invert_image(g: DispGenerator, priors: torch.Tensor, target: torch.Tensor, z
 
 @torch.no_grad()
 def evaluate(g: DispGenerator, priors: torch.Tensor, reals: Any, cfg: dict, *, mode: str, num: int | None,
-             seed: int, k_precision: int, k_recall: int, device: str, batch: int = 32) -> dict:
+             seed: int, k_precision: int, k_recall: int, device: str, batch: int = 32,
+             gmm: GaussianMixture | None = None) -> dict:
     """FID/KID and precision/recall of ``g``'s samples against the dataset ``reals``: the same number of generated
-    and real images (``num``, at most the real set's size), conditions drawn by ``mode`` with ``seed``, generated
-    and embedded in chunks (neither set is held in RAM as images). Precision uses ``k_precision`` neighbours, recall
-    ``k_recall``."""
+    and real images (``num``, at most the real set's size), conditions drawn by ``mode`` with ``seed`` (mode 'gmm'
+    from ``gmm``, the run's mixture: :func:`load_gmm`; None fits one), generated and embedded in chunks (neither set
+    is held in RAM as images). Precision uses ``k_precision`` neighbours, recall ``k_recall``. Too few images for
+    the k asked raise :class:`UserError`."""
     from ..metrics.features import cached_features, inception_features
     from ..metrics.fid import fid_from_features, kid_from_features
     from ..metrics.prdc import precision_recall
@@ -265,15 +286,15 @@ def evaluate(g: DispGenerator, priors: torch.Tensor, reals: Any, cfg: dict, *, m
 
     n = min(num or len(reals), len(reals))
     if n < 2:
-        raise ValueError(f"evaluation needs at least 2 real images, the evaluation set has {len(reals)}")
+        raise UserError(f"evaluation needs at least 2 real images, the evaluation set has {len(reals)}")
     k_max = max(k_precision, k_recall)
     if k_max >= n:
-        raise ValueError(f"--k-precision/--k-recall ({k_precision}/{k_recall}) must be below the number of images "
+        raise UserError(f"--k-precision/--k-recall ({k_precision}/{k_recall}) must be below the number of images "
                          f"({n})")
 
     real_source = dataset_source(Subset(reals, range(n)), name="ganops.train")
     fr = cached_features(real_source, num=n, batch_size=batch, device=device, progress=True)
-    c = draw_priors(mode, priors, n, cfg, seed).to(device)
+    c = draw_priors(mode, priors, n, cfg, seed, gmm).to(device)
     ff = np.concatenate([inception_features(g(_latents(cfg, len(cb), seed + s, device), cb), batch_size=batch,
                                             device=device)
                          for s, cb in zip(range(0, n, batch), c.split(batch))])
