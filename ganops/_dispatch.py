@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import torch
 
 from . import _ext
 
 __all__ = ["BACKENDS", "OpInfo", "register_op", "registry", "resolve_impl", "resolve_impl_cached", "backend_status",
-           "triton_status", "triton_interpreting", "use_impl", "default_impl"]
+           "triton_status", "triton_interpreting", "triton_loader", "use_impl", "default_impl"]
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
 
@@ -28,9 +30,9 @@ class OpInfo:
     """What backends an op has.
 
     ``compiled`` names the C++ forward op in the ganops namespace; ``cuda``: that op has CUDA kernels too (False for
-    a CPU-only op). ``triton``: a Triton backend exists; ``load_triton`` (set by the op's module) imports its
-    ``ganops.triton.<op>_kernels`` module and registers the kernels' autograd and fake kernels, once; it runs
-    whenever the triton backend is picked.
+    a CPU-only op). ``triton``: a Triton backend exists; ``load_triton`` (set by the op's module, made by
+    :func:`triton_loader`) imports its ``ganops.triton.<op>_kernels`` module and registers the kernels' autograd and
+    fake kernels, once; it runs whenever the triton backend is picked.
     """
 
     name: str
@@ -63,6 +65,25 @@ def triton_status() -> tuple[bool, str]:
         return True, f"triton {triton.__version__}"
     except Exception as e:  # noqa: BLE001
         return False, f"triton not importable: {type(e).__name__}: {e}"
+
+
+def triton_loader(module: str, register: Callable[[], None]) -> Callable[[], ModuleType]:
+    """The ``triton_kernels()`` of an op's module, its :attr:`OpInfo.load_triton`: a function that imports
+    ``ganops.triton.<module>`` (which imports Triton), runs ``register()`` (the autograd and fake kernels of the
+    module's ops) and returns the module, once. A failed import raises and is tried again at the next call.
+
+    The import is by name, at call time: this layer sits below ``ganops.triton`` and never imports it itself.
+    """
+
+    @functools.cache
+    def triton_kernels() -> ModuleType:
+        mod = importlib.import_module(f"{__package__}.triton.{module}")
+        register()
+        return mod
+
+    triton_kernels.__doc__ = (f"The module ganops.triton.{module} (imports Triton), with its ops' autograd and fake "
+                              "kernels registered; loaded once.")
+    return triton_kernels
 
 
 def triton_interpreting() -> bool:

@@ -7,25 +7,19 @@ to float rounding.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl
+from .._dispatch import OpInfo, register_op, resolve_impl, triton_loader
 from .._layout import dense_output_like
 
 __all__ = ["POLICIES", "diff_augment", "diff_augment_params", "diff_augment_ref", "parse_policy", "triton_kernels"]
 
 
-@functools.cache
-def triton_kernels():
-    """The module of DiffAugment's Triton kernel (imports Triton), with its op's autograd and fake registered."""
-    from ..triton import diffaug_kernels
-
-    register_diffaug_autograd("diffaug_apply_triton")
-    return diffaug_kernels
+# Loaded when the triton backend is first picked; it registers the kernels' autograd and fakes (register_* below).
+triton_kernels = triton_loader("diffaug_kernels", lambda: register_diffaug_autograd("diffaug_apply_triton"))
 
 
 register_op(OpInfo("diff_augment", compiled="diffaug_apply", triton=True, load_triton=triton_kernels))

@@ -3,14 +3,13 @@
 ops, the interpolation x_hat (``interpolate``) and the penalty from a gradient tensor (``norm_penalty``)."""
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl_cached
+from .._dispatch import OpInfo, register_op, resolve_impl_cached, triton_loader
 from .._layout import dense_output_like
 
 __all__ = ["gradient_penalty", "r1_penalty", "r2_penalty", "LazyRegularizer", "d_output_for_grad", "interpolate",
@@ -19,13 +18,9 @@ __all__ = ["gradient_penalty", "r1_penalty", "r2_penalty", "LazyRegularizer", "d
 Reducer = Callable[[Any], torch.Tensor]
 
 
-@functools.cache
-def triton_kernels():
-    """The module of the penalty's Triton kernels (imports Triton), with its ops' autograd and fakes registered."""
-    from ..triton import penalty_kernels
-
-    register_penalty_autograd("gp_interpolate_triton", "gp_norm_penalty_triton", "gp_norm_penalty_backward_triton")
-    return penalty_kernels
+# Loaded when the triton backend is first picked; it registers the kernels' autograd and fakes (register_* below).
+triton_kernels = triton_loader("penalty_kernels", lambda: register_penalty_autograd(
+    "gp_interpolate_triton", "gp_norm_penalty_triton", "gp_norm_penalty_backward_triton"))
 
 
 # Registry names keep their gp_ prefix: they are the compiled ops' names (ganops::gp_*), and GANOPS_IMPL users,

@@ -2,24 +2,18 @@
 """Skip-layer excitation (FastGAN): ``x_high * sigmoid(gate_logits)``, the gate broadcast over H x W."""
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl_cached
+from .._dispatch import OpInfo, register_op, resolve_impl_cached, triton_loader
 from .._layout import dense_output_like
 
 __all__ = ["sle", "sle_ref", "triton_kernels"]
 
 
-@functools.cache
-def triton_kernels():
-    """The module of SLE's Triton kernels (imports Triton), with its ops' autograd and fake kernels registered."""
-    from ..triton import sle_kernels
-
-    register_sle_autograd("sle_forward_triton", "sle_backward_triton")
-    return sle_kernels
+# Loaded when the triton backend is first picked; it registers the kernels' autograd and fakes (register_* below).
+triton_kernels = triton_loader("sle_kernels",
+                               lambda: register_sle_autograd("sle_forward_triton", "sle_backward_triton"))
 
 
 register_op(OpInfo("sle", compiled="sle_forward", triton=True, load_triton=triton_kernels))

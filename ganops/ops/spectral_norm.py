@@ -2,26 +2,21 @@
 """Fused spectral normalisation: power iteration, sigma and W / sigma for one weight or a whole group of weights."""
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .. import _ext
-from .._dispatch import OpInfo, register_op, resolve_impl_cached
+from .._dispatch import OpInfo, register_op, resolve_impl_cached, triton_loader
 
 __all__ = ["spectral_norm_weights", "spectral_norm_weight", "spectral_norm_ref", "spectral_norm_backward_ref",
            "weight_matrix", "triton_kernels"]
 
 
-@functools.cache
-def triton_kernels():
-    """The module of spectral norm's Triton kernels (imports Triton), with its ops' autograd and fakes registered."""
-    from ..triton import spectral_norm_kernels
-
-    register_spectral_norm_autograd("spectral_norm_forward_triton", "spectral_norm_backward_triton")
-    return spectral_norm_kernels
+# Loaded when the triton backend is first picked; it registers the kernels' autograd and fakes (register_* below).
+triton_kernels = triton_loader("spectral_norm_kernels", lambda: register_spectral_norm_autograd(
+    "spectral_norm_forward_triton", "spectral_norm_backward_triton"))
 
 
 register_op(OpInfo("spectral_norm", compiled="spectral_norm_forward", triton=True, load_triton=triton_kernels))
