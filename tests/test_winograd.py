@@ -145,6 +145,24 @@ def test_impl_ref_is_aten_and_cpu_matches(dtype):
         W.conv3x3(x, w, impl="cuda")
 
 
+@pytest.mark.parametrize("impl", ["auto", "cpu", "ref"])
+def test_each_primitive_resolves_its_backend_once(impl, monkeypatch):
+    calls = []
+
+    def counted(op, impl, x):
+        calls.append(impl)
+        return resolve(op, impl, x)
+
+    resolve = W.resolve_impl_cached
+    monkeypatch.setattr(W, "resolve_impl_cached", counted)
+    g, w = torch.randn(2, 4, 5, 6), torch.randn(4, 3, 3, 3)
+    torch.testing.assert_close(W.conv3x3_input_grad(g, w, impl=impl), F.conv_transpose2d(g, w), rtol=0, atol=1e-4)
+    x = torch.randn(2, 3, 7, 8)
+    torch.testing.assert_close(W.conv3x3(x, w, impl=impl), F.conv2d(x, w), rtol=0, atol=1e-4)
+    W.conv3x3_weight_grad(x, g, impl=impl)
+    assert calls == [impl] * 3
+
+
 def test_usable():
     x, w = torch.randn(1, 4, 8, 8), torch.randn(2, 4, 3, 3)
     assert W.usable(x, w)

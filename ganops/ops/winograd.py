@@ -125,6 +125,11 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, pad
     """
     if resolve_impl_cached("conv3x3", impl, x) == "ref":
         return conv3x3_ref(x, w, b, pad)
+    return _wino_forward(x, w, b, pad)
+
+
+def _wino_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int) -> torch.Tensor:
+    """:func:`conv3x3` on the "cpu" backend, the backend already resolved."""
     return torch.ops.ganops.wino3x3_forward(_cl(x), weight_transform(w.detach()),
                                             None if b is None else b.detach().contiguous(), pad)
 
@@ -134,7 +139,7 @@ def conv3x3_input_grad(g: torch.Tensor, w: torch.Tensor, *, impl: str = "auto") 
     convolution of g with the flipped, transposed kernel)."""
     if resolve_impl_cached("conv3x3", impl, g) == "ref":
         return conv3x3_input_grad_ref(g, w)
-    return conv3x3(g, w.flip(2, 3).transpose(0, 1), None, 2, impl="cpu")
+    return _wino_forward(g, w.flip(2, 3).transpose(0, 1), None, 2)
 
 
 def conv3x3_weight_grad(x: torch.Tensor, g: torch.Tensor, *, weight: torch.Tensor | None = None,
