@@ -57,8 +57,8 @@ def triton_device() -> str:
 
 
 def device_for(backend: str) -> str:
-    """The device a CPU-side backend test runs `backend` on: triton_device() for "triton", else "cpu"."""
-    return triton_device() if backend == "triton" else "cpu"
+    """The device a test runs `backend` on: "cuda" for "cuda", triton_device() for "triton", else "cpu"."""
+    return "cuda" if backend == "cuda" else triton_device() if backend == "triton" else "cpu"
 
 
 def make_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -98,6 +98,12 @@ def checked_backends(op: str, device: str = "cpu") -> list[str]:
 def backend_available(op: str, backend: str) -> bool:
     """Is `backend` runnable for `op` on its test device (device_for: Triton on the GPU when there is one)?"""
     return backend == "ref" or backend in checked_backends(op, device_for(backend))
+
+
+def skip_unless_available(op: str, backend: str) -> None:
+    """Skip the calling test unless backend_available(op, backend)."""
+    if not backend_available(op, backend):
+        pytest.skip(f"{backend} unavailable here")
 
 
 TRITON_MARKS = (pytest.mark.triton, pytest.mark.skipif(

@@ -9,8 +9,8 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
 from _diffaug_reference import reference_diff_augment
-from conftest import (LAYOUTS, backends, compiled_backends, make_layout, requires_cuda, requires_ext, requires_triton,
-                      triton_device)
+from conftest import (LAYOUTS, backend_available, backends, make_layout, requires_cuda, requires_ext, requires_triton,
+                      skip_unless_available, triton_device)
 
 # Every subset and several orders (repeats too); empty returns x.
 POLICIES = ["", "color", "translation", "cutout", "color,translation", "translation,color", "color,cutout",
@@ -30,12 +30,6 @@ DTYPES = list(TOL)
 ID = dict(ids=lambda s: "x".join(map(str, s)) if isinstance(s, tuple) else str(s))
 
 
-def _cpu():
-    bs = compiled_backends("diff_augment", "cpu")
-    assert "cpu" in bs or not ganops._ext.loaded, "extension loaded but the diffaug cpu kernel is missing"
-    return "cpu" in bs
-
-
 def _ref64(x, policy, params, **kw):
     return ganops.diff_augment(x.detach().double(), policy, params=params, impl="ref", **kw)
 
@@ -50,8 +44,7 @@ def _grad(x, policy, params, gy, impl, **kw):
 @pytest.mark.parametrize("shape", SHAPES, **ID)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_parity_with_reference_under_same_rng(impl, shape, policy):
-    if impl == "cpu" and not _cpu():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("diff_augment", impl)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(123)
     want = reference_diff_augment(x, policy)
@@ -70,7 +63,7 @@ def test_parity_draws_in_input_dtype_and_ratios(dtype):
     for kw in (dict(), dict(translation_ratio=0.3, cutout_ratio=0.3), dict(translation_ratio=0.2, cutout_ratio=0.7)):
         torch.manual_seed(7)
         want = reference_diff_augment(x, "color,translation,cutout", **kw)
-        for impl in ["ref"] + (["cpu"] if _cpu() else []):
+        for impl in ["ref"] + (["cpu"] if backend_available("diff_augment", "cpu") else []):
             torch.manual_seed(7)
             got = ganops.diff_augment(x, "color,translation,cutout", impl=impl, **kw)
             assert got.dtype == dtype
@@ -81,7 +74,7 @@ def test_parity_channels_last_input_nhwc():
     x = torch.randn(2, 10, 14, 3)  # N, H, W, C
     torch.manual_seed(3)
     want = reference_diff_augment(x, "color,translation,cutout", channels_first=False)
-    for impl in ["ref"] + (["cpu"] if _cpu() else []):
+    for impl in ["ref"] + (["cpu"] if backend_available("diff_augment", "cpu") else []):
         torch.manual_seed(3)
         got = ganops.diff_augment(x, "color,translation,cutout", channels_first=False, impl=impl)
         assert got.shape == x.shape
@@ -92,8 +85,7 @@ def test_parity_channels_last_input_nhwc():
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES + [(2, 3, 33, 40)], **ID)
 def test_cpu_kernel_matches_reference(dtype, layout, shape):
-    if not _cpu():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("diff_augment", "cpu")
     g = torch.Generator().manual_seed(0)
     x = make_layout(torch.randn(shape, generator=g, dtype=torch.float64).to(dtype), layout)
     gy = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -111,8 +103,7 @@ def test_cpu_kernel_matches_reference(dtype, layout, shape):
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 @pytest.mark.parametrize("policy", ["color,translation,cutout", "cutout,translation,color"])
 def test_gradcheck_and_gradgradcheck(impl, policy):
-    if impl == "cpu" and not _cpu():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("diff_augment", impl)
     x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
     params = ganops.diff_augment_params(policy, x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(2))
     f = lambda t: ganops.diff_augment(t, policy, params=params, impl=impl)  # noqa: E731
@@ -204,8 +195,7 @@ def test_triton_gradgradcheck_and_canary():
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_torch_compile_fullgraph(impl):
-    if impl == "cpu" and not _cpu():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("diff_augment", impl)
     torch._dynamo.reset()
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     params = ganops.diff_augment_params("color,translation,cutout", x.shape)
@@ -237,7 +227,7 @@ def test_triton_torch_compile_fullgraph():
 
 def test_functional_generator_reproducible():
     x = torch.randn(3, 3, 10, 12)
-    for impl in ["ref"] + (["cpu"] if _cpu() else []):
+    for impl in ["ref"] + (["cpu"] if backend_available("diff_augment", "cpu") else []):
         a = ganops.diff_augment(x, generator=torch.Generator().manual_seed(3), impl=impl)
         state = torch.get_rng_state()
         b = ganops.diff_augment(x, generator=torch.Generator().manual_seed(3), impl=impl)

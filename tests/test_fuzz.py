@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import ganops
-from conftest import backends, compiled_backends, device_for
+from conftest import backends, device_for, skip_unless_available
 from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 from ganops.ops.spectral_norm import spectral_norm_ref, weight_matrix
 
@@ -59,8 +59,8 @@ def fuzz(op: str | None, backend: str, name: str | None = None, **strategies):
     """Decorator: run the case function at once over Hypothesis draws of ``strategies`` and ``case_seed`` (the seed
     of the case's torch generator), with ``backend``'s number of cases and the fixed seed; skip a backend that is
     not available here."""
-    if op is not None and not _available(op, backend):
-        pytest.skip(f"{backend} unavailable here")
+    if op is not None:
+        skip_unless_available(op, backend)
 
     def run(fn):
         key = f"{name or op}[{backend}]"
@@ -80,15 +80,6 @@ def fuzz(op: str | None, backend: str, name: str | None = None, **strategies):
 
 
 COUNTS: dict[str, int] = {}  # cases run per "op[backend]" (the last run's, shrinking included)
-
-
-def _dev(backend: str) -> str:
-    """Where a backend's cases run: cuda on the GPU, Triton on the GPU if any (else the interpreter), cpu/ref CPU."""
-    return "cuda" if backend == "cuda" else device_for(backend)
-
-
-def _available(op: str, backend: str) -> bool:
-    return backend == "ref" or backend in compiled_backends(op, _dev(backend))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,7 +188,7 @@ FAST = backends("cpu", "triton", "cuda")
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_sle(backend):
-    dev = _dev(backend)
+    dev = device_for(backend)
 
     @fuzz("sle", backend, shape=shapes4(backend), dtype=st.sampled_from(DTYPES), layout=LAYOUTS)
     def case(shape, dtype, layout, case_seed):
@@ -227,7 +218,7 @@ POLICIES = ("color", "translation", "cutout", "color,translation,cutout", "cutou
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_diff_augment(backend):
-    dev = _dev(backend)
+    dev = device_for(backend)
 
     @fuzz("diff_augment", backend, shape=shapes4(backend), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
           policy=st.sampled_from(POLICIES))
@@ -259,7 +250,7 @@ def test_fuzz_diff_augment(backend):
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_gp_interpolate(backend):
-    dev = _dev(backend)
+    dev = device_for(backend)
 
     @fuzz("gp_interpolate", backend, shape=shapes4(backend, min_n=1), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
           per_batch=st.booleans())
@@ -287,7 +278,7 @@ def test_fuzz_gp_interpolate(backend):
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_gp_norm_penalty(backend):
-    dev = _dev(backend)
+    dev = device_for(backend)
 
     @fuzz("gp_norm_penalty", backend, shape=shapes4(backend, min_n=1), dtype=st.sampled_from(DTYPES), layout=LAYOUTS,
           norm_over=st.sampled_from(["sample", "channel"]), reduce=st.sampled_from(["mean", "sum", "none"]),
@@ -317,7 +308,7 @@ def test_fuzz_gp_norm_penalty(backend):
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_r1(backend):
     """R1 through a small convolutional D: the penalty and its gradient w.r.t. D's weight (second order)."""
-    dev = _dev(backend)
+    dev = device_for(backend)
 
     @fuzz("gp_norm_penalty", backend, "r1",
           shape=shapes4(backend, min_n=1, min_c=1, min_hw=3, c_values=(1, 2, 3, 4, 5, 7)),
@@ -369,7 +360,7 @@ def sn_group(draw, backend):
 
 @pytest.mark.parametrize("backend", FAST)
 def test_fuzz_spectral_norm(backend):
-    dev = _dev(backend)
+    dev = device_for(backend)
 
     @fuzz("spectral_norm", backend, group=sn_group(backend), dtype=st.sampled_from(DTYPES), iters=st.integers(0, 3))
     def case(group, dtype, iters, case_seed):

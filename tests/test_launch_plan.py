@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import ganops
-from conftest import backends, compiled_backends, device_for, requires_ext, requires_triton, triton_device
+from conftest import backends, device_for, requires_ext, requires_triton, skip_unless_available, triton_device
 from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 MAX_GRID_X = 2**31 - 1
@@ -190,19 +190,10 @@ def test_triton_fp64_scalars_keep_double_precision():
 EMPTY_SHAPES = [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0)]
 
 
-def _empty_backends(op):
-    out = []
-    for b in ("ref", "cpu", "triton"):
-        if b == "ref" or b in compiled_backends(op, device_for(b)):
-            out.append(b)
-    return out
-
-
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 @pytest.mark.parametrize("shape", EMPTY_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_empty_sle(backend, shape):
-    if backend not in _empty_backends("sle"):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("sle", backend)
     dev = device_for(backend)
     x = torch.randn(shape, device=dev, requires_grad=True)
     gate = torch.randn(shape[:2], device=dev, requires_grad=True)
@@ -217,8 +208,7 @@ def test_empty_sle(backend, shape):
 @pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0), (2, 0, 4, 5)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_empty_diff_augment(backend, shape):
-    if backend not in _empty_backends("diff_augment"):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("diff_augment", backend)
     dev = device_for(backend)
     x = torch.randn(shape, device=dev, requires_grad=True)
     policy = "translation,cutout" if shape[1] == 0 else "color,translation,cutout"
@@ -232,8 +222,7 @@ def test_empty_diff_augment(backend, shape):
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 @pytest.mark.parametrize("shape", [(2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0)], ids=lambda s: "x".join(map(str, s)))
 def test_empty_penalty(backend, shape):
-    if backend not in _empty_backends("gp_norm_penalty"):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("gp_norm_penalty", backend)
     dev = device_for(backend)
     e = torch.randn(0, 3, 4, 5, device=dev)  # an empty batch has no per-sample penalty: a clear error
     with pytest.raises(ValueError, match="non-empty batch"):

@@ -7,20 +7,12 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import (DTYPES, LAYOUTS, TOL, backend_available, backends, checked_backends, device_for, make_layout,
-                      requires_cuda, requires_ext, requires_triton, triton_device)
+from conftest import (DTYPES, LAYOUTS, TOL, backends, device_for, make_layout, requires_cuda, requires_ext,
+                      requires_triton, skip_unless_available, triton_device)
 from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 64, 4, 4), (2, 3, 25, 34), (1, 2, 67, 65)]
 MODES = [(no, red, t) for no in ("sample", "channel") for red in ("mean", "sum", "none") for t in (1.0, 0.0)]
-
-
-def _backends(op="gp_norm_penalty", device="cpu"):
-    return checked_backends(op, device)
-
-
-def _available(backend, op="gp_norm_penalty"):
-    return backend_available(op, backend)
 
 
 def _grad_input(shape, dtype=torch.float64, seed=0, layout="contiguous", device="cpu"):
@@ -49,8 +41,7 @@ def _low_tol(dtype, n):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_norm_penalty_matches_reference(backend, dtype, layout, shape):
-    if not _available(backend):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("gp_norm_penalty", backend)
     if backend == "triton" and (shape[-1] > 20 or dtype in (torch.float16, torch.float64) or layout == "strided"):
         pytest.skip("the Triton interpreter is slow: tiny shapes, float32/bfloat16 and dense layouts only")
     dev = device_for(backend)
@@ -73,8 +64,7 @@ def test_norm_penalty_matches_reference(backend, dtype, layout, shape):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_interpolate_matches_reference(backend, dtype, layout):
-    if not _available(backend, "gp_interpolate"):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("gp_interpolate", backend)
     dev = device_for(backend)
     shapes = [(2, 3, 5, 7), (1, 1, 1, 1)] if backend == "triton" else [(2, 3, 5, 7), (1, 1, 1, 1), (3, 8, 33, 17)]
     for shape in shapes:
@@ -90,8 +80,7 @@ def test_interpolate_matches_reference(backend, dtype, layout):
 
 @pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 def test_gradcheck_and_gradgradcheck(backend):
-    if not _available(backend):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("gp_norm_penalty", backend)
     dev = device_for(backend)
     g = _grad_input((2, 3, 2, 3), device=dev).requires_grad_()
     # Every mode in NCHW (fast, random-projection gradcheck), two modes in NHWC; one full (slow-mode) check each.
@@ -202,8 +191,7 @@ def test_triton_no_out_of_bounds_writes():
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_torch_compile_fullgraph(impl):
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("gp_norm_penalty", impl)
     torch._dynamo.reset()
 
     def f(real, fake, alpha, g):
@@ -222,8 +210,7 @@ def test_torch_compile_fullgraph(impl):
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_autocast_computes_in_float32(impl):
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("gp_norm_penalty", impl)
     g = _grad_input((2, 4, 6, 6), torch.bfloat16)
     ref = norm_penalty_ref(g.double(), 1.0, 1.0, "channel", "mean")
     with torch.autocast("cpu", dtype=torch.bfloat16):

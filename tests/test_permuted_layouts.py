@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import ganops
-from conftest import backends, compiled_backends, device_for
+from conftest import backends, device_for, skip_unless_available
 from ganops.ops.penalty import interpolate, interpolate_ref, norm_penalty, norm_penalty_ref
 
 # the 24 orders in which a (2, 3, 5, 4) tensor's dims can lie in memory (outermost first)
@@ -33,11 +33,6 @@ def _permuted(perm, device, seed=0):
     return x
 
 
-def _skip_unless(backend, op):
-    if backend != "ref" and backend not in compiled_backends(op, device_for(backend)):
-        pytest.skip(f"{backend} unavailable here")
-
-
 def _layout_ok(out, x):
     """Outputs are NCHW, or NHWC for a channels_last input."""
     cl = (not x.is_contiguous()) and x.is_contiguous(memory_format=torch.channels_last)
@@ -46,7 +41,7 @@ def _layout_ok(out, x):
 
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_diff_augment_every_permutation(backend):
-    _skip_unless(backend, "diff_augment")
+    skip_unless_available("diff_augment", backend)
     dev = device_for(backend)
     policy = "color,translation,cutout"
     params = ganops.diff_augment_params(policy, SHAPE, device=dev, generator=torch.Generator().manual_seed(3))
@@ -66,7 +61,7 @@ def test_diff_augment_every_permutation(backend):
 
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_penalty_every_permutation(backend):
-    _skip_unless(backend, "gp_norm_penalty")
+    skip_unless_available("gp_norm_penalty", backend)
     dev = device_for(backend)
     for perm in PERMS:
         r, f = _permuted(perm, dev, 1), _permuted(perm, dev, 2)
@@ -89,7 +84,7 @@ def test_penalty_every_permutation(backend):
 
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_sle_every_permutation(backend):
-    _skip_unless(backend, "sle")
+    skip_unless_available("sle", backend)
     dev = device_for(backend)
     for perm in PERMS:
         x = _permuted(perm, dev).requires_grad_()
@@ -129,7 +124,7 @@ def _ops(backend):
 def test_opcheck_on_permuted_inputs(backend, perm):
     """The fake kernels give the real kernels' strides (torch.library.opcheck compares them) on permuted inputs."""
     for op_name in ("diff_augment", "gp_norm_penalty", "sle"):
-        _skip_unless(backend, op_name)
+        skip_unless_available(op_name, backend)
     dev = device_for(backend)
     for op, args in _ops(backend):
         x = _permuted(perm, dev)

@@ -7,8 +7,8 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import (DTYPES, LAYOUTS, TOL, backend_available, backends, checked_backends, device_for, make_layout,
-                      requires_cuda, requires_ext, requires_triton, triton_device)
+from conftest import (DTYPES, LAYOUTS, TOL, backends, device_for, make_layout, requires_cuda, requires_ext,
+                      requires_triton, skip_unless_available, triton_device)
 
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 4, 4), (2, 5, 1, 1), (2, 16, 33, 17), (1, 2, 130, 129)]
 
@@ -25,21 +25,12 @@ def _ref64(x, gate):
     return ganops.sle_ref(x.double(), gate.double())
 
 
-def _backends(device="cpu"):
-    return checked_backends("sle", device)
-
-
-def _available(backend):
-    return backend_available("sle", backend)
-
-
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_forward_backward_match_reference(backend, dtype, layout, shape):
-    if not _available(backend):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("sle", backend)
     if backend == "triton" and shape[-1] > 100 and dtype != torch.float32:
         pytest.skip("large shapes are slow under the Triton interpreter; covered in float32")
     x, gate = sample_inputs(shape, device=device_for(backend), dtype=dtype)
@@ -68,8 +59,7 @@ def test_forward_backward_match_reference(backend, dtype, layout, shape):
 @pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_gradcheck_and_gradgradcheck(backend, layout):
-    if not _available(backend):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("sle", backend)
     x, gate = sample_inputs((2, 3, 4, 5), device=device_for(backend), dtype=torch.float64)
     x = make_layout(x, layout).requires_grad_()
     gate.requires_grad_()
@@ -96,8 +86,7 @@ def test_third_order_matches_reference():
 def test_permuted_dense_layout(backend):
     """A dense input in a permutation other than NCHW/NHWC gets a contiguous output (the kernels write one of those
     two layouts; empty_like would have kept the permutation and the kernel written it as NCHW: wrong values)."""
-    if not _available(backend):
-        pytest.skip(f"{backend} backend not available")
+    skip_unless_available("sle", backend)
     dev = device_for(backend)
     x = torch.randn(2, 5, 3, 4, device=dev).permute(0, 2, 1, 3).requires_grad_()  # (2, 3, 5, 4), dense, neither
     gate = torch.randn(2, 3, device=dev, requires_grad=True)
@@ -164,8 +153,7 @@ def test_triton_no_out_of_bounds_writes():
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_torch_compile_fullgraph(impl):
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("sle", impl)
     torch._dynamo.reset()
     block = ganops.nn.SLE(8, 4, spectral_norm=False, impl=impl)
     low, high = torch.randn(2, 8, 8, 8), torch.randn(2, 4, 16, 16, requires_grad=True)
@@ -191,8 +179,7 @@ def test_sle_module_matches_fastgan_block():
 
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_autocast_and_mixed_dtypes(backend):
-    if not _available(backend):
-        pytest.skip(f"{backend} unavailable")
+    skip_unless_available("sle", backend)
     dev = device_for(backend)
     x, gate = sample_inputs((2, 4, 6, 6), device=dev, dtype=torch.bfloat16)
     y = ganops.sle(x, gate.float(), impl=backend)  # gate cast to x's dtype

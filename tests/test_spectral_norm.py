@@ -11,8 +11,8 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import ganops
-from conftest import (TOL, backends, checked_backends, device_for, requires_cuda, requires_ext, requires_triton,
-                      triton_device)
+from conftest import (TOL, backend_available, backends, device_for, requires_cuda, requires_ext, requires_triton,
+                      skip_unless_available, triton_device)
 from ganops.nn import SNConv2d, SNConvTranspose2d, SNEmbedding, SNLinear, remove_spectral_norm, spectral_norm
 from ganops.nn import spectral_norm_group
 from ganops.nn.spectral_norm import from_parametrizations_state_dict, to_parametrizations_state_dict
@@ -43,10 +43,6 @@ def _tol(dtype, scale=1.0):
     return {k: v * scale for k, v in t.items()}
 
 
-def _backends(device="cpu"):
-    return checked_backends("spectral_norm", device)
-
-
 def _check_against_reference(backend, dtype, n_iter, device="cpu"):
     ws, us, vs, dims = sample_inputs(device, dtype, requires_grad=True)
     outs, sig, un, vn = spectral_norm_weights(ws, us, vs, dims, n_power_iterations=n_iter, impl=backend)
@@ -74,8 +70,7 @@ def _check_against_reference(backend, dtype, n_iter, device="cpu"):
 @pytest.mark.parametrize("backend", backends("cpu", "triton"))
 def test_backends_match_reference(backend, dtype, n_iter):
     dev = device_for(backend)
-    if backend not in _backends(dev):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("spectral_norm", backend)
     if backend == "triton" and (dtype in (torch.float16, torch.bfloat16) or n_iter == 3):
         pytest.skip("the Triton interpreter is slow: float32/float64 and 0/1 iterations cover it")
     _check_against_reference(backend, dtype, n_iter, device=dev)
@@ -97,8 +92,7 @@ def test_reference_is_torch_legacy_bitwise():
 @pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
 def test_gradcheck_and_gradgradcheck(backend):
     dev = device_for(backend)
-    if backend != "ref" and backend not in _backends(dev):
-        pytest.skip(f"{backend} unavailable here")
+    skip_unless_available("spectral_norm", backend)
     # Evaluation (n = 0): u, v fixed, so sigma = u^T W v is the whole function of W that the op differentiates.
     # The interpreter runs each Triton launch in Python: one tiny weight and fast mode keep it to seconds.
     shapes = [((2, 3, 1, 2), 1)] if backend == "triton" else [((3, 2, 2, 2), 0), ((2, 3, 2), 1)]
@@ -115,8 +109,7 @@ def test_gradcheck_and_gradgradcheck(backend):
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_sn_conv_double_backward_wrt_input(impl):
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("spectral_norm", impl)
     torch.manual_seed(0)
     conv = SNConv2d(2, 3, 3, padding=1, impl=impl).double().eval()
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
@@ -127,8 +120,7 @@ def test_sn_conv_double_backward_wrt_input(impl):
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_r1_penalty_through_sn_matches_torch(impl):
     """Training mode: grad w.r.t. x with create_graph, then the penalty's gradient w.r.t. the SN weights."""
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("spectral_norm", impl)
     torch.manual_seed(0)
     ta = nn.Sequential(nn.utils.spectral_norm(nn.Conv2d(3, 4, 3)), nn.LeakyReLU(0.2),
                        nn.utils.spectral_norm(nn.Conv2d(4, 1, 3)))
@@ -198,8 +190,7 @@ def _train_pair(impl, grouped, steps=20):
 @pytest.mark.parametrize("grouped", [False, True], ids=["per_layer", "grouped"])
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_training_parity_with_torch(impl, grouped):
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("spectral_norm", impl)
     ta, ga, losses = _train_pair(impl, grouped, steps=20)
     exact = impl == "ref"
     for a, b in losses:
@@ -220,7 +211,7 @@ def test_training_parity_with_torch(impl, grouped):
 
 
 def test_grouped_equals_per_layer_with_shared_and_skipped_layers():
-    impl = "cpu" if "cpu" in _backends() else "ref"
+    impl = "cpu" if backend_available("spectral_norm", "cpu") else "ref"
 
     class Shared(nn.Module):
         def __init__(self):
@@ -345,8 +336,7 @@ def test_opcheck_compiled_ops():
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_torch_compile_fullgraph(impl):
-    if impl != "ref" and impl not in _backends():
-        pytest.skip("cpu kernel unavailable")
+    skip_unless_available("spectral_norm", impl)
     torch._dynamo.reset()
     ws, us, vs, dims = sample_inputs(shapes=SHAPES[:3], requires_grad=True)
 
@@ -362,7 +352,7 @@ def test_torch_compile_fullgraph(impl):
 
 
 def test_torch_compile_grouped_module_matches_eager():
-    impl = "cpu" if "cpu" in _backends() else "ref"
+    impl = "cpu" if backend_available("spectral_norm", "cpu") else "ref"
     torch._dynamo.reset()
     torch.manual_seed(0)
     m = nn.Sequential(SNConv2d(3, 4, 3, impl=impl), nn.ReLU(), SNConv2d(4, 2, 3, impl=impl))
@@ -460,15 +450,13 @@ def test_triton_no_out_of_bounds_writes():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n_iter", [0, 1, 2])
 def test_cuda_backends_match_reference(backend, dtype, n_iter):
-    if backend not in _backends("cuda"):
-        pytest.skip(f"{backend} unavailable")
+    skip_unless_available("spectral_norm", backend)
     _check_against_reference(backend, dtype, n_iter, device="cuda")
 
 
 @requires_cuda
 def test_cuda_training_parity_and_gradgradcheck():
-    if "cuda" not in _backends("cuda"):
-        pytest.skip("cuda kernel unavailable")
+    skip_unless_available("spectral_norm", "cuda")
     torch.manual_seed(0)
     ta = _Net(nn.utils.spectral_norm).cuda()
     torch.manual_seed(0)
