@@ -5,7 +5,7 @@ whatever comes first. Imports under ``if TYPE_CHECKING:`` and of a module's own 
 before it) do not count.
 
 Layers, lowest first (an import may only point to its own layer or a lower one):
-    _C, _ext, _layout, _dispatch, profiling  <  triton  <  ops  <  nn  <  data  <  metrics  <  models  <  train
+    _C, _ext, _layout, _dispatch, _io, profiling  <  triton  <  ops  <  nn  <  data  <  metrics  <  models  <  train
     <  ganops (the package itself), info  <  __main__
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import ganops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "ganops")
-LAYERS = [("_C", "_ext", "_layout", "_dispatch", "profiling"), ("triton",), ("ops",), ("nn",),
+LAYERS = [("_C", "_ext", "_layout", "_dispatch", "_io", "profiling"), ("triton",), ("ops",), ("nn",),
           ("data",), ("metrics",), ("models",), ("train",), ("", "info", "__version__"), ("__main__",)]
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .._io import atomic_write, write_text
 from ._frozen import shared_net
 from ._images import open_images
 from .inception import FIDInceptionV3, to_inception_input
@@ -129,11 +130,8 @@ def cached_features(images, *, kind: str = "inception", num: int | None = None, 
     feats = _EXTRACTORS[kind](src, num=n, batch_size=batch_size, device=device, progress=progress)
     try:
         os.makedirs(d, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, features=feats.astype(np.float64))
-        os.replace(tmp, path)
-        with open(path[:-4] + ".json", "w") as f:
-            json.dump(meta, f, indent=1)
+        atomic_write(path, lambda tmp: np.savez(tmp, features=feats.astype(np.float64)), suffix=".npz")
+        write_text(path[:-4] + ".json", json.dumps(meta, indent=1))
     except OSError:  # read-only home: fine, just no cache
         pass
     return feats

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .._io import write_text
 from ..data import to_uint8
 from ._images import ImageSource
 
@@ -183,11 +184,5 @@ def sweep_checkpoints(checkpoints: Sequence[str | os.PathLike], load: Callable[[
         rows.sort(key=lambda r: (r.get("step", 0), r["checkpoint"]))
         out["best"] = best_row(rows, key)
         if table is not None:
-            _write_json(Path(table), out)
+            write_text(table, json.dumps(out, indent=1, allow_nan=True) + "\n")
     return out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -10,8 +10,8 @@ from typing import Any, Mapping
 
 import torch
 
+from .._io import write_text
 from .checkpoint import save_checkpoint
-from .rundir import write_text
 
 __all__ = ["BestSnapshot", "BEST_NAME"]
 

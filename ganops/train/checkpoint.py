@@ -14,8 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from .._io import atomic_write, write_text
 from .errors import UserError
-from .rundir import write_text
 from .runtime import ganops_version
 
 __all__ = [
@@ -94,16 +94,12 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, update_latest: bool
         ``path`` as a Path.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
     if update_latest:
         write_text(path.parent / LATEST, path.name + "\n")
     return path

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._dispatch import use_impl
+from .._io import write_text
 from . import distributed as ddp
 from .amp import Amp
 from .best import BestSnapshot
@@ -21,8 +22,7 @@ from .data import InfiniteLoader, open_dataset
 from .errors import MetricsError
 from .metrics import FakesFn, TrainMetrics, check_metrics, parse_metrics
 from .progress import NonFiniteLossError, Progress, StatsWriter, append_jsonl, find_non_finite, to_floats
-from .rundir import (RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, remove_stale_temps,
-                     write_text)
+from .rundir import RunDirError, _jsonable, check_outdir, find_run_dirs, make_run_dir, remove_stale_temps
 from .runtime import any_rank_bad, ganops_version, git_sha, seed_everything, set_deterministic
 from .samples import save_grid
 from .signals import StopRequest

@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from .._io import write_text
 from .errors import NonFiniteLossError
 
 __all__ = ["NonFiniteLossError", "to_floats", "find_non_finite", "append_jsonl", "StatsWriter", "Progress"]
@@ -61,7 +62,7 @@ class StatsWriter:
                         keep.append(line)
                 except json.JSONDecodeError:  # a line torn by the kill
                     pass
-            self.path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+            write_text(self.path, "".join(x + "\n" for x in keep))  # atomic: a kill now keeps the old file
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: Mapping) -> None:

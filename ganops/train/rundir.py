@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text
 from .errors import UserError
 
 __all__ = ["RunDirError", "check_outdir", "make_run_dir", "find_run_dirs", "remove_stale_temps", "write_json",
@@ -30,18 +31,8 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a small text file atomically (temp file + os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-# Temporary names of the atomic writers: ".NAME.tmpPID" (checkpoints, text) and "NAME.tmpPID.EXT" (images).
+# Temporary names of the atomic writer (ganops._io.temp_path): ".NAME.tmpPID" (checkpoints, text) and
+# "NAME.tmpPID.EXT" (images).
 _TEMP = re.compile(r"^(\..+\.tmp(\d+)|.+\.tmp(\d+)\.(png|gif))$")
 
 

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable
 
 import torch
 
+from .._io import atomic_write
 from ..data import to_uint8
 
 __all__ = ["save_grid", "save_gif", "save_images", "fixed_noise"]
-
-
-def _write_atomic(path: str | os.PathLike, suffix: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` to a temporary name beside ``path``, then rename it onto ``path``. A failure leaves no temporary
-    file, and an ``OSError`` names ``path`` (the user's choice), not the temporary name."""
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}{suffix}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.errno is None:
-            raise
-        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None = None,
@@ -45,7 +29,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, *, nrow: int | None
     lo, hi = value_range
     x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp_(0, 1)
     nrow = nrow or max(1, int(math.ceil(math.sqrt(x.shape[0]))))
-    _write_atomic(path, ".png", lambda tmp: save_image(x, tmp, nrow=nrow, padding=2, pad_value=1.0))
+    atomic_write(path, lambda tmp: save_image(x, tmp, nrow=nrow, padding=2, pad_value=1.0), suffix=".png")
 
 
 def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
@@ -54,8 +38,8 @@ def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float) -> None:
     from PIL import Image
 
     ims = [Image.fromarray(a) for a in to_uint8(frames).permute(0, 2, 3, 1).numpy()]
-    _write_atomic(path, ".gif", lambda tmp: ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:],
-                                                         duration=1000 / fps, loop=0))
+    atomic_write(path, lambda tmp: ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:],
+                                               duration=1000 / fps, loop=0), suffix=".gif")
 
 
 def save_images(images: torch.Tensor, directory: str | os.PathLike, *, start: int = 0, digits: int = 6,
@@ -78,7 +62,8 @@ def save_images(images: torch.Tensor, directory: str | os.PathLike, *, start: in
     for i, a in enumerate(to_uint8(images).permute(0, 2, 3, 1).numpy()):
         stem = names[i] if names is not None else f"{start + i:0{digits}d}"
         path = os.path.join(os.fspath(directory), f"{stem}.png")
-        _write_atomic(path, ".png", lambda tmp, a=a: Image.fromarray(a).save(tmp, format="PNG"))
+        # fsync=False: one file per image, thousands for FID; an image torn by a power loss is simply made again
+        atomic_write(path, lambda tmp, a=a: Image.fromarray(a).save(tmp, format="PNG"), suffix=".png", fsync=False)
         paths.append(path)
     return paths
 
