@@ -549,6 +549,35 @@ def test_debug_env_shows_the_traceback(clis, tmp_path):
     assert res.stderr.strip().splitlines()[-1].startswith("Error: --data")
 
 
+def test_a_data_error_is_a_dataset_error_line():
+    """ganops.data's DataError reaches a recipe as it is (no wrapper on the way): RecipeGroup shows it as a
+    DatasetError, the same one line and exit status; a DatasetError is a DataError for Python callers."""
+    import click
+
+    from ganops.data import DataError
+    from ganops.train import DatasetError, RecipeGroup, open_dataset
+    from ganops.train.errors import as_click_error
+
+    err = as_click_error(DataError("--data builtin:nope: unknown builtin dataset"))
+    assert isinstance(err, DatasetError) and err.exit_code == 2
+    assert err.message == "--data builtin:nope: unknown builtin dataset"
+    assert issubclass(DatasetError, DataError) and issubclass(DatasetError, ValueError)
+    with pytest.raises(DataError, match="--real builtin:nope: unknown builtin dataset; available: builtin:emoji"):
+        open_dataset("builtin:nope", 32, flag="--real")
+
+    @click.group(cls=RecipeGroup)
+    def cli():
+        pass
+
+    @cli.command()
+    def train():
+        open_dataset("builtin:nope", 32, flag="--real")
+
+    res = CliRunner().invoke(cli, ["train"])
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith(
+        "Error: --real builtin:nope: unknown builtin dataset; available: builtin:emoji"), res.output
+
+
 def test_bugs_keep_their_traceback(clis, tmp_path, monkeypatch):
     """Only users' mistakes become one line: an exception from a bug still raises (CliRunner records it)."""
     import ganops.train.loop as loop

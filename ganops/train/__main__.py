@@ -8,11 +8,12 @@ import click
 
 from ..data import BUILTINS, load_builtin
 from .data import check_image_folder, is_builtin
+from .errors import RecipeGroup
 
 __all__ = ["main"]
 
 
-@click.group()
+@click.group(cls=RecipeGroup)
 def main() -> None:
     """ganops training toolkit utilities."""
 
@@ -25,7 +26,7 @@ def main() -> None:
 def check_data(path: str, resolution: int | None, allow_upscale: bool, skip_bad: bool) -> None:
     """Decode every image under PATH (or a builtin:NAME) and report problems with the flag that fixes them."""
     if is_builtin(path):
-        check_image_folder(path)  # an unknown name: DatasetError, one Error: line
+        check_image_folder(path)  # an unknown name: DataError, one Error: line (RecipeGroup)
         data = load_builtin(path)
         click.echo(f"{path}: {len(data.images)} image(s), licence {data.license}")
         if data.attribution:

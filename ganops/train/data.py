@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from ..data import (IMAGE_SUFFIXES, SINGLE_IMAGE, DataError, builtin_name, is_builtin, list_images, load_builtin,
+from ..data import (IMAGE_SUFFIXES, SINGLE_IMAGE, builtin_name, is_builtin, list_images, load_builtin,
                     pil_to_uint8, read_image, read_rgb, to_rgb, visible_files)
 from .errors import DatasetError
 
@@ -19,15 +19,6 @@ __all__ = [
     "DatasetError", "FolderReport", "list_images", "check_image_folder", "ImageDataset", "open_dataset",
     "load_single_image", "InfiniteSampler", "InfiniteLoader", "RESIZE_MODES",
 ]
-
-
-def _builtin_name(spec: str | os.PathLike, flag: str) -> str:
-    """``builtin:<name>`` -> ``<name>``; an unknown name is a :class:`DatasetError` naming ``flag`` (one ``Error:``
-    line in a recipe) rather than ganops.data's plain ``DataError``."""
-    try:
-        return builtin_name(str(spec), flag)
-    except DataError as e:
-        raise DatasetError(str(e)) from None
 
 
 @dataclass
@@ -114,7 +105,7 @@ def check_image_folder(path: str | os.PathLike, resolution: int | None = None, *
     """
     rep = FolderReport(path=str(path), resolution=resolution, flag=flag)
     if is_builtin(path):
-        _builtin_name(path, flag)  # validates the name
+        builtin_name(str(path), flag)  # validates the name
         return rep
     p = Path(path)
     if not p.exists():
@@ -299,9 +290,10 @@ def open_dataset(spec: str | os.PathLike, resolution: int | None, *, hflip: bool
 
     Raises:
         DatasetError: with every problem found by :func:`check_image_folder` and the flag that fixes it.
+        DataError: an unknown ``builtin:<name>`` (``ganops.data``'s error; recipes show it as a DatasetError).
     """
     if is_builtin(spec):
-        data = load_builtin(_builtin_name(spec, flag))
+        data = load_builtin(builtin_name(spec, flag))
         if verbose and data.attribution:
             print(f"[ganops.train] builtin:{data.name}: {data.attribution}")
         small = min(min(im.size) for im in data.images)
@@ -321,13 +313,14 @@ def load_single_image(spec: str | os.PathLike, max_size: int | None = None, *,
                       flag: str = "--data") -> tuple[torch.Tensor, str | None]:
     """One image for single-image GANs (ConSinGAN): a file path or ``builtin:china|flower|rocket``.
 
-    A folder holding exactly one image stands for that image. Errors are :class:`DatasetError` s naming ``flag``.
+    A folder holding exactly one image stands for that image. Errors are :class:`DatasetError` s naming ``flag``
+    (an unknown builtin: ``ganops.data.DataError``, which recipes show the same way).
 
     Returns:
         (image (1, 3, H, W) in [-1, 1] with the longest side resized to ``max_size``, attribution or None).
     """
     if is_builtin(spec):
-        data = load_builtin(_builtin_name(spec, flag))
+        data = load_builtin(builtin_name(spec, flag))
         if data.name not in SINGLE_IMAGE:
             warnings.warn(f"builtin:{data.name} is a multi-image set; using its first image", stacklevel=2)
         im, attribution = data.images[0], data.attribution

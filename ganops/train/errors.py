@@ -5,9 +5,10 @@ The toolkit's errors for bad input (:class:`DatasetError`, ``CheckpointError``, 
 ``ConfigMismatchError``) are :class:`UserError` s: click exceptions with exit status 2 and a one-line message that
 names the path or flag and what to do, so any click command that raises them prints ``Error: <message>`` without a
 traceback. :class:`RecipeGroup` (the recipes' ``@click.group(cls=RecipeGroup)``) also turns the few foreign
-exceptions that are still the user's business into such a line: an ``OSError`` on a path (an ``--out`` in a
-missing or read-only folder), and a run that stopped on a NaN loss or failed metrics (exit status 1: the message
-names the checkpoint). ``GANOPS_DEBUG=1`` prints the traceback before the line.
+exceptions that are still the user's business into such a line: ``ganops.data``'s ``DataError`` (shown as a
+:class:`DatasetError`), an ``OSError`` on a path (an ``--out`` in a missing or read-only folder), and a run that
+stopped on a NaN loss or failed metrics (exit status 1: the message names the checkpoint). ``GANOPS_DEBUG=1``
+prints the traceback before the line.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import sys
 import traceback
 
 import click
+
+from ..data import DataError
 
 __all__ = ["UserError", "DatasetError", "RunStopped", "NonFiniteLossError", "MetricsError", "RecipeGroup",
            "as_click_error", "debug_enabled"]
@@ -54,8 +57,11 @@ class UserError(click.ClickException):
         super().__init__(_one_line(message))
 
 
-class DatasetError(UserError, ValueError):
-    """A dataset problem that stops training; the message names the offending paths and a flag to fix it."""
+class DatasetError(UserError, DataError):
+    """A dataset problem that stops training; the message names the offending paths and a flag to fix it.
+
+    The click-facing :class:`ganops.data.DataError` (so also a ``ValueError``): ``except DataError`` catches both, and
+    :func:`as_click_error` shows a plain ``DataError`` from ``ganops.data`` as this (exit status 2)."""
 
 
 class RunStopped(click.ClickException):
@@ -94,11 +100,14 @@ class MetricsError(RuntimeError):
 def as_click_error(e: BaseException) -> click.ClickException | None:
     """The one-line click error to show for ``e``, or None when ``e`` is a bug (keep its traceback).
 
-    Click errors (``UserError`` s, ``click.UsageError``) are returned as they are; an ``OSError`` on a path becomes
-    ``Error: PATH: reason`` (exit 2); ``NonFiniteLossError`` and ``MetricsError`` become :class:`RunStopped`.
+    Click errors (``UserError`` s, ``click.UsageError``) are returned as they are; a ``ganops.data.DataError`` (an
+    unknown builtin name, ...) becomes a :class:`DatasetError` with its message (exit 2); an ``OSError`` on a path
+    becomes ``Error: PATH: reason`` (exit 2); ``NonFiniteLossError`` and ``MetricsError`` become :class:`RunStopped`.
     """
     if isinstance(e, click.ClickException):
         return e
+    if isinstance(e, DataError):
+        return DatasetError(str(e))
     if isinstance(e, (NonFiniteLossError, MetricsError)):
         return RunStopped(str(e))
     if isinstance(e, OSError) and e.filename is not None and e.errno in _PATH_ERRNOS:
