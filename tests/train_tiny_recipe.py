@@ -2,6 +2,7 @@
 """A complete, tiny GAN recipe on the ganops.train toolkit; used by tests (resume after SIGKILL, DDP, NaN)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,9 +23,27 @@ def make_d(res: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(8 * res * res // 4, 1))
 
 
-def _slow_writes(seconds: float) -> None:
-    """Checkpoints written in two halves with a pause between; sample images paused after the temp file is written
-    (before its rename). A SIGKILL in a pause is a kill in the middle of that write."""
+_PAUSES = [0]
+
+
+def _pause(kind: str, detail: str) -> None:
+    """(test hook) With ``TINY_HANDSHAKE=DIR``: announce a pause point as the empty file ``DIR/PID_N_KIND_DETAIL``
+    and wait until the test writes ``DIR/PID_N_KIND_DETAIL.go`` (or kills this process there), so a kill lands at
+    the chosen point however loaded the machine is. Without it: nothing."""
+    d = os.environ.get("TINY_HANDSHAKE")
+    if not d:
+        return
+    _PAUSES[0] += 1
+    tag = os.path.join(d, f"{os.getpid()}_{_PAUSES[0]:05d}_{kind}_{detail}")
+    open(tag, "w").close()
+    end = time.monotonic() + 600  # a test that went away: carry on
+    while not os.path.exists(tag + ".go") and time.monotonic() < end:
+        time.sleep(0.002)
+
+
+def _pausing_writes() -> None:
+    """Checkpoints written in two halves with a ``checkpoint`` pause between; sample images paused (``sample``)
+    after the temp file is written, before its rename. A SIGKILL in a pause is a kill in the middle of that write."""
     import io
 
     import torchvision.utils as tvu  # ganops.train.samples imports save_image from it at each call
@@ -35,14 +54,15 @@ def _slow_writes(seconds: float) -> None:
         buf = io.BytesIO()
         real_save(obj, buf, *a, **k)
         data = buf.getvalue()
-        f.write(data[: len(data) // 2])
-        f.flush()
-        time.sleep(seconds)
-        f.write(data[len(data) // 2:])
+        with (open(f, "wb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f)) as out:
+            out.write(data[: len(data) // 2])
+            out.flush()
+            _pause("checkpoint", os.path.basename(out.name))
+            out.write(data[len(data) // 2:])
 
-    def image(*a, **k):
-        real_image(*a, **k)
-        time.sleep(seconds)
+    def image(tensor, fp, *a, **k):
+        real_image(tensor, fp, *a, **k)
+        _pause("sample", os.path.basename(fp))
 
     torch.save, tvu.save_image = save, image
 
@@ -66,12 +86,13 @@ def main(nz: int, nan_at: int, nan_g_at: int, **opts) -> None:
 
     probe = {"rank": loop.rank, "batches": []}
     sleep = float(os.environ.get("TINY_STEP_SLEEP", "0"))
-    if os.environ.get("TINY_SLOW_IO"):  # test hook: wide windows for a kill in the middle of a write
-        _slow_writes(float(os.environ["TINY_SLOW_IO"]))
+    if os.environ.get("TINY_HANDSHAKE"):  # test hook: kills at chosen points (during a step, in a write)
+        _pausing_writes()
 
     def step(reals: torch.Tensor, it: int) -> dict:
         probe["batches"].append(reals.sum(dim=(1, 2, 3)).tolist())
         time.sleep(sleep)
+        _pause("step", str(it))
         z = torch.randn(reals.shape[0], nz, device=loop.device)
         with loop.amp.autocast():
             loss_d = F.softplus(D_ddp(G_ddp(z).detach())).mean() + F.softplus(-D_ddp(reals)).mean()
