@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from ganops.models.disp import DispGenerator
 from ganops.train.disp import (ARCH_DEFAULTS, ARCH_KEYS, PRESETS, apply_preset, build_models, d_loss,
                                       after_training_samples, draw_priors, eval_dataset, evaluate, image_prior,
-                                      invert_image, load_gmm, load_prior_table, normalise, split_dataset,
-                                      training_priors, with_arch_defaults)
+                                      invert_image, load_gmm, load_prior_table, normalise, save_prior_table,
+                                      split_dataset, training_priors, with_arch_defaults)
 from ganops.models.priors import EXTRACTORS, VICINAL_LAWS, ImageIndex, vicinal_sample
 from ganops.ops.diffaug import diff_augment
 from ganops.train import (EMA, RecipeGroup, TrainLoop, check_options, fixed_noise, load_run_checkpoint, load_state,
@@ -178,8 +178,7 @@ def train(ctx: click.Context, **opts) -> dict:
     if loop.is_main:
         run = Path(out["run_dir"])
         table = priors if priors is not None else ema.module.condition.instance_embed.weight.detach()
-        torch.save({"priors": table.cpu(), "extractor": opts["prior"], "size": opts["prior_size"]},
-                   run / "priors.pt")
+        save_prior_table(run, table, opts)
         click.echo(after_training_samples(run, ema.module, table, cfg, z_fixed))
     return out
 

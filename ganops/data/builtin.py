@@ -11,8 +11,8 @@ from PIL import Image
 
 from .images import DataError, read_image, to_rgb
 
-__all__ = ["BUILTINS", "SINGLE_IMAGE", "BuiltinData", "load_builtin", "is_builtin", "builtin_name", "TWEMOJI_ATTRIBUTION",
-           "SAMPLE_IMAGE_CREDITS", "sample_image_attribution"]
+__all__ = ["BUILTINS", "SINGLE_IMAGE", "BuiltinData", "load_builtin", "is_builtin", "builtin_name",
+           "TWEMOJI_ATTRIBUTION", "SAMPLE_IMAGE_CREDITS", "sample_image_attribution"]
 
 TWEMOJI_ATTRIBUTION = (
     "Emoji graphics: Twemoji, Copyright 2020 Twitter, Inc and other contributors, licensed under CC-BY 4.0 "

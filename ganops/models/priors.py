@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import atomic_write
 from ..metrics._frozen import FrozenNet, shared_net
 
 __all__ = ["EXTRACTORS", "get_extractor", "compute_priors", "cached_priors", "prior_cache_key", "vicinal_sample",
@@ -178,10 +178,8 @@ def cached_priors(images: Any, extractor: str = "vgg16", *, size: int = 224,
                          num_workers=num_workers)
     try:
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        os.close(fd)
-        torch.save({"key": key, "extractor": extractor, "size": size, "priors": pri}, tmp)
-        os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
+        blob = {"key": key, "extractor": extractor, "size": size, "priors": pri}
+        atomic_write(path, lambda tmp: torch.save(blob, tmp))  # concurrent runs never read a half-written file
     except OSError as e:
         import warnings
 

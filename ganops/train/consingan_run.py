@@ -257,7 +257,7 @@ def evaluate_samples(t: "ConSinGANTrainer", run_dir: Path, *, num: int, seed: in
         click.echo(f"  SIFID {layer} ({c} ch, {where}): {r['mean']:.2f} +- {r['std']:.2f}   [{scale}]")
     click.echo(f"  diversity {res['diversity']:.3f} (per-pixel std over the samples / std of the image; "
                "SinGAN's score)")
-    (run_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_text(run_dir / "eval.json", json.dumps(res, indent=1) + "\n")
     return res
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
+from .._io import atomic_write
 from ..metrics.sweep import dataset_source
 from ..models.disp import DispDiscriminator, DispGenerator
 from ..models.gmm import GaussianMixture
@@ -21,8 +22,8 @@ from .samples import fixed_noise, save_grid
 
 __all__ = ["ARCH_KEYS", "ARCH_DEFAULTS", "PRESETS", "apply_preset", "build_models", "with_arch_defaults",
            "d_loss", "split_indices", "fit_gmm", "draw_priors", "evaluate", "training_priors",
-           "split_dataset", "eval_dataset", "load_prior_table", "load_gmm", "after_training_samples", "invert_image",
-           "normalise", "image_prior"]
+           "split_dataset", "eval_dataset", "load_prior_table", "save_prior_table", "load_gmm",
+           "after_training_samples", "invert_image", "normalise", "image_prior"]
 
 ARCH_KEYS = ["resolution", "prior", "prior_norm", "ch", "z_dim", "embed_dim", "hierarchical", "baseline", "g_sn",
              "cbn_z", "eval_split"]
@@ -168,6 +169,12 @@ def eval_dataset(cfg: dict, spec: str) -> tuple[Any, str]:
     return ds, "train"
 
 
+def save_prior_table(run_dir: Any, table: torch.Tensor, opts: dict) -> None:
+    """Write ``priors.pt`` (the table G was trained with, for ``generate`` / ``eval`` / ``invert``), atomically."""
+    blob = {"priors": table.detach().cpu(), "extractor": opts["prior"], "size": opts["prior_size"]}
+    atomic_write(run_dir / "priors.pt", lambda tmp: torch.save(blob, tmp))
+
+
 def load_prior_table(run_dir: Any, run: str) -> torch.Tensor:
     """The prior table a run's generator was trained with (``priors.pt``, written at the end of training)."""
 
@@ -220,7 +227,7 @@ def after_training_samples(run: Any, g: DispGenerator, priors: torch.Tensor, cfg
     summary line."""
 
     gmm = fit_gmm(priors, cfg, seed=cfg["seed"])
-    torch.save(gmm.state_dict(), run / "gmm.pt")
+    atomic_write(run / "gmm.pt", lambda tmp: torch.save(gmm.state_dict(), tmp))
     for mode in ("vicinal", "gmm"):
         c = draw_priors(mode, priors, z.shape[0], cfg, seed=1, gmm=gmm).to(z.device)
         save_grid(g(z, c), run / f"{mode}.png")

@@ -11,6 +11,7 @@ import torch
 from ..models.fastgan import FastGANDiscriminator, FastGANGenerator, batch_stat_bn, count_parameters, weights_init
 from .checkpoint import load_run_checkpoint, load_state
 from .progress import append_jsonl
+from .rundir import write_text
 from .samples import fixed_noise, save_grid
 
 __all__ = ["ARCH_KEYS", "ADDED_ARCH_KEYS", "RESIZES", "TANH", "build_generator", "build_discriminator",
@@ -185,6 +186,6 @@ def probe_runs(runs: Sequence[str], *, iters: int, batch: int, recon_loss: str |
         log(f"fastgan: {run}: D trained {'with' if rows[-1]['decoders_in_training'] else 'WITHOUT'} decoders, probe "
             f"{recon_loss} after {iters} steps: " + "  ".join(f"{k}={v:.4g}" for k, v in res["eval"].items()))
     path = Path(out) if out else first_dir / "probe_decoders.json"
-    path.write_text(json.dumps({"iters": iters, "batch": batch, "seed": seed, "rows": rows}, indent=1) + "\n")
+    write_text(path, json.dumps({"iters": iters, "batch": batch, "seed": seed, "rows": rows}, indent=1) + "\n")
     log(f"fastgan: probe results written to {path}")
     return {"rows": rows, "path": str(path)}
