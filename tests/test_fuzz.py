@@ -380,10 +380,18 @@ def test_fuzz_spectral_norm(backend):
         # fp16/bf16: u, v and sigma are outputs in the low precision and the backward reads them back rounded;
         # several rounded factors meet in each gradient element (4 ulps, as tests/test_spectral_norm.py allows)
         ulps = 1.0 if dtype in (torch.float32, torch.float64) else 4.0
+        # sigma = u^T W v sums terms of both signs (u, v not converged: 0 iterations): rounded in fp32 or lower, its
+        # error follows the terms, sum |u_j W_jk v_k| = cond * |sigma|, not the cancelling sum, and each output and
+        # gradient of that weight divides by it: allow 1 + cond roundings there (torch's own fp32 computation, the
+        # "ref" backend, is as far off; docs/fuzzing.md).
+        conds = [(u[:, None] * weight_matrix(w.detach(), d) * v[None, :]).abs().sum().item()
+                 / max(abs(s.item()), 1e-300) for w, u, v, d, s in zip(w64, r_un, r_vn, dims, r_sig)]
+        wulps = [ulps * (1.0 + (c if dtype != torch.float64 else 0.0)) for c in conds]
         for i, (a, b) in enumerate(zip(outs, r_outs)):
-            close(a, b.detach(), dtype, f"{what} out{i}", ulps=ulps)
+            close(a, b.detach(), dtype, f"{what} out{i} (cond {conds[i]:.3g})", ulps=wulps[i])
             assert a.is_contiguous() and a.dtype == dtype
-        close(sig, r_sig.detach(), dtype, what + " sigma", ulps=ulps)
+        for i in range(len(ws)):
+            close(sig[i:i + 1], r_sig[i:i + 1].detach(), dtype, f"{what} sigma{i} (cond {conds[i]:.3g})", ulps=wulps[i])
         for i, (a, b) in enumerate(zip(un + vn, r_un + r_vn)):
             close(a, b.detach(), dtype, f"{what} u/v {i}", ulps=ulps)
         gys = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in ws]
@@ -393,7 +401,7 @@ def test_fuzz_spectral_norm(backend):
         r_grads = torch.autograd.grad(list(r_outs) + [r_sig], w64, [g.to(dtype).double() for g in gys] +
                                       [gsig.to(dtype).double()])
         for i, (a, b) in enumerate(zip(grads, r_grads)):
-            close(a, b, dtype, f"{what} grad{i}", ulps=ulps)
+            close(a, b, dtype, f"{what} grad{i} (cond {conds[i]:.3g})", ulps=wulps[i])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -476,3 +476,26 @@ def test_cuda_training_parity_and_gradgradcheck():
                                      requires_grad=True)
     f = lambda *w: tuple(spectral_norm_weights(list(w), us, vs, dims, n_power_iterations=0, impl="cuda")[0])  # noqa: E731
     assert gradcheck(f, tuple(ws)) and gradgradcheck(f, tuple(ws))
+
+
+@pytest.mark.parametrize("backend", backends("ref", "cpu", "triton"))
+def test_fp32_sigma_of_cancelling_terms_rounds_by_the_terms(backend):
+    """With u, v far from W's singular pair (0 power iterations), sigma = u^T W v is a sum of terms of both signs that
+    cancels: in fp32 it is off by about eps * sum |u_j W_jk v_k|, not eps * |sigma|, on every backend and in torch's
+    own fp32 computation (the "ref" backend) alike, and W / sigma with it. The long fuzz run of 2026-12-07 met one
+    (2 x 32 x 1 x 1, dim 1: sum |terms| = 7,165 |sigma|); tests/test_fuzz.py allows for it; docs/fuzzing.md."""
+    skip_unless_available("spectral_norm", backend)
+    dev = device_for(backend)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 32, generator=g, dtype=torch.float64)
+    u = F.normalize(torch.randn(64, generator=g, dtype=torch.float64), dim=0)
+    v = F.normalize(torch.randn(32, generator=g, dtype=torch.float64), dim=0)
+    w = w - (torch.dot(u, w @ v) - 1e-3) * torch.outer(u, v)  # u^T w v = 1e-3, its terms ~1e-2 each
+    w32, u32, v32 = w.float(), u.float(), v.float()
+    _, sig, _, _ = spectral_norm_weights([w32.to(dev)], [u32.to(dev)], [v32.to(dev)], [0], n_power_iterations=0,
+                                         impl=backend)
+    _, want, _, _ = spectral_norm_ref([w32.double()], [u32.double()], [v32.double()], [0], 0, 1e-12)
+    terms = (u32.double()[:, None] * w32.double() * v32.double()[None, :]).abs().sum()
+    assert terms / want.abs() > 1e4  # ill-conditioned: 1 ulp of the terms is many ulps of sigma
+    err = (sig.double().cpu() - want).abs()
+    assert err <= 4 * torch.finfo(torch.float32).eps * terms  # within a few ulps of the terms (seen: 0.004-0.03)
