@@ -24,7 +24,6 @@ at::Tensor diffaug_apply_cuda(const at::Tensor& x_in, const at::Tensor& color_in
                               int64_t cut_h, int64_t cut_w, bool cutout_first, int64_t mode) {
   check_diffaug_inputs(x_in, color_in, spatial_in, cut_h, cut_w, mode, "diffaug_apply");
   TORCH_CHECK(x_in.is_cuda(), "diffaug_apply (cuda): x must be a CUDA tensor");
-  TORCH_CHECK(x_in.size(0) <= 65535, "diffaug_apply (cuda): batch size N must be <= 65535, got ", x_in.size(0));
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
   at::Tensor out = dense_output_like(x_in);
   const bool cl = is_channels_last(out);
