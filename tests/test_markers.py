@@ -34,6 +34,9 @@ NOT_TRITON = {
     "test_imports.py::test_layering_check_sees_an_upward_import": "writes a stand-in ganops/triton package as text",
     "test_imports.py::test_triton_kernel_modules_import_first": "imports the kernel modules; launches nothing",
     "test_imports.py::test_every_module_imports_first": "imports each module first; launches nothing",
+    "test_use_impl.py::test_triton_loader_loads_once_and_retries_a_failed_import": "a stand-in module; launches nothing",
+    "test_use_impl.py::test_each_triton_op_loads_through_its_modules_loader": "compares loader objects; launches "
+                                                                               "nothing",
 }
 
 _PLUGIN = """
