@@ -79,14 +79,20 @@ if (( has_gpu )) && command -v compute-sanitizer > /dev/null; then
 else
   step memcheck 60 "$PY" -m benchmarks.gpu_check memcheck --out "$work"  # no sanitizer here: the calls alone
 fi
-# 3. the test suite's CUDA and Triton tests (on a GPU the Triton ones compile for it)
+# 3. the test suite's CUDA and Triton tests (on a GPU the Triton ones compile for it). Triton compiles a binary per
+# kernel and specialisation (dtypes, 16-byte alignment, ints == 1 or % 16): ~200 for these tests, ~160 for 20 fuzz
+# cases per op (tools/triton_variants.py counts them from an interpreted run), at ~0.3-1.5 s each, serial in a
+# process: the tests run in pytest-xdist workers where it is installed (the device image has it), up to 8.
+xd=()
+if "$PY" -c "import xdist" 2> /dev/null; then n=$(nproc); xd=(-n $(( n < 8 ? n : 8 ))); fi
 step tests 150 "$PY" -m pytest -q -rfE -m "cuda or triton" -p no:cacheprovider --junitxml="$work/tests.xml" \
-  --ignore=tests/test_fuzz.py tests/  # the fuzz suite runs in its own step
-# the fuzz suite's generator on the GPU backends, more cases than the tests step's CI subset
-fz=(300 100)
+  "${xd[@]}" --ignore=tests/test_fuzz.py tests/  # the fuzz suite runs in its own step
+# the fuzz suite's generator on the GPU backends, more cases than the tests step's CI subset (compiled Triton: 20
+# cases per op, its largest test ~50 compiles in one worker)
+fz=(300 20)
 (( quick )) && fz=(25 6)
 step fuzz 90 env GANOPS_FUZZ_CASES=${fz[0]} GANOPS_FUZZ_TRITON_CASES=${fz[1]} \
-  "$PY" -m pytest -q -rfE -p no:cacheprovider tests/test_fuzz.py -k "cuda or triton"
+  "$PY" -m pytest -q -rfE -p no:cacheprovider "${xd[@]}" tests/test_fuzz.py -k "cuda or triton"
 # 4. speed, then the model-level figures
 step speed 150 "$PY" -m benchmarks.gpu_check speed --out "$work" "${q[@]}"
 step fastgan 170 "$PY" -m benchmarks.gpu_check fastgan --out "$work" "${q[@]}"
