@@ -70,12 +70,16 @@ def backends(op: str) -> list[str]:
     return [b for b in want if backend_status(op, b, torch.device(DEV))[0]]
 
 
-def write(section: str, payload: dict) -> str:
+def write(section: str, payload: dict, complete: bool = True) -> str:
+    """``OUT/<section>.json``, atomically. The long sections call it after every row with ``complete=False``, so a
+    step its time box (``timeout``) ends keeps what it had measured; the summary marks such a section partial."""
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, f"{section}.json")
-    payload = {"section": section, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": QUICK, **payload}
-    with open(path, "w") as f:
+    payload = {"section": section, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": QUICK, "complete": complete,
+               **payload}
+    with open(path + ".tmp", "w") as f:
         json.dump(payload, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
     return path
 
 
@@ -504,6 +508,12 @@ def section_correct(args) -> int:
     cases = CASES[group]()
     t0 = time.perf_counter()
     fatal = False
+
+    def save(complete: bool) -> None:
+        write(f"correct-{group}", {"group": group, "backends": bks, "device": gpu_name(), "checks": len(rows),
+                                   "mismatches": sum(r.get("ok") is False for r in rows),
+                                   "not_run": sum(r.get("ok") is None for r in rows), "rows": rows}, complete)
+
     for b in bks:
         for i, c in enumerate(cases):
             if fatal:
@@ -512,6 +522,7 @@ def section_correct(args) -> int:
                 continue
             r = check_case(c, b, seed=1000 + i)
             rows.append(r)
+            save(False)
             fatal = bool(r.get("fatal"))
             if not r["ok"]:
                 print(f"MISMATCH {r['op']} [{b}] {r['case']} {r['dtype']} {r['layout']}: {'; '.join(r['problems'])}")
@@ -522,8 +533,7 @@ def section_correct(args) -> int:
     unrun = [r for r in rows if r.get("ok") is None]
     print(f"correct[{group}]: {len(rows)} checks on {bks}, {len(bad)} mismatches, {len(unrun)} not run, "
           f"{time.perf_counter() - t0:.1f} s")
-    write(f"correct-{group}", {"group": group, "backends": bks, "device": gpu_name(), "checks": len(rows),
-                               "mismatches": len(bad), "not_run": len(unrun), "rows": rows})
+    save(True)
     return 1 if bad or unrun else 0
 
 
@@ -679,6 +689,7 @@ def section_speed(args) -> int:
                 row["meets_vs_ref"] = v["median"] >= tgt
                 row["noisy"] = noisy(v, tgt)
             rows.append(row)
+            write("speed", {"device": gpu_name(), "copy_gbps": bw / 1e9, "rows": rows}, complete=False)
             vc = row.get("vs_compiled", {}).get("median")
             print(f"{op:16} {case:30} {p:15} {med * 1e3:9.3f} ms  vs ref {row['vs_ref']['median']:6.2f}x "
                   f"[{row['vs_ref']['lo']:.2f}-{row['vs_ref']['hi']:.2f}]  vs compiled "
@@ -773,6 +784,20 @@ def section_fastgan(args) -> int:
                 print(f"FastGAN {key}: ERROR {row['error']}")
                 gc.collect()
             rows.append(row)
+            write("fastgan", {"device": gpu_name(), "rows": rows, "summary": _fastgan_summary(rows, res_list)},
+                  complete=False)
+    summary = _fastgan_summary(rows, res_list)
+    for res, v in summary.items():
+        print(f"FastGAN {res}²: recommended (fp16 + G checkpoint) {v['speedup_recommended']:.2f}x faster than the "
+              f"reference way fp32 (target >= 2.5x), memory ratio {v['memory_ratio_recommended']} (target <= 0.45); "
+              f"ours fp32 {v['speedup_fp32']}x (target >= 1.3x)")
+    write("fastgan", {"device": gpu_name(), "rows": rows, "summary": summary})
+    return 0 if all("median_s" in r for r in rows) else 1
+
+
+def _fastgan_summary(rows: list[dict], res_list: list[int]) -> dict:
+    """Per resolution with both rows measured: the recommended configuration's and ours-fp32's speed-up and memory
+    ratio against the reference way in fp32."""
     summary = {}
     for res in res_list:
         sel = {(r["variant"], r["precision"], r["g_checkpoint"]): r for r in rows if r["res"] == res and
@@ -785,12 +810,7 @@ def section_fastgan(args) -> int:
                             "memory_ratio_recommended": (rec["max_memory_gib"] / ref["max_memory_gib"]
                                                          if HAS_CUDA else None),
                             "speedup_fp32": ref["median_s"] / o32["median_s"] if o32 else None}
-            print(f"FastGAN {res}²: recommended (fp16 + G checkpoint) {summary[res]['speedup_recommended']:.2f}x "
-                  f"faster than the reference way fp32 (target >= 2.5x), memory ratio "
-                  f"{summary[res]['memory_ratio_recommended']} (target <= 0.45); ours fp32 "
-                  f"{summary[res]['speedup_fp32']}x (target >= 1.3x)")
-    write("fastgan", {"device": gpu_name(), "rows": rows, "summary": summary})
-    return 0 if all("median_s" in r for r in rows) else 1
+    return summary
 
 
 def _quick_fastgan(res, variant, batch, ck):
@@ -848,6 +868,8 @@ def section_consingan(args) -> int:
                 traceback.print_exc()
                 rows.append({"stage": s, "variant": v, "error": f"{type(e).__name__}: {str(e)[:300]}"})
                 print(f"ConSinGAN stage {s} {v}: ERROR {rows[-1]['error']}")
+            write("consingan", {"device": gpu_name(), "rows": rows, "minutes_per_image": {}, "stages": stages},
+                  complete=False)
     minutes = {}
     for v in variants:
         st = [r for r in rows if r["variant"] == v and "median_s" in r]
@@ -939,6 +961,8 @@ def section_summary(args) -> int:
             res = f"{d.get('device')}; torch {d.get('torch')}; ext {d.get('ext_loaded')}"
         else:
             res = ""
+        if d.get("complete") is False:
+            res = f"PARTIAL (cut short; the rows it measured are kept): {res}"
         if st.get("note"):
             res = f"{st['note']} {res}".strip()
         print(f"{k:22} {st['rc']:>4} {st['seconds']:>5}  {res[:150]}")

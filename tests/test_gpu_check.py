@@ -71,6 +71,36 @@ def test_correct_section_catches_a_wrong_kernel(monkeypatch):
     assert not bad["ok"] and any("rel err" in p for p in bad["problems"])
 
 
+def test_a_section_cut_short_keeps_its_rows_and_says_so(monkeypatch, tmp_path, capsys):
+    """A step its time box ends (timeout kills it) keeps the rows it measured: the section is written after every
+    row, marked incomplete, and the summary says PARTIAL."""
+    import argparse
+
+    from benchmarks import gpu_check as G
+
+    monkeypatch.setattr(G, "QUICK", True)
+    monkeypatch.setattr(G, "OUT", str(tmp_path))
+    real, seen = G.check_case, []
+
+    def cut_after_two(case, backend, seed):
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # stands for the SIGTERM of `timeout`
+        seen.append(case)
+        return real(case, backend, seed)
+
+    monkeypatch.setattr(G, "check_case", cut_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        G.section_correct(argparse.Namespace(op="sle"))
+    d = json.loads((tmp_path / "correct-sle.json").read_text())
+    assert d["complete"] is False and d["checks"] == 2 and len(d["rows"]) == 2 and d["mismatches"] == 0
+    (tmp_path / "steps.tsv").write_text("correct-sle\t124\t120\n")
+    G.section_summary(argparse.Namespace())
+    assert "PARTIAL" in capsys.readouterr().out
+    monkeypatch.setattr(G, "check_case", real)  # run to the end: complete
+    G.section_correct(argparse.Namespace(op="sle"))
+    assert json.loads((tmp_path / "correct-sle.json").read_text())["complete"] is True
+
+
 def test_junit_counts(tmp_path):
     from benchmarks.gpu_check import _junit_counts
 
