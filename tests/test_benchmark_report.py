@@ -123,3 +123,22 @@ def test_op_rows_from_results_without_spread(results):
     _ops(results, 3.5, 1.2)  # ops-latest.json written before the interleaved harness
     rows = report.op_rows()
     assert [r.value for r in rows] == [3.5, 1.2] and all(r.note == "" for r in rows)
+
+
+def test_across_runs_takes_the_median_of_runs_and_their_range(results):
+    """--repeat: a ratio is the median of the runs' medians, its spread the runs' range (a rerun's spread), noisy
+    when that range straddles the target, even if each run alone looked settled."""
+    def run(vs_ref, vs_comp):
+        return [dict(op="sle", case="c1", mode="fwd+bwd", device="cpu", provider="cpu", vs_ref=vs_ref, vs_ref_lo=vs_ref,
+                     vs_ref_hi=vs_ref, vs_compiled=vs_comp, vs_compiled_lo=vs_comp, vs_compiled_hi=vs_comp,
+                     vs_ref_cpu_time=None)]
+    (row,) = report.across_runs([run(1.1, 1.5), run(4.9, 1.6), run(3.4, 1.4)])
+    assert row["runs"] == 3 and row["vs_ref"] == 3.4 and (row["vs_ref_lo"], row["vs_ref_hi"]) == (1.1, 4.9)
+    assert row["vs_ref_runs"] == [1.1, 4.9, 3.4] and row["vs_ref_noisy"] is True  # 1.9 > |3.4 - 3|
+    assert row["vs_compiled"] == 1.5 and row["vs_compiled_noisy"] is False and row["meets_target"] is True
+    assert row["noisy"] is True and row["vs_ref_cpu_time"] is None
+    _model_files(0.15)
+    _ops_spread(results, "sle", {k: v for k, v in row.items() if k not in ("op", "case", "mode", "device",
+                                                                            "provider")})
+    notes = [r.note for r in report.op_rows()]
+    assert notes == ["median of 3 runs 3.40x [range 1.10-4.90], noisy", "median of 3 runs 1.50x [range 1.40-1.60]"]
