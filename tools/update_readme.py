@@ -41,7 +41,12 @@ def target_table() -> str:
     md = _run("-m", "benchmarks.report", "--markdown").rstrip()
     summary = md.splitlines()[-1]
     table = "\n".join(ln for ln in md.splitlines() if ln.startswith("|"))
-    if "(median " in table:  # op rows from the interleaved harness carry their spread in the note
+    if "(median of " in table:  # `--run --repeat N`: the spread across runs
+        method = ("An op ratio is the median over several runs (`python -m benchmarks.report --run --repeat N`) of "
+                  "each run's median per-round ratio, its providers timed in interleaved rounds (A B C A B C ...), "
+                  "with the runs' range in its note; `noisy` marks a row whose half range is wider than its margin "
+                  "to the target. The CPU model-level rows (ConSinGAN, GMM) are one run each.")
+    elif "(median " in table:  # op rows from the interleaved harness carry their spread in the note
         method = ("An op ratio is the median of the per-round ratios of its providers timed in interleaved rounds "
                   "(A B C A B C ...), with the quartiles in its note; `noisy` marks a row whose half spread is wider "
                   "than its margin to the target.")
