@@ -193,23 +193,28 @@ def ratio_rows(results: list[dict]) -> list[dict]:
                 row[key] = st["median"] if st else None
                 row[f"{key}_lo"] = st["lo"] if st else None
                 row[f"{key}_hi"] = st["hi"] if st else None
-            tgt = OP_TARGETS.get(op)
-            ok = noisy_any = None
-            if tgt and tgt["mode"] == mode:
-                ok = True
-                key = "vs_ref_cpu_time" if tgt.get("cpu_time") and dev == "cpu" else "vs_ref"
-                for k, limit in ((key, tgt["vs_ref"]), ("vs_compiled", tgt["vs_compiled"])):
-                    if not limit or row[k] is None:
-                        continue
-                    ok &= row[k] >= limit
-                    if row[f"{k}_lo"] is not None:
-                        row[f"{k}_noisy"] = noisy({"median": row[k], "lo": row[f"{k}_lo"], "hi": row[f"{k}_hi"]},
-                                                  limit)
-                        noisy_any = bool(noisy_any) or row[f"{k}_noisy"]
-            row["meets_target"] = ok
-            row["noisy"] = noisy_any
-            rows.append(row)
+            rows.append(check_targets(row))
     return rows
+
+
+def check_targets(row: dict) -> dict:
+    """Set ``row``'s ``meets_target`` (its medians against ``OP_TARGETS``), ``<ratio>_noisy`` for each checked ratio
+    with a spread and ``noisy`` (any of them); returns the row."""
+    tgt = OP_TARGETS.get(row["op"])
+    ok = noisy_any = None
+    if tgt and tgt["mode"] == row["mode"]:
+        ok = True
+        key = "vs_ref_cpu_time" if tgt.get("cpu_time") and row["device"] == "cpu" else "vs_ref"
+        for k, limit in ((key, tgt["vs_ref"]), ("vs_compiled", tgt["vs_compiled"])):
+            if not limit or row.get(k) is None:
+                continue
+            ok &= row[k] >= limit
+            if row.get(f"{k}_lo") is not None:
+                row[f"{k}_noisy"] = noisy({"median": row[k], "lo": row[f"{k}_lo"], "hi": row[f"{k}_hi"]}, limit)
+                noisy_any = bool(noisy_any) or row[f"{k}_noisy"]
+    row["meets_target"] = ok
+    row["noisy"] = noisy_any
+    return row
 
 
 def _spread(r: dict, key: str) -> str:

@@ -141,12 +141,11 @@ def across_runs(runs: list[list[dict]]) -> list[dict]:
     """The op ratio rows of several runs of the op benchmarks as one: each ratio the median of the runs' medians,
     ``_lo`` / ``_hi`` their smallest and largest (a rerun's spread, which on a shared machine is wider than one run's
     quartiles: page faults and other tenants change between runs, not between interleaved rounds), ``_runs`` the
-    values, ``runs`` their count, noisy and meets_target recomputed against ``OP_TARGETS``. Rows are those of the
+    values, ``runs`` their count, noisy and meets_target recomputed (``conftest.check_targets``). Rows are those of the
     last run; a ratio missing from some run is taken over the runs that have it."""
     import statistics
 
-    from .conftest import OP_TARGETS
-    from .interleave import noisy
+    from .conftest import check_targets
 
     def key(r):
         return r["op"], r["case"], r["mode"], r["device"], r["provider"]
@@ -165,19 +164,7 @@ def across_runs(runs: list[list[dict]]) -> list[dict]:
                 continue
             row[k], row[f"{k}_runs"] = statistics.median(vals), vals
             row[f"{k}_lo"], row[f"{k}_hi"] = min(vals), max(vals)
-        tgt = OP_TARGETS.get(row["op"])
-        ok = noisy_any = None
-        if tgt and tgt["mode"] == row["mode"]:
-            ok = True
-            main = "vs_ref_cpu_time" if tgt.get("cpu_time") and row["device"] == "cpu" else "vs_ref"
-            for k, limit in ((main, tgt["vs_ref"]), ("vs_compiled", tgt["vs_compiled"])):
-                if not limit or row.get(k) is None:
-                    continue
-                ok &= row[k] >= limit
-                row[f"{k}_noisy"] = noisy({"median": row[k], "lo": row[f"{k}_lo"], "hi": row[f"{k}_hi"]}, limit)
-                noisy_any = bool(noisy_any) or row[f"{k}_noisy"]
-        row["meets_target"], row["noisy"] = ok, noisy_any
-        out.append(row)
+        out.append(check_targets(row))
     return out
 
 
