@@ -42,6 +42,7 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -55,6 +56,7 @@ if not HAS_CUDA:  # the CPU dry run: Triton kernels only run under the interpret
 
 import ganops  # noqa: E402
 from ganops._dispatch import backend_status  # noqa: E402
+from ganops._io import atomic_write  # noqa: E402
 
 QUICK = False
 OUT = "."
@@ -77,9 +79,8 @@ def write(section: str, payload: dict, complete: bool = True) -> str:
     path = os.path.join(OUT, f"{section}.json")
     payload = {"section": section, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": QUICK, "complete": complete,
                **payload}
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(path + ".tmp", path)
+    text = json.dumps(payload, indent=1, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), fsync=False)  # rewritten after every row
     return path
 
 
