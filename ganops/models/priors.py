@@ -15,7 +15,7 @@ from .._io import atomic_write
 from ..metrics._frozen import FrozenNet, shared_net
 
 __all__ = ["EXTRACTORS", "get_extractor", "compute_priors", "cached_priors", "prior_cache_key", "vicinal_sample",
-           "VICINAL_LAWS", "ImageIndex", "iter_batches", "prior_cache_path"]
+           "VICINAL_LAWS", "ImageIndex", "iter_batches"]
 
 _VERSION = 1  # bump when an extractor's preprocessing changes (invalidates caches)
 
@@ -126,12 +126,6 @@ def prior_cache_key(images: torch.Tensor, extractor: str, size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def prior_cache_path(images: torch.Tensor | None, extractor: str, size: int, *,
-                     cache_dir: str | os.PathLike | None = None, key: str | None = None) -> str:
-    """Where :func:`cached_priors` keeps the priors of ``images`` (or of the set whose content ``key`` names)."""
-    return _cache_entry(images, extractor, size, cache_dir, key)[0]
-
-
 def _cache_entry(images: torch.Tensor | None, extractor: str, size: int, cache_dir: str | os.PathLike | None,
                  key: str | None) -> tuple[str, str]:
     """(path, entry key) of the cache entry: the entry key, also stored in the file, is :func:`prior_cache_key` of
@@ -151,7 +145,7 @@ def _default_cache_dir() -> str:
 def cached_priors(images: Any, extractor: str = "vgg16", *, size: int = 224,
                   cache_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                   batch_size: int = 16, progress: bool = True, key: str | None = None,
-                  num_workers: int = 0) -> tuple[torch.Tensor, bool]:
+                  num_workers: int = 0, log: Callable[[str], None] | None = None) -> tuple[torch.Tensor, bool]:
     """:func:`compute_priors`, cached on disk keyed by dataset content + extractor + size.
 
     Args:
@@ -159,6 +153,8 @@ def cached_priors(images: Any, extractor: str = "vgg16", *, size: int = 224,
         cache_dir: directory of the cache (default ``$GANOPS_CACHE`` or ``~/.cache/ganops``).
         key: the content part of the cache key; required for a dataset (:attr:`ImageIndex.digest` of the same
             dataset gives it without a second pass), default :func:`prior_cache_key` of a tensor.
+        log: where the note about a damaged entry goes (None: nowhere). An entry that cannot be read, or that holds
+            NaN/Inf (priors of real images are finite), is recomputed and rewritten.
 
     Returns:
         (priors (N, dim) float32 on the CPU, hit) with ``hit`` True when read from the cache.
@@ -171,7 +167,10 @@ def cached_priors(images: Any, extractor: str = "vgg16", *, size: int = 224,
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             if blob.get("key") == key and blob["priors"].shape[0] == len(images):
-                return blob["priors"], True
+                if bool(torch.isfinite(blob["priors"]).all()):
+                    return blob["priors"], True
+                if log is not None:
+                    log(f"disp: note: the prior cache {path} holds NaN/Inf values (a damaged file); recomputing it")
         except Exception:  # noqa: BLE001 - a corrupt cache entry is recomputed
             pass
     pri = compute_priors(images, extractor, size=size, batch_size=batch_size, device=device, progress=progress,

@@ -14,7 +14,7 @@ from .._io import atomic_write
 from ..metrics.sweep import dataset_source
 from ..models.disp import DispDiscriminator, DispGenerator
 from ..models.gmm import GaussianMixture
-from ..models.priors import EXTRACTORS, ImageIndex, cached_priors, compute_priors, prior_cache_path, vicinal_sample
+from ..models.priors import EXTRACTORS, ImageIndex, cached_priors, compute_priors, vicinal_sample
 from .checkpoint import CheckpointError, load_torch_file
 from .data import load_single_image, open_dataset
 from .errors import UserError
@@ -117,19 +117,13 @@ def split_indices(n_images: int, fraction: float, seed: int = 0) -> tuple[list[i
 def training_priors(dataset: Any, opts: dict, device: torch.device, verbose: bool, log: Callable[[str], None] = print
                     ) -> tuple[ImageIndex, torch.Tensor, bool]:
     """One streaming pass over ``dataset`` for the image index, then the priors (cached on disk, computed batch by
-    batch on a miss). A cache file holding NaN/Inf (damaged: priors of real images are finite) is recomputed with a
-    note. Returns (index, priors (N, dim) on the CPU, cache hit)."""
+    batch on a miss; a damaged cache entry, e.g. one holding NaN/Inf, is recomputed with a note through ``log``).
+    Returns (index, priors (N, dim) on the CPU, cache hit)."""
 
     index = ImageIndex(dataset, num_workers=opts.get("workers", 0), progress=verbose)
-    kw = dict(size=opts["prior_size"], cache_dir=opts["cache_dir"], device=device, progress=verbose,
-              key=index.digest, num_workers=opts.get("workers", 0))
-    priors, hit = cached_priors(dataset, opts["prior"], **kw)
-    if hit and not bool(torch.isfinite(priors).all()):
-        path = prior_cache_path(None, opts["prior"], opts["prior_size"], cache_dir=opts["cache_dir"], key=index.digest)
-        if verbose:
-            log(f"disp: note: the prior cache {path} holds NaN/Inf values (a damaged file); recomputing it")
-        os.unlink(path)
-        priors, hit = cached_priors(dataset, opts["prior"], **kw)
+    priors, hit = cached_priors(dataset, opts["prior"], size=opts["prior_size"], cache_dir=opts["cache_dir"],
+                                device=device, progress=verbose, key=index.digest,
+                                num_workers=opts.get("workers", 0), log=log if verbose else None)
     if not bool(torch.isfinite(priors).all()):
         raise UserError(f"--prior {opts['prior']}: the extractor gave NaN/Inf priors for these images (damaged "
                         "extractor weights?); reinstall its package, or train with --baseline")
